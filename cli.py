@@ -1,0 +1,388 @@
+"""The `seqrec` command line: maps flags to config and calls the package. Nothing else lives here.
+
+Raw data to a served recommendation, in order: `seqrec data stats` (load and validate),
+`seqrec encode` (item features), `seqrec train` (sequence model -> bundle), `seqrec eval`,
+`seqrec bench` (baselines and ablations), `seqrec tune` (Optuna), `seqrec serve` (HTTP).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="seqrec: multimodal sequential recommender for fashion shops.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Load, check and generate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Dataset folder or file (hm, sasrec, generic).")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Experiment TOML (see experiments/).")
+]
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="hm | sasrec | generic (default: detect).")
+]
+OnErrorOpt = Annotated[
+    str | None,
+    typer.Option("--on-error", help="skip (count and drop) | fail (stop) on bad rows."),
+]
+CacheOpt = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Feature cache (default ~/.cache/seqrec).")
+]
+
+
+def user_errors(command):
+    """Print user errors (bad files, columns, configs) as one clear message, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from seqrec.data.dataset import DataError
+
+        try:
+            return command(*args, **kwargs)
+        except (DataError, FileNotFoundError) as error:
+            err_console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _experiment(config: Path | None, overrides: dict):
+    from seqrec.config import apply_overrides, load_config
+
+    return apply_overrides(load_config(config), overrides)
+
+
+@data_app.command("stats")
+@user_errors
+def data_stats(
+    path: Annotated[Path, typer.Argument(help="Dataset folder or file.")],
+    format: FormatOpt = None,
+    on_error: OnErrorOpt = "skip",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the stats here.")] = None,
+):
+    """Users, items, interactions, images, date range and every kind of rejected row."""
+    from rich.table import Table
+
+    from seqrec.data.load import load_dataset
+
+    dataset = load_dataset(path, format=format, on_error=on_error or "skip")
+    stats = dataset.stats()
+    table = Table(title=f"{path} ({stats['format']})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+    for note in dataset.report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(stats, indent=2))
+
+
+@data_app.command("demo")
+@user_errors
+def data_demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the demo shop into.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    items: Annotated[int, typer.Option(help="Number of products.")] = 2000,
+    users: Annotated[int, typer.Option(help="Number of shoppers.")] = 3000,
+):
+    """Write the synthetic demo shop (generic layout: CSVs, images, seqrec.toml)."""
+    from seqrec.data.demo import DemoConfig, write_demo_shop
+
+    path = write_demo_shop(out, DemoConfig(seed=seed, n_items=items, n_users=users))
+    console.print(f"demo shop written to [bold]{path}[/]")
+
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config key: --set model.dim=128 (TOML value)."),
+]
+
+
+def _overrides(pairs: list[str] | None, **flags) -> dict:
+    """Flag values keyed by dotted config path, plus --set KEY=VALUE pairs (values as TOML)."""
+    from seqrec.config import ConfigError, tomllib
+
+    overrides = {key.replace("__", "."): value for key, value in flags.items()}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dim=128")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"value = {raw}")["value"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = raw  # a bare word: take it as a string
+    return overrides
+
+
+def _epoch_printer(label: str = ""):
+    def show(row: dict) -> None:
+        metrics = "  ".join(
+            f"{name.removeprefix('valid:')} {value:.4f}"
+            for name, value in row.items()
+            if name.startswith("valid:") and name.split("@")[0] in ("valid:ndcg", "valid:hr")
+        )
+        console.print(
+            f"{label}epoch {row['epoch'] + 1:>3}  loss {row['loss']:.4f}  "
+            f"{row['train_seconds']:.1f}s ({row['sequences_per_second']:.0f} seq/s)  {metrics}"
+        )
+
+    return show
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _headline(metrics: dict, show_all: bool = False) -> dict:
+    """The metrics a person reads first: no per-group breakdown except cold recall."""
+    if show_all:
+        return metrics
+    keep = ("ndcg@", "hr@", "recall@", "map@", "mrr", "cold:recall@")
+    return {name: value for name, value in metrics.items() if name.startswith(keep)}
+
+
+def _metrics_table(title: str, metrics: dict, ci: dict | None = None):
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, value in metrics.items():
+        low, high = (ci or {}).get(name, (None, None))
+        interval = "" if low is None else f"[{low:.4f}, {high:.4f}]"
+        table.add_row(name, f"{value:.4f}", interval)
+    return table
+
+
+@app.command()
+@user_errors
+def encode(
+    data: DataOpt,
+    config: ConfigOpt = None,
+    cache_dir: CacheOpt = None,
+    set_: SetOpt = None,
+):
+    """Encode every item's text and image into the on-disk feature cache."""
+    from seqrec.data.load import load_dataset
+    from seqrec.features.build import fit_item_features
+
+    experiment = _experiment(config, _overrides(set_))
+    dataset = load_dataset(
+        data, experiment.data.format, experiment.data.on_error, experiment.data.text_columns
+    )
+    with _progress() as progress:
+        built = fit_item_features(dataset, experiment.features, cache_dir, progress=progress)
+    for line in built.report.lines():
+        console.print(line)
+
+
+@app.command()
+@user_errors
+def train(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option(help="gru | transformer | mlp")] = None,
+    loss: Annotated[str | None, typer.Option(help="bce | sampled_softmax | ce | gbce")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    fusion: Annotated[str | None, typer.Option(help="concat | product | attention")] = None,
+    cache_dir: CacheOpt = None,
+    set_: SetOpt = None,
+):
+    """Train a sequence model and write a bundle (resumes from OUT/checkpoint.pt if present)."""
+    from seqrec.experiment import run_train
+
+    experiment = _experiment(
+        config,
+        _overrides(
+            set_,
+            model__model=model,
+            train__loss=loss,
+            train__epochs=epochs,
+            train__seed=seed,
+            train__device=device,
+            model__item_net__fusion=fusion,
+        ),
+    )
+    if (out / "checkpoint.pt").exists():
+        console.print(f"resuming from {out / 'checkpoint.pt'}")
+    with _progress() as progress:
+        outcome = run_train(
+            experiment, data, out, cache_dir, progress=progress, on_epoch=_epoch_printer()
+        )
+    console.print(_metrics_table("validation (chosen epoch)", _headline(outcome.valid.metrics)))
+    console.print(_metrics_table("test", _headline(outcome.test.metrics), outcome.test.ci))
+    console.print(f"bundle written to [bold]{outcome.bundle}[/]")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder from seqrec train.")],
+    data: DataOpt,
+    split: Annotated[str | None, typer.Option(help="Split method (default: the bundle's).")] = None,
+    stage: Annotated[str, typer.Option(help="test | valid")] = "test",
+    remove_seen: Annotated[
+        bool | None, typer.Option(help="Remove history items (default: the bundle's protocol).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
+    cache_dir: CacheOpt = None,
+):
+    """Evaluate a bundle on a dataset sharing its item ids; new items are encoded from content."""
+    from seqrec.bundle import load_bundle, model_for_catalogue
+    from seqrec.data.load import load_dataset
+    from seqrec.data.split import split_dataset
+    from seqrec.evaluate import evaluate
+    from seqrec.train import ModelScorer
+
+    loaded = load_bundle(bundle)
+    config = loaded.config
+    dataset = load_dataset(data, config.data.format, config.data.on_error, config.data.text_columns)
+    split_config = config.split if split is None else type(config.split)(method=split)
+    model, n_new = model_for_catalogue(loaded, dataset.items, cache_dir)
+    if n_new:
+        console.print(f"{n_new:,} items unknown to the bundle were encoded from their content")
+    task = split_dataset(dataset, split_config).task(stage)
+    result = evaluate(
+        ModelScorer(model, config.model.max_len),
+        task,
+        ks=tuple(config.eval.ks),
+        remove_seen=config.eval.remove_seen if remove_seen is None else remove_seen,
+        bootstrap=config.eval.bootstrap,
+    )
+    title = f"{stage} ({len(task):,} users)"
+    console.print(_metrics_table(title, _headline(result.metrics), result.ci))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.metrics, indent=2))
+
+
+def _bench_table(rows, columns):
+    from rich.table import Table
+
+    table = Table(title="test metrics (full-catalogue ranking)")
+    table.add_column("ranker")
+    table.add_column("kind")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row.name, row.kind, *[f"{row.test.metrics.get(c, float('nan')):.4f}" for c in columns]
+        )
+    return table
+
+
+def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, baselines=True):
+    from seqrec.bench import run_bench, table_columns, write_report
+    from seqrec.experiment import prepare
+
+    with _progress() as progress:
+        prepared = prepare(experiment, data, cache_dir=cache_dir, progress=progress)
+    report = run_bench(
+        experiment,
+        prepared,
+        models=models,
+        ablations=ablations,
+        include_baselines=baselines,
+        on_row=lambda row: console.print(
+            f"[bold]{row.name}[/] ({row.kind}, {row.seconds:.0f}s): "
+            + "  ".join(f"{c} {row.test.metrics[c]:.4f}" for c in table_columns(experiment)[:4])
+        ),
+        on_epoch=lambda label, row: _epoch_printer(f"  {label}: ")(row),
+    )
+    report.command = "seqrec " + " ".join(sys.argv[1:])
+    console.print(_bench_table(report.rows, table_columns(experiment)[:6]))
+    paths = write_report(report, out_dir, name)
+    console.print("report: " + ", ".join(str(path) for path in paths))
+    return report
+
+
+@app.command()
+@user_errors
+def bench(
+    data: DataOpt,
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("benchmarks/results"),
+    name: Annotated[str | None, typer.Option(help="Report name (default: config name).")] = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated models to train.")
+    ] = "gru,transformer,mlp",
+    ablations: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated ablations (id_only,text_only,image_only,concat,product,"
+            "attention); '' for none."
+        ),
+    ] = "id_only,text_only,image_only,concat,product,attention",
+    baselines: Annotated[bool, typer.Option(help="Run the baselines.")] = True,
+    cache_dir: CacheOpt = None,
+    set_: SetOpt = None,
+):
+    """Baselines, models and modality ablations on one split -> markdown, JSON and PNG report."""
+    experiment = _experiment(config, _overrides(set_))
+    _run_bench(
+        experiment,
+        data,
+        out,
+        name or experiment.name,
+        [model for model in models.split(",") if model],
+        [ablation for ablation in ablations.split(",") if ablation],
+        cache_dir,
+        baselines,
+    )
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Working folder.")] = Path("runs/demo"),
+    cache_dir: CacheOpt = None,
+):
+    """Generate the demo shop, encode items, train GRU/transformer/MLP, compare to baselines."""
+    from seqrec.config import load_config
+    from seqrec.data.demo import DemoConfig, write_demo_shop
+
+    shop = write_demo_shop(out / "shop", DemoConfig())
+    console.print(f"demo shop written to {shop}")
+    config_path = Path(__file__).resolve().parent / "experiments" / "demo.toml"
+    experiment = load_config(config_path) if config_path.exists() else _experiment(None, {})
+    _run_bench(
+        experiment,
+        shop,
+        out,
+        "demo",
+        ["gru", "transformer", "mlp"],
+        [],
+        cache_dir if cache_dir is not None else out / "cache",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,265 @@
+"""Non-neural baselines: popularity, repeat purchases, item co-occurrence and content KNN.
+
+Every baseline follows the same two calls:
+
+- ``fit(interactions, n_items) -> self`` where ``interactions`` is ``task.fit`` (the only table
+  anything may be fitted on), sorted by (user_id, timestamp) as loaders return it.
+- ``score(histories) -> [B, N] float32``: one score per catalogue item for each history (item
+  indices in time order). Pure numpy/scipy, deterministic.
+
+"Repeat-then-X" baselines put the user's own history items first (ordered by recency or
+frequency) and rank every other item by X below them: X's scores are min-max scaled per user
+into [0, 1] and repeats are placed in the band [2, 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+REPEAT_BASE = 2.0  # repeats score in [REPEAT_BASE, REPEAT_BASE + 1); other items in [0, 1]
+
+
+def _history_pairs(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row [E], item [E], position from the end [E], 0 = most recent) of a batch of histories."""
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)  # [B]
+    rows = np.repeat(np.arange(len(histories)), lengths)  # [E]
+    items = np.concatenate(histories).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)  # [B]
+    from_end = ends[rows] - 1 - np.arange(len(items))  # [E]
+    return rows, items, from_end
+
+
+def _last_n(histories: list[np.ndarray], last_n: int | None) -> list[np.ndarray]:
+    return histories if last_n is None else [h[len(h) - min(len(h), last_n) :] for h in histories]
+
+
+def repeat_scores(
+    histories: list[np.ndarray], n_items: int, order: str = "recency"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ordering key of each user's own history items: ([B, N] float64 in (0, 1), [B, N] bool).
+
+    order="recency": the most recently bought first (by its last position), ties by frequency.
+    order="frequency": the most often bought first, ties by recency.
+    The key is the item's rank among the user's distinct history items, scaled into (0, 1).
+    """
+    rows, items, from_end = _history_pairs(histories)
+    pairs, inverse, count = np.unique(
+        rows * n_items + items, return_inverse=True, return_counts=True
+    )
+    last = np.full(len(pairs), np.iinfo(np.int64).max)  # [P] position from end of the last buy
+    np.minimum.at(last, inverse, from_end)
+    pair_row, pair_item = pairs // n_items, pairs % n_items  # [P]
+    if order == "recency":
+        by = np.lexsort((count, -last, pair_row))  # ascending: best last inside each row
+    elif order == "frequency":
+        by = np.lexsort((-last, count, pair_row))
+    else:
+        raise ValueError(f"unknown repeat order {order!r}; use 'recency' or 'frequency'")
+    per_row = np.bincount(pair_row, minlength=len(histories))  # [B] distinct history items
+    starts = np.concatenate([[0], np.cumsum(per_row)[:-1]])
+    position = np.empty(len(pairs))
+    position[by] = np.arange(len(pairs)) - starts[pair_row[by]] + 1  # 1 = worst .. n = best
+    key = np.zeros((len(histories), n_items))  # [B, N]
+    key[pair_row, pair_item] = position / (per_row[pair_row] + 1.0)
+    seen = np.zeros((len(histories), n_items), dtype=bool)
+    seen[pair_row, pair_item] = True
+    return key, seen
+
+
+def repeat_first(base: np.ndarray, histories: list[np.ndarray], order: str) -> np.ndarray:
+    """[B, N] float32: history items in [2, 3) by ``order``, then ``base`` scaled into [0, 1]."""
+    base = np.asarray(base, dtype=np.float64)
+    low, high = base.min(axis=1, keepdims=True), base.max(axis=1, keepdims=True)
+    scaled = (base - low) / np.where(high > low, high - low, 1.0)  # [B, N] in [0, 1]
+    key, seen = repeat_scores(histories, base.shape[1], order)
+    return np.where(seen, REPEAT_BASE + key, scaled).astype(np.float32)
+
+
+def item_counts(interactions: pd.DataFrame, n_items: int, window: int | None) -> np.ndarray:
+    """[N] interactions per item, within the last ``window`` timestamp units when given.
+
+    The window keeps rows with ``timestamp > max_timestamp - window`` (the last ``window`` days
+    for day timestamps, inclusive of the last day).
+    """
+    times = interactions["timestamp"].to_numpy()
+    items = interactions["item_idx"].to_numpy()
+    if window is not None and len(times):
+        items = items[times > times.max() - window]
+    return np.bincount(items, minlength=n_items).astype(np.float64)
+
+
+@dataclass
+class Popularity:
+    """Most-bought items first, for every user.
+
+    window_days: count only the last ``window_days`` of the fit table, in the dataset's
+    timestamp units (days for H&M; the caller converts for other units). None = all time.
+    """
+
+    window_days: int | None = None
+
+    def fit(self, interactions: pd.DataFrame, n_items: int) -> Popularity:
+        self.counts_ = item_counts(interactions, n_items, self.window_days)  # [N]
+        return self
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(
+            self.counts_.astype(np.float32), (len(histories), len(self.counts_))
+        ).copy()
+
+
+@dataclass
+class RepeatThenPopularity:
+    """The user's own history items first (by ``order``), then popularity within ``window``."""
+
+    window: int | None = 28
+    order: str = "recency"
+
+    def fit(self, interactions: pd.DataFrame, n_items: int) -> RepeatThenPopularity:
+        self.popularity_ = Popularity(self.window).fit(interactions, n_items)
+        return self
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        return repeat_first(self.popularity_.score(histories), histories, self.order)
+
+
+def user_item_matrix(
+    interactions: pd.DataFrame, n_items: int, binary: bool = True
+) -> sp.csr_matrix:
+    """[U, N] sparse user-item matrix of the fit table (1 per bought pair, or counts)."""
+    users = pd.factorize(interactions["user_id"])[0]
+    items = interactions["item_idx"].to_numpy()
+    data = np.ones(len(items), dtype=np.float64)
+    matrix = sp.csr_matrix((data, (users, items)), shape=(users.max(initial=-1) + 1, n_items))
+    matrix.sum_duplicates()
+    if binary:
+        matrix.data[:] = 1.0
+    return matrix
+
+
+def cosine_cooccurrence(matrix: sp.csr_matrix, keep_self: bool = False) -> sp.csr_matrix:
+    """[N, N] cosine of item columns: co(i, j) / sqrt(co(i, i) co(j, j)); zero diagonal unless
+    ``keep_self``."""
+    co = (matrix.T @ matrix).tocsr()  # [N, N]
+    norms = np.sqrt(co.diagonal())
+    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    sim = sp.diags(inv) @ co @ sp.diags(inv)
+    sim = sp.csr_matrix(sim)
+    if not keep_self:
+        sim.setdiag(0.0)
+        sim.eliminate_zeros()
+    return sim
+
+
+def keep_top_neighbours(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Keep the ``n`` largest entries of each row (ties by lower column index)."""
+    sim = sim.tocsr()
+    sim.sort_indices()
+    lengths = np.diff(sim.indptr)
+    rows = np.repeat(np.arange(sim.shape[0]), lengths)
+    order = np.lexsort((sim.indices, -sim.data, rows))  # by row, then score desc, then column
+    rank_in_row = np.arange(len(order)) - sim.indptr[rows[order]]
+    keep = order[rank_in_row < n]
+    return sp.csr_matrix((sim.data[keep], (rows[keep], sim.indices[keep])), shape=sim.shape)
+
+
+def _query_matrix(histories: list[np.ndarray], n_items: int, last_n: int | None, binary: bool):
+    """[B, N] sparse query: the last ``last_n`` history items of each user (1 each, or counts)."""
+    rows, items, _ = _history_pairs(_last_n(histories, last_n))
+    query = sp.csr_matrix((np.ones(len(items)), (rows, items)), shape=(len(histories), n_items))
+    query.sum_duplicates()
+    if binary:
+        query.data[:] = 1.0
+    return query
+
+
+@dataclass
+class ItemKNN:
+    """Item co-occurrence KNN: items bought by the same users as the user's history items.
+
+    Similarity is the cosine of binary user-item columns of the fit table. A user's score for
+    item j is the sum over their (last ``last_n``) history items h of sim(h, j).
+    neighbours: keep only each item's top neighbours (None = all); keep_self: an item is its own
+    neighbour with similarity 1 (so history items score too); binary_history: count a history
+    item once however often it was bought.
+    """
+
+    last_n: int | None = None
+    neighbours: int | None = None
+    keep_self: bool = False
+    binary_history: bool = True
+
+    def fit(self, interactions: pd.DataFrame, n_items: int) -> ItemKNN:
+        sim = cosine_cooccurrence(user_item_matrix(interactions, n_items), self.keep_self)
+        if self.neighbours is not None:
+            sim = keep_top_neighbours(sim, self.neighbours)
+        self.sim_ = sim.astype(np.float32).tocsr()  # [N, N]
+        self.n_items_ = n_items
+        return self
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        query = _query_matrix(histories, self.n_items_, self.last_n, self.binary_history)
+        return np.asarray((query @ self.sim_).todense(), dtype=np.float32)  # [B, N]
+
+
+def normalise_rows(vectors) -> np.ndarray | sp.csr_matrix:
+    """L2-normalised rows of a dense array or sparse matrix (zero rows stay zero)."""
+    if sp.issparse(vectors):
+        vectors = sp.csr_matrix(vectors, dtype=np.float64)
+        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+    else:
+        vectors = np.asarray(vectors, dtype=np.float64)
+        norms = np.linalg.norm(vectors, axis=1)
+    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    if sp.issparse(vectors):
+        return sp.csr_matrix(sp.diags(inv) @ vectors)
+    return vectors * inv[:, None]
+
+
+@dataclass
+class ContentKNN:
+    """Cosine similarity of each item's content vector to the user's last ``last_n`` history
+    items, summed. Needs no interactions, so cold items are scored like any other.
+
+    item_vectors: [N, D] dense array or scipy sparse matrix (TF-IDF rows, embeddings...).
+    binary_history: count an item repeated among the last ``last_n`` once.
+    """
+
+    item_vectors: object
+    last_n: int | None = 5
+    binary_history: bool = False
+
+    def fit(self, interactions: pd.DataFrame, n_items: int) -> ContentKNN:
+        if self.item_vectors.shape[0] != n_items:
+            raise ValueError(f"item_vectors has {self.item_vectors.shape[0]} rows, not {n_items}")
+        self.vectors_ = normalise_rows(self.item_vectors)  # [N, D]
+        self.n_items_ = n_items
+        return self
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        query = _query_matrix(histories, self.n_items_, self.last_n, self.binary_history)
+        profile = query @ self.vectors_  # [B, D] sum of the history items' unit vectors
+        scores = self.vectors_ @ profile.T  # [N, B]
+        if sp.issparse(scores):
+            scores = scores.toarray()
+        return np.ascontiguousarray(np.asarray(scores).T, dtype=np.float32)  # [B, N]
+
+
+@dataclass
+class RepeatThenContentKNN:
+    """The user's own history items first (by ``order``), then content KNN over the rest."""
+
+    item_vectors: object
+    last_n: int | None = 5
+    order: str = "recency"
+
+    def fit(self, interactions: pd.DataFrame, n_items: int) -> RepeatThenContentKNN:
+        self.content_ = ContentKNN(self.item_vectors, self.last_n).fit(interactions, n_items)
+        return self
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        return repeat_first(self.content_.score(histories), histories, self.order)

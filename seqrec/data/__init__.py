@@ -1,0 +1,1 @@
+"""Datasets: load and validate, split, sequences, the demo shop."""

@@ -1,0 +1,123 @@
+"""The in-memory dataset every other step reads.
+
+A `Dataset` is two tables plus a description of the item columns:
+
+- ``items``: one row per catalogue item, in item-index order (row ``i`` is item index ``i``).
+  Always has ``item_id`` (str). Other columns are named by the `ItemSchema`: text fields,
+  categorical fields, numeric fields (such as price) and an image path column. Items that
+  nobody interacted with stay in the catalogue: they are recommendable from their content.
+- ``interactions``: one row per event with ``user_id`` (str), ``item_idx`` (int64, a row of
+  ``items``) and ``timestamp`` (int64). Timestamps only need to order a user's events; events
+  sharing a user's timestamp form one basket (an H&M purchase day, say). Rows are sorted by
+  (user_id, timestamp) and keep file order inside a basket.
+
+Loaders (`seqrec.data.load`) build it from the H&M Kaggle layout, the SASRec text format or a
+generic CSV/Parquet layout; `seqrec.data.demo` writes a synthetic shop in the generic layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+class DataError(ValueError):
+    """Bad user input (missing file or column, rejected rows under --on-error fail).
+
+    The CLI prints its message without a traceback.
+    """
+
+
+@dataclass
+class ItemSchema:
+    """Which item columns carry which kind of content."""
+
+    text_columns: list[str] = field(default_factory=list)
+    category_columns: list[str] = field(default_factory=list)
+    numeric_columns: list[str] = field(default_factory=list)
+    image_column: str | None = None  # absolute image paths; NaN/None where no image is known
+    title_column: str | None = None  # a short display name, for tables and the demo shop page
+    price_column: str | None = None
+
+
+@dataclass
+class LoadReport:
+    """What a loader saw and what it rejected. Every count is a number of rows (or files)."""
+
+    format: str
+    rejected: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, count: int) -> None:
+        if count:
+            self.rejected[kind] = self.rejected.get(kind, 0) + int(count)
+
+
+@dataclass
+class Dataset:
+    name: str
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+    schema: ItemSchema
+    report: LoadReport
+    time_unit: str = "order"  # "order" (SASRec line order), "day" or "second"
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.interactions["user_id"].nunique())
+
+    def item_ids(self) -> np.ndarray:
+        return self.items["item_id"].to_numpy()
+
+    def item_index(self) -> dict[str, int]:
+        """item_id -> item index (row of ``items``)."""
+        return {item_id: idx for idx, item_id in enumerate(self.items["item_id"])}
+
+    def images_found(self) -> int:
+        column = self.schema.image_column
+        if column is None or column not in self.items:
+            return 0
+        return int(self.items[column].notna().sum())
+
+    def stats(self) -> dict[str, object]:
+        """Flat summary used by `seqrec data stats` (keys stay stable for scripts)."""
+        inter = self.interactions
+        out: dict[str, object] = {
+            "format": self.report.format,
+            "users": self.n_users,
+            "items": self.n_items,
+            "items_with_interactions": int(inter["item_idx"].nunique()),
+            "interactions": len(inter),
+            "images": self.images_found(),
+        }
+        if len(inter):
+            first, last = int(inter["timestamp"].min()), int(inter["timestamp"].max())
+            out["time_min"], out["time_max"] = (
+                _format_time(first, self.time_unit),
+                _format_time(last, self.time_unit),
+            )
+        for kind, count in sorted(self.report.rejected.items()):
+            out[f"rejected_{kind}"] = count
+        return out
+
+
+def _format_time(value: int, unit: str) -> str | int:
+    if unit == "day":
+        return str(pd.Timestamp("1970-01-01") + pd.Timedelta(days=value))[:10]
+    if unit == "second":
+        return str(pd.Timestamp(value, unit="s"))
+    return value
+
+
+def sort_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Sort by (user, timestamp) keeping file order inside ties; reset the index."""
+    users = pd.factorize(interactions["user_id"], sort=True)[0]  # ints sort far faster
+    times = interactions["timestamp"].to_numpy()
+    order = np.lexsort((np.arange(len(interactions)), times, users))
+    return interactions.iloc[order].reset_index(drop=True)

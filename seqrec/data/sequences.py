@@ -1,0 +1,77 @@
+"""Turn per-user histories into padded item-index tensors, without Python loops over events.
+
+Convention shared by every model: a padded sequence holds ``item_idx + 1`` and ``0`` is padding.
+Sequences are right-aligned (left-padded), so the most recent item always sits at the last
+position and the last hidden state is the user's state. There are no per-user parameters: a user
+is their history, so a shopper never seen in training is served from the items they browsed.
+
+Items that share a user's timestamp form one basket; they stay next to each other in file order
+(``basket_ids`` marks them), which is how next-basket targets (H&M days) are kept together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+PAD = 0
+
+
+@dataclass
+class Sequences:
+    users: np.ndarray  # [U] user ids
+    items: torch.Tensor  # [U, L] int64, item_idx + 1, 0 = padding, most recent at L - 1
+    basket_ids: torch.Tensor  # [U, L] int64, 1.. per user in time order, 0 = padding
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def pad_from_csr(indptr: np.ndarray, values: np.ndarray, max_len: int) -> np.ndarray:
+    """Right-aligned [U, max_len] array from CSR rows, keeping each row's last max_len values.
+
+    ``values`` are written as they are (callers add 1 to item indices first); missing = 0.
+    """
+    lengths = np.diff(indptr)  # [U]
+    n_rows = len(lengths)
+    row_of = np.repeat(np.arange(n_rows), lengths)  # [E]
+    from_end = indptr[row_of + 1] - 1 - np.arange(len(values))  # [E], 0 = the row's last value
+    keep = from_end < max_len
+    out = np.zeros((n_rows, max_len), dtype=np.int64)
+    out[row_of[keep], max_len - 1 - from_end[keep]] = values[keep]
+    return out
+
+
+def build_sequences(interactions: pd.DataFrame, max_len: int) -> Sequences:
+    """One row per user: their last ``max_len`` interactions in time order.
+
+    ``interactions`` must be sorted by (user_id, timestamp), as every loader returns them.
+    """
+    user_ids = interactions["user_id"].to_numpy()
+    change = np.ones(len(user_ids), dtype=bool)
+    change[1:] = user_ids[1:] != user_ids[:-1]
+    starts = np.flatnonzero(change)
+    indptr = np.append(starts, len(user_ids)).astype(np.int64)
+    items = interactions["item_idx"].to_numpy(dtype=np.int64) + 1
+    # basket number inside each user: increments when the timestamp changes or a user starts
+    times = interactions["timestamp"].to_numpy()
+    new_basket = change.copy()
+    new_basket[1:] |= times[1:] != times[:-1]
+    basket_counter = np.cumsum(new_basket)
+    baskets = basket_counter - basket_counter[starts].repeat(np.diff(indptr)) + 1
+    return Sequences(
+        users=user_ids[starts],
+        items=torch.from_numpy(pad_from_csr(indptr, items, max_len)),
+        basket_ids=torch.from_numpy(pad_from_csr(indptr, baskets, max_len)),
+    )
+
+
+def histories_to_tensor(histories: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """[B, max_len] padded model input from item-index histories (for serving and evaluation)."""
+    lengths = np.array([len(history) for history in histories], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.concatenate(histories).astype(np.int64) + 1 if len(histories) else np.zeros(0)
+    return torch.from_numpy(pad_from_csr(indptr, values.astype(np.int64), max_len))

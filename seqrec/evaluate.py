@@ -1,0 +1,161 @@
+"""Full-catalogue evaluation of any scorer on an `EvalTask`, with warm/cold breakdowns and CIs.
+
+A scorer maps user histories to one score per catalogue item. `evaluate` scores the task's
+users in batches, ranks every target against all N items (`seqrec.metrics.target_ranks_flat`,
+pessimistic ties) and reports per-user metrics, their means, bootstrap CIs and counts.
+
+Breakdowns: a target is *cold* when its item never occurs in ``task.fit`` (`EvalTask.cold_items`)
+and *warm* otherwise. The ``cold:`` metrics keep the ranks over the full catalogue as usual but
+only the cold targets, over the users having at least one cold target; ``warm:`` likewise.
+
+`top_k` gives the ranked item list that the same scores produce (excluded items removed, ties
+broken by the lower item index); a serving layer reuses it so served and evaluated rankings agree.
+When scores tie, the evaluated ranks are pessimistic and can only be worse than `top_k`'s order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from seqrec.data.split import EvalTask
+from seqrec.metrics import bootstrap_ci, metrics_at_k, mrr, target_ranks_flat
+
+GROUPS = ("", "warm:", "cold:")  # metric name prefixes: all targets, warm targets, cold targets
+
+
+class Scorer(Protocol):
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:  # [B, N] float32
+        ...
+
+
+@dataclass
+class EvalResult:
+    """Per-user metrics and their summary for one evaluation run.
+
+    per_user: name -> [U_group] values (``ndcg@10``, ``cold:recall@12``...), rows of
+    ``user_rows[group]``; metrics: name -> mean; ci: name -> (low, high) 95% bootstrap interval;
+    counts: ``users``, ``targets``, ``warm:users``, ``warm:targets``, ``cold:users``,
+    ``cold:targets``, ``dropped_targets`` (targets excluded as seen items);
+    ranks: [T] pessimistic rank of every target of the task (0 = dropped).
+    """
+
+    stage: str
+    ks: tuple[int, ...]
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
+    user_rows: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    ranks: np.ndarray | None = None
+
+    def format(self, names: list[str] | None = None) -> str:
+        """One ``name value [low, high]`` line per metric."""
+        lines = []
+        for name in names or list(self.metrics):
+            low, high = self.ci.get(name, (np.nan, np.nan))
+            lines.append(f"{name:<22} {self.metrics[name]:.4f}  [{low:.4f}, {high:.4f}]")
+        return "\n".join(lines)
+
+
+def exclusion_mask(histories: list[np.ndarray], n_items: int) -> np.ndarray:
+    """[B, N] bool, True at each user's history items."""
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    mask = np.zeros((len(histories), n_items), dtype=bool)
+    if lengths.sum():
+        mask[np.repeat(np.arange(len(histories)), lengths), np.concatenate(histories)] = True
+    return mask
+
+
+def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | np.ndarray | None = None):
+    """[B, k] item indices by decreasing score, ties broken by the lower item index.
+
+    exclude: B arrays of item indices, or a [B, N] bool mask, removed from the ranking (scored
+    -inf: they only appear if k exceeds the number of remaining items). k is capped at N.
+    """
+    scores = np.asarray(scores, dtype=np.float64)  # [B, N]
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    n_rows, n_items = scores.shape
+    k = min(int(k), n_items)
+    if exclude is not None:
+        mask = exclude if isinstance(exclude, np.ndarray) else exclusion_mask(exclude, n_items)
+        scores = np.where(mask, -np.inf, scores)
+    if k == 0:
+        return np.zeros((n_rows, 0), dtype=np.int64)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # [B, 1] k-th largest score
+    above = scores > kth  # [B, N] surely in the top k
+    tied = scores == kth  # [B, N] fill the rest by lowest index
+    room = k - above.sum(axis=1, keepdims=True)  # [B, 1]
+    keep = above | (tied & (np.cumsum(tied, axis=1) <= room))  # exactly k per row
+    chosen = np.nonzero(keep)[1].reshape(n_rows, k)  # [B, k] in index order
+    order = np.argsort(-np.take_along_axis(scores, chosen, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(chosen, order, axis=1)
+
+
+def evaluate(
+    scorer: Scorer,
+    task: EvalTask,
+    ks: tuple[int, ...] = (10, 12),
+    remove_seen: bool = False,
+    bootstrap: int = 1000,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> EvalResult:
+    """Rank every target of ``task`` against the full catalogue and summarise.
+
+    remove_seen: exclude each user's history items from the ranking (ML-1M protocol); targets
+    that are history items are then dropped (counted in ``dropped_targets``).
+    bootstrap: number of bootstrap resamples for the CIs (0 = none).
+    """
+    histories = task.histories()
+    t_rows = np.repeat(np.arange(len(task)), np.diff(task.target_indptr))  # [T] user row
+    ranks = np.zeros(len(task.target_items), dtype=np.int64)  # [T]
+    for start in range(0, len(task), batch_size):
+        stop = min(start + batch_size, len(task))
+        batch = histories[start:stop]
+        scores = np.asarray(scorer.score(batch))  # [B, N]
+        if scores.shape != (len(batch), task.n_items):
+            raise ValueError(
+                f"scorer returned {scores.shape}, expected {(len(batch), task.n_items)}"
+            )
+        excluded = exclusion_mask(batch, task.n_items) if remove_seen else None
+        lo, hi = task.target_indptr[start], task.target_indptr[stop]
+        ranks[lo:hi] = target_ranks_flat(
+            scores, t_rows[lo:hi] - start, task.target_items[lo:hi], excluded
+        )
+
+    cold = task.cold_items()[task.target_items]  # [T]
+    result = EvalResult(stage=task.stage, ks=tuple(ks), ranks=ranks)
+    result.counts["dropped_targets"] = int((ranks == 0).sum())
+    for prefix in GROUPS:
+        keep = ranks > 0
+        if prefix == "warm:":
+            keep &= ~cold
+        elif prefix == "cold:":
+            keep &= cold
+        n_per_user = np.bincount(t_rows[keep], minlength=len(task))  # [U]
+        rows = np.flatnonzero(n_per_user)  # users with at least one kept target
+        per_user_ranks = np.split(ranks[keep], np.cumsum(n_per_user[rows])[:-1])
+        if len(rows) == 0:
+            per_user_ranks = []
+        result.user_rows[prefix or "all"] = rows
+        result.counts[f"{prefix}users"] = len(rows)
+        result.counts[f"{prefix}targets"] = int(keep.sum())
+        group: dict[str, np.ndarray] = {}
+        for k in ks:
+            group.update(metrics_at_k(per_user_ranks, k))
+        group["mrr"] = mrr(per_user_ranks)
+        names = list(group)
+        table = np.stack([group[name] for name in names], axis=1) if len(rows) else None
+        if bootstrap and table is not None:
+            low, high = bootstrap_ci(table, n_boot=bootstrap, seed=seed)
+        for j, name in enumerate(names):
+            full = prefix + name
+            result.per_user[full] = group[name]
+            result.metrics[full] = float(group[name].mean()) if len(rows) else float("nan")
+            if bootstrap and table is not None:
+                result.ci[full] = (float(low[j]), float(high[j]))
+    return result

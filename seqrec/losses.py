@@ -1,0 +1,145 @@
+"""Next-item losses, as pure functions of logits (no model code here).
+
+Logits are dot products between hidden states and item vectors, e.g.::
+
+    pos_logits = (hidden * item_matrix[targets]).sum(-1)  # [M]
+    neg_logits = hidden @ item_matrix[negatives].T        # [M, K] (negatives shared) or
+    neg_logits = (hidden[:, None] * item_matrix[negatives]).sum(-1)  # [M, K] per row
+    logits = hidden @ item_matrix.T                       # [M, N] (full softmax)
+
+Every loss works on flattened positions: row m is one (history prefix, next item) example.
+Positions whose target is padding must not be passed in: select them first
+(``hidden[mask]``, ``targets[mask] - 1``), or pass ``mask`` ([M] bool, True = keep) to average
+over the kept rows only. Targets are catalogue indices 0..N-1 (sequence values minus one).
+Each loss is a mean over the kept rows.
+
+Sampled losses take ``neg_mask`` ([M, K] bool, True = keep) to drop sampled negatives that must
+not count, e.g. accidental hits where a negative equals the target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-row losses [M] over the rows where ``mask`` is True (all rows without one)."""
+    if mask is None:
+        return loss.mean()
+    mask = mask.to(loss.dtype)
+    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _negative_term(neg_logits: torch.Tensor, neg_mask: torch.Tensor | None) -> torch.Tensor:
+    """[M]: -sum_k log(1 - sigmoid(s_k)) = -sum_k logsigmoid(-s_k) over the kept negatives."""
+    terms = -F.logsigmoid(-neg_logits)  # [M, K]
+    if neg_mask is not None:
+        terms = torch.where(neg_mask, terms, torch.zeros_like(terms))
+    return terms.sum(dim=-1)
+
+
+def bce_sampled(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    neg_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy with sampled negatives (SASRec's loss).
+
+    Per row: -log sigmoid(s+) - sum_k log(1 - sigmoid(s_k)), summed over the K negatives (as in
+    SASRec and gSASRec), then averaged over rows.
+    pos_logits: [M], neg_logits: [M, K] -> scalar.
+    """
+    loss = -F.logsigmoid(pos_logits) + _negative_term(neg_logits, neg_mask)  # [M]
+    return _mean(loss, mask)
+
+
+def gbce(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    n_items: int,
+    n_negatives: int,
+    t: float = 0.75,
+    mask: torch.Tensor | None = None,
+    neg_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Generalised BCE of gSASRec (Petrov & Macdonald, RecSys 2023).
+
+    Per row: -log(sigmoid(s+)^beta) - sum_k log(1 - sigmoid(s_k)), with the sampling rate
+    alpha = K / (N - 1) and beta = alpha * (t * (1 - 1/alpha) + 1/alpha). t = 0 gives beta = 1
+    (plain BCE); t = 1 gives beta = alpha. log(sigmoid(s)^beta) = beta * logsigmoid(s), which is
+    stable for any s. pos_logits: [M], neg_logits: [M, K] -> scalar.
+    """
+    if not 0 < n_negatives <= n_items - 1:
+        raise ValueError(f"n_negatives must be in 1..{n_items - 1}, got {n_negatives}")
+    alpha = n_negatives / (n_items - 1)
+    beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+    loss = -beta * F.logsigmoid(pos_logits) + _negative_term(neg_logits, neg_mask)  # [M]
+    return _mean(loss, mask)
+
+
+def sampled_softmax(
+    pos_logits: torch.Tensor,
+    neg_logits: torch.Tensor,
+    log_q_pos: torch.Tensor,
+    log_q_neg: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    neg_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy over the target and K sampled negatives, with logQ correction.
+
+    Each logit is corrected by subtracting the log-probability that its item is sampled
+    (``log_q``), so popular items, sampled more often, are not over-penalised and the loss
+    estimates the full softmax without bias. With uniform sampling the correction is a constant
+    and changes nothing. pos_logits, log_q_pos: [M]; neg_logits, log_q_neg: [M, K] -> scalar.
+    """
+    pos = (pos_logits - log_q_pos).unsqueeze(-1)  # [M, 1]
+    neg = neg_logits - log_q_neg  # [M, K]
+    if neg_mask is not None:
+        neg = neg.masked_fill(~neg_mask, float("-inf"))
+    logits = torch.cat([pos, neg], dim=-1)  # [M, 1 + K], the target is column 0
+    loss = -torch.log_softmax(logits, dim=-1)[:, 0]  # [M]
+    return _mean(loss, mask)
+
+
+def full_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax cross-entropy over the whole catalogue.
+
+    logits: [M, N] scores of every item, targets: [M] item indices 0..N-1 -> scalar.
+    """
+    loss = F.cross_entropy(logits, targets, reduction="none")  # [M]
+    return _mean(loss, mask)
+
+
+def sample_negatives(
+    n_items: int,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    probs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample item indices 0..N-1 with replacement, uniformly or with ``probs``.
+
+    ``probs``: [N] non-negative weights (e.g. popularity counts + 1), normalised here.
+    Returns ``(indices, log_q)``, both of ``shape``: int64 indices and the float32
+    log-probability of drawing each index, for the logQ correction of `sampled_softmax`.
+    Samples on the generator's device (CPU without one); move them to the model's device.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    count = math.prod(shape)
+    if probs is None:
+        indices = torch.randint(n_items, shape, generator=generator, device=device)
+        log_q = torch.full(shape, -math.log(n_items), device=device)
+        return indices, log_q
+    if probs.shape != (n_items,):
+        raise ValueError(f"probs must have shape ({n_items},), got {tuple(probs.shape)}")
+    probs = probs.to(device=device, dtype=torch.float64)
+    probs = probs / probs.sum()
+    indices = torch.multinomial(probs, count, replacement=True, generator=generator)
+    indices = indices.reshape(shape)
+    log_q = probs[indices].log().float()
+    return indices, log_q

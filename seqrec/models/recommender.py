@@ -1,0 +1,139 @@
+"""The sequential recommender: item network -> sequence backbone -> dot-product scores.
+
+    seq [B, L] (item_idx + 1, 0 = padding, right-aligned)
+      -> rows of the input item matrix       [B, L, D]  (zero vectors at padding)
+      -> backbone (gru | transformer | mlp)  [B, L, D]  hidden state after each position
+      -> score against the item matrix       [B, N]     dot products with every catalogue item
+
+The hidden state at position t predicts the item at t + 1; the last position (L - 1) holds the
+state after the whole history, the one used to recommend. There are no per-user parameters: a
+new user is scored from their history alone, and a new item from its content.
+
+With ``tied = True`` one `ItemNet` gives both the input vectors and the vectors that are scored;
+otherwise a second `ItemNet`, with its own parameters, gives the scored (output) vectors.
+
+Typical training step::
+
+    hidden = model(seq)                    # [B, L, D]
+    items = model.item_matrix()            # [N, D]
+    logits = model.score(hidden[mask], items)  # [M, N]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from seqrec.features.item_features import ItemFeatures
+from seqrec.models.gru import GRUEncoder
+from seqrec.models.item_net import ItemNet, ItemNetConfig
+from seqrec.models.mlp import MLPEncoder
+from seqrec.models.transformer import TransformerEncoder
+
+BACKBONES = ("gru", "transformer", "mlp")
+
+
+@dataclass
+class ModelConfig:
+    model: str = "transformer"  # "gru" | "transformer" | "mlp"
+    dim: int = 64  # width D of item vectors and hidden states (item_net.dim may stay unset)
+    layers: int = 2
+    heads: int = 2  # transformer only
+    dropout: float = 0.2
+    max_len: int = 50  # longest history the backbone accepts (transformer positions, mlp decay)
+    mlp_decay: float = 0.5  # mlp only: initial recency decay per step, weight exp(-decay)
+    item_net: ItemNetConfig = field(default_factory=ItemNetConfig)
+    tied: bool = True  # score with the input item net; False: a second item net for outputs
+
+
+class SequenceRecommender(nn.Module):
+    def __init__(
+        self,
+        config: ModelConfig,
+        item_net: ItemNet,
+        backbone: nn.Module,
+        output_item_net: ItemNet | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.item_net = item_net
+        self.backbone = backbone
+        self.output_item_net = output_item_net  # None when tied
+
+    @property
+    def n_items(self) -> int:
+        return self.item_net.n_items
+
+    def input_item_matrix(self) -> torch.Tensor:
+        """[N, D] vectors that represent items inside histories."""
+        return self.item_net()
+
+    def item_matrix(self) -> torch.Tensor:
+        """[N, D] vectors that hidden states are scored against (the input ones when tied)."""
+        if self.output_item_net is None:
+            return self.item_net()
+        return self.output_item_net()
+
+    def forward(self, seq: torch.Tensor, input_items: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [B, L, D] of right-aligned sequences ``seq`` [B, L] (item_idx + 1).
+
+        ``input_items`` ([N, D], from `input_item_matrix`) may be passed to reuse an item matrix
+        already computed for this batch; by default it is computed here.
+        """
+        if input_items is None:
+            input_items = self.input_item_matrix()  # [N, D]
+        mask = seq > 0  # [B, L]
+        padded = torch.cat([input_items.new_zeros(1, input_items.shape[1]), input_items])
+        x = padded[seq]  # [B, L, D], row 0 (padding) is the zero vector
+        return self.backbone(x, mask)  # [B, L, D]
+
+    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """[B, D] state after the whole history: the last position of right-aligned ``seq``."""
+        return self(seq)[:, -1]
+
+    @staticmethod
+    def score(hidden: torch.Tensor, item_matrix: torch.Tensor) -> torch.Tensor:
+        """Dot-product scores: hidden [B, D] (or [..., D]) x item_matrix [N, D] -> [B, N]."""
+        return hidden @ item_matrix.T
+
+
+def build_model(
+    config: ModelConfig, features: ItemFeatures | None, n_items: int
+) -> SequenceRecommender:
+    """The recommender described by ``config`` over ``n_items`` items with content ``features``.
+
+    ``features`` may be None for an ID-only model (``item_net.use_id_embedding`` must be on).
+    ``config.dim`` sets the width everywhere; ``item_net.dim``, if set, must agree with it.
+    """
+    if features is not None and features.n_items != n_items:
+        raise ValueError(f"features describe {features.n_items} items, not {n_items}")
+    if config.item_net.dim not in (None, config.dim):
+        raise ValueError(f"item_net.dim {config.item_net.dim} differs from dim {config.dim}")
+    item_config = dataclasses.replace(config.item_net, dim=config.dim)
+    item_net = ItemNet(item_config, features, n_items)
+    output_item_net = None if config.tied else ItemNet(item_config, features, n_items)
+
+    if config.model == "gru":
+        backbone = GRUEncoder(config.dim, layers=config.layers, dropout=config.dropout)
+    elif config.model == "transformer":
+        backbone = TransformerEncoder(
+            config.dim,
+            layers=config.layers,
+            heads=config.heads,
+            dropout=config.dropout,
+            max_len=config.max_len,
+        )
+    elif config.model == "mlp":
+        backbone = MLPEncoder(
+            config.dim,
+            layers=config.layers,
+            dropout=config.dropout,
+            max_len=config.max_len,
+            decay=config.mlp_decay,
+        )
+    else:
+        raise ValueError(f"unknown model {config.model!r}; expected one of {BACKBONES}")
+    return SequenceRecommender(config, item_net, backbone, output_item_net)

@@ -1,0 +1,275 @@
+"""Train a sequence recommender: batches of right-aligned histories, next-item targets.
+
+`fit` is the whole loop. Each epoch shuffles users with a seeded generator, takes every position
+of every training sequence as a next-item example, computes one of four losses (`seqrec.losses`),
+steps AdamW with gradient clipping and a learning-rate schedule, then ranks the full catalogue
+for the validation users and keeps the weights with the best validation metric (early stopping).
+
+A checkpoint with the model, optimiser, schedule and every random state is written atomically
+after each epoch; started again with the same output folder, `fit` resumes from it and ends with
+the same weights and metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqrec import losses
+from seqrec.data.sequences import build_sequences, histories_to_tensor
+from seqrec.data.split import EvalTask, Split
+
+LOSSES = ("bce", "sampled_softmax", "ce", "gbce")
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "ce"  # bce | sampled_softmax | ce | gbce
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adam | adamw
+    schedule: str = "cosine"  # cosine | constant (both after a linear warm-up)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    n_negatives: int = 256  # bce, sampled_softmax, gbce
+    negative_sampling: str = "uniform"  # uniform | popularity
+    gbce_t: float = 0.75
+    patience: int = 5  # epochs without validation improvement before stopping; 0 = never stop
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    valid_users: int = 0  # validate on a seeded sample of this many users; 0 = all
+    eval_batch_size: int = 512
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    state_dict: dict | None = None  # best weights
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class ModelScorer:
+    """Full-catalogue scores for histories: the `seqrec.evaluate.Scorer` of a trained model."""
+
+    def __init__(self, model: torch.nn.Module, max_len: int, device: torch.device | str = "cpu"):
+        self.model, self.max_len, self.device = model, max_len, torch.device(device)
+        self._item_matrix: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def item_matrix(self) -> torch.Tensor:
+        if self._item_matrix is None:
+            self.model.eval()
+            self._item_matrix = self.model.item_matrix()  # [N, D]
+        return self._item_matrix
+
+    @torch.no_grad()
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        self.model.eval()
+        seq = histories_to_tensor(histories, self.max_len).to(self.device)  # [B, L]
+        state = self.model.last_hidden(seq)  # [B, D]
+        return self.model.score(state, self.item_matrix()).float().cpu().numpy()  # [B, N]
+
+
+def training_examples(split: Split, max_len: int) -> torch.Tensor:
+    """[U, max_len + 1] right-aligned training sequences: inputs [:, :-1], targets [:, 1:]."""
+    sequences = build_sequences(split.train, max_len + 1)
+    keep = (sequences.items > 0).sum(dim=1) >= 2  # a user needs one input and one target
+    return sequences.items[keep]
+
+
+def compute_loss(
+    config: TrainConfig,
+    hidden: torch.Tensor,  # [M, D] states at positions with a target
+    targets: torch.Tensor,  # [M] item indices (0-based)
+    item_matrix: torch.Tensor,  # [N, D]
+    generator: torch.Generator,
+    sampling_probs: torch.Tensor | None,
+) -> torch.Tensor:
+    n_items = item_matrix.shape[0]
+    if config.loss == "ce":
+        return losses.full_cross_entropy(hidden @ item_matrix.T, targets)  # logits [M, N]
+    negatives, log_q_neg = losses.sample_negatives(
+        n_items, (config.n_negatives,), generator, probs=sampling_probs
+    )  # [K], [K]; shared by every position in the batch
+    negatives = negatives.to(hidden.device)
+    pos_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
+    neg_logits = hidden @ item_matrix[negatives].T  # [M, K]
+    if config.loss == "bce":
+        return losses.bce_sampled(pos_logits, neg_logits)
+    if config.loss == "gbce":
+        return losses.gbce(pos_logits, neg_logits, n_items, config.n_negatives, config.gbce_t)
+    if config.loss == "sampled_softmax":
+        if sampling_probs is None:
+            log_q = torch.full((n_items,), -math.log(n_items), device=hidden.device)
+        else:
+            log_q = sampling_probs.clamp_min(1e-12).log().to(hidden.device)
+        return losses.sampled_softmax(
+            pos_logits,
+            neg_logits,
+            log_q[targets],
+            log_q[negatives].expand_as(neg_logits),
+        )
+    raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
+
+
+def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: torch.nn.Module,
+    split: Split,
+    config: TrainConfig,
+    max_len: int,
+    validate: Callable[[ModelScorer, EvalTask], dict[str, float]],
+    main_metric: str,
+    checkpoint_path: Path | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``split.train``; pick the epoch by ``main_metric`` on ``split.valid``.
+
+    ``validate(scorer, task)`` returns validation metrics (see `seqrec.evaluate`). With a
+    ``checkpoint_path``, a run found there is resumed.
+    """
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    model.to(device)
+    examples = training_examples(split, max_len)  # [U, L + 1]
+    valid_task = split.task("valid")
+    if config.valid_users and len(valid_task) > config.valid_users:
+        rows = np.random.default_rng(config.seed).choice(
+            len(valid_task), config.valid_users, replace=False
+        )
+        valid_task = valid_task.subset(np.sort(rows))
+
+    sampling_probs = None
+    if config.negative_sampling == "popularity":
+        counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
+        sampling_probs = torch.tensor((counts + 1) / (counts + 1).sum(), dtype=torch.float32)
+
+    opt_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(examples) / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(config, step, total_steps)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+
+    start_epoch, history = 0, []
+    best = {"epoch": -1, "metric": -math.inf, "state": None}
+    if checkpoint_path is not None and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
+
+    bad_epochs = len(history) - 1 - best["epoch"]  # epochs since the best one
+    for epoch in range(start_epoch, config.epochs):
+        if config.patience and bad_epochs >= config.patience:
+            break
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(examples), generator=generator)
+        total_loss, total_positions = 0.0, 0
+        for batch_start in range(0, len(examples), config.batch_size):
+            batch = examples[order[batch_start : batch_start + config.batch_size]].to(device)
+            inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L], [B, L]
+            mask = (inputs > 0) & (targets > 0)  # [B, L] positions with history and a target
+            input_items = model.input_item_matrix()  # [N, D]
+            hidden = model(inputs, input_items)  # [B, L, D]
+            tied = model.output_item_net is None
+            item_matrix = input_items if tied else model.item_matrix()  # [N, D]
+            loss = compute_loss(
+                config, hidden[mask], targets[mask] - 1, item_matrix, generator, sampling_probs
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            positions = int(mask.sum())
+            total_loss += float(loss.detach()) * positions
+            total_positions += positions
+        train_seconds = time.perf_counter() - started
+
+        metrics = validate(ModelScorer(model, max_len, device), valid_task)
+        row = {
+            "epoch": epoch,
+            "loss": total_loss / max(1, total_positions),
+            "train_seconds": train_seconds,
+            "sequences_per_second": len(examples) / train_seconds,
+            **{f"valid:{name}": value for name, value in metrics.items()},
+        }
+        history.append(row)
+        if metrics[main_metric] > best["metric"]:
+            best = {
+                "epoch": epoch,
+                "metric": metrics[main_metric],
+                "state": {
+                    key: value.detach().cpu().clone() for key, value in model.state_dict().items()
+                },
+            }
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if checkpoint_path is not None:
+            _atomic_save(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best": best,
+                },
+                checkpoint_path,
+            )
+        if on_epoch is not None:
+            on_epoch(row)
+
+    return TrainResult(
+        best_epoch=best["epoch"],
+        best_metric=best["metric"],
+        history=history,
+        state_dict=best["state"],
+    )

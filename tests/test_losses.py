@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from seqrec import losses
+
+LOG2, LOG3, LOG4 = math.log(2), math.log(3), math.log(4)
+
+
+def test_bce_sampled_hand_computed():
+    pos = torch.tensor([0.0, LOG3])
+    neg = torch.tensor([[0.0, LOG3], [0.0, 0.0]])
+    # Row 0: -log s(0) - log(1 - s(0)) - log(1 - s(log 3)) = log 2 + log 2 + log 4
+    # Row 1: -log s(log 3) - 2 log(1 - s(0)) = log(4/3) + 2 log 2
+    expected = ((LOG2 + LOG2 + LOG4) + (math.log(4 / 3) + 2 * LOG2)) / 2
+    assert losses.bce_sampled(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gbce_hand_computed_and_limits():
+    pos = torch.tensor([0.0, LOG3])
+    neg = torch.tensor([[0.0, LOG3], [0.0, 0.0]])
+    # N = 11, K = 5: alpha = 0.5; t = 0.5: beta = 0.5 * (0.5 * (1 - 2) + 2) = 0.75
+    expected = ((0.75 * LOG2 + LOG2 + LOG4) + (0.75 * math.log(4 / 3) + 2 * LOG2)) / 2
+    value = losses.gbce(pos, neg, n_items=11, n_negatives=5, t=0.5)
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    # t = 0 is plain BCE; t = 1 scales the positive term by alpha.
+    bce = losses.bce_sampled(pos, neg)
+    assert losses.gbce(pos, neg, 11, 5, t=0.0).item() == pytest.approx(bce.item(), rel=1e-6)
+    expected_t1 = ((0.5 * LOG2 + LOG2 + LOG4) + (0.5 * math.log(4 / 3) + 2 * LOG2)) / 2
+    assert losses.gbce(pos, neg, 11, 5, t=1.0).item() == pytest.approx(expected_t1, rel=1e-6)
+    with pytest.raises(ValueError):
+        losses.gbce(pos, neg, n_items=5, n_negatives=5)
+
+
+def test_full_cross_entropy_hand_computed():
+    logits = torch.tensor([[0.0, LOG3], [0.0, LOG3]])
+    targets = torch.tensor([1, 0])
+    expected = (-math.log(3 / 4) + LOG4) / 2
+    assert losses.full_cross_entropy(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_sampled_softmax_with_and_without_log_q():
+    pos, neg = torch.tensor([1.0]), torch.tensor([[0.0, 0.0]])
+    # Uniform q: the correction is a constant shift and changes nothing.
+    uniform = torch.full((1,), math.log(0.1)), torch.full((1, 2), math.log(0.1))
+    plain = -math.log(math.e / (math.e + 2))
+    assert losses.sampled_softmax(pos, neg, *uniform).item() == pytest.approx(plain, rel=1e-6)
+    # q(pos) = 0.5, q(neg) = 0.25: logits become 1 + log 2 and log 4, so the popular target
+    # gets a smaller boost than the rarely sampled negatives: log((2e + 8) / 2e).
+    log_q_pos, log_q_neg = torch.tensor([math.log(0.5)]), torch.full((1, 2), math.log(0.25))
+    corrected = losses.sampled_softmax(pos, neg, log_q_pos, log_q_neg)
+    assert corrected.item() == pytest.approx(math.log((2 * math.e + 8) / (2 * math.e)), rel=1e-6)
+    assert corrected.item() > plain  # negatives that are rarely sampled weigh more
+
+
+def test_masks_drop_rows_and_negatives():
+    pos = torch.tensor([0.0, 5.0])
+    neg = torch.tensor([[0.0, 7.0], [1.0, 2.0]])
+    keep_row0 = torch.tensor([True, False])
+    assert losses.bce_sampled(pos, neg, mask=keep_row0).item() == pytest.approx(
+        losses.bce_sampled(pos[:1], neg[:1]).item()
+    )
+    neg_mask = torch.tensor([[True, False], [True, True]])  # e.g. an accidental hit
+    masked = losses.bce_sampled(pos, neg, neg_mask=neg_mask)
+    very_negative = torch.where(neg_mask, neg, torch.tensor(-1e4))  # contributes log(1) = 0
+    assert masked.item() == pytest.approx(losses.bce_sampled(pos, very_negative).item())
+    log_q = torch.zeros(2), torch.zeros(2, 2)
+    softmax = losses.sampled_softmax(pos, neg, *log_q, neg_mask=neg_mask)
+    expected_row0 = -math.log(1 / 2)  # only one negative left, equal to the positive
+    expected_row1 = -torch.log_softmax(torch.tensor([5.0, 1.0, 2.0]), 0)[0].item()
+    assert softmax.item() == pytest.approx((expected_row0 + expected_row1) / 2, rel=1e-6)
+    logits = torch.tensor([[0.0, LOG3], [9.0, 0.0]])
+    full = losses.full_cross_entropy(logits, torch.tensor([1, 1]), mask=keep_row0)
+    assert full.item() == pytest.approx(-math.log(3 / 4), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["bce", "gbce", "sampled_softmax", "full"])
+def test_gradients_are_finite_for_extreme_logits(name):
+    pos = torch.tensor([1000.0, -1000.0, 0.0], requires_grad=True)
+    neg = torch.tensor([[-1000.0, 1000.0], [500.0, 0.0], [0.0, -500.0]], requires_grad=True)
+    if name == "bce":
+        loss = losses.bce_sampled(pos, neg)
+    elif name == "gbce":
+        loss = losses.gbce(pos, neg, n_items=100, n_negatives=2, t=0.75)
+    elif name == "sampled_softmax":
+        loss = losses.sampled_softmax(pos, neg, torch.full((3,), -2.0), torch.full((3, 2), -3.0))
+    else:
+        loss = losses.full_cross_entropy(torch.cat([pos[:, None], neg], 1), torch.zeros(3).long())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(pos.grad).all() and torch.isfinite(neg.grad).all()
+    assert pos.grad[2] < 0  # raising the positive logit lowers the loss
+
+
+def test_sample_negatives_uniform():
+    generator = torch.Generator().manual_seed(0)
+    indices, log_q = losses.sample_negatives(7, (4, 3), generator)
+    assert indices.shape == log_q.shape == (4, 3)
+    assert indices.dtype == torch.int64
+    assert 0 <= indices.min() and indices.max() < 7
+    assert torch.allclose(log_q, torch.full((4, 3), -math.log(7)))
+    again, _ = losses.sample_negatives(7, (4, 3), torch.Generator().manual_seed(0))
+    assert torch.equal(indices, again)  # reproducible from the generator
+
+
+def test_sample_negatives_popularity():
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.tensor([1.0, 0.0, 3.0, 6.0])
+    indices, log_q = losses.sample_negatives(4, (20000,), generator, probs=counts)
+    probs = counts / counts.sum()
+    assert torch.allclose(log_q, probs[indices].log())
+    assert (indices != 1).all()  # zero weight is never sampled
+    frequency = torch.bincount(indices, minlength=4).float() / 20000
+    assert torch.allclose(frequency, probs, atol=0.02)

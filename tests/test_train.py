@@ -1,0 +1,100 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from seqrec.config import apply_overrides
+from seqrec.experiment import prepare, run_train, train_on
+from seqrec.train import ModelScorer
+
+
+@pytest.fixture(scope="module")
+def prepared(demo_shop, tiny_config, tmp_path_factory):
+    return prepare(tiny_config, demo_shop, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.mark.parametrize("model", ["gru", "transformer", "mlp"])
+@pytest.mark.parametrize("loss", ["bce", "sampled_softmax", "ce", "gbce"])
+def test_every_model_trains_with_every_loss(prepared, tiny_config, model, loss):
+    config = apply_overrides(
+        tiny_config, {"model.model": model, "train.loss": loss, "train.epochs": 1}
+    )
+    outcome = train_on(config, prepared)
+    row = outcome.train.history[0]
+    assert np.isfinite(row["loss"]) and row["loss"] > 0
+    assert 0.0 <= outcome.valid.metrics["ndcg@10"] <= 1.0
+    assert outcome.test.counts["users"] > 0
+
+
+def test_training_beats_an_untrained_model(prepared, tiny_config):
+    config = apply_overrides(tiny_config, {"train.epochs": 6, "train.patience": 0})
+    outcome = train_on(config, prepared)
+    losses = [row["loss"] for row in outcome.train.history]
+    assert losses[-1] < losses[0]
+    assert outcome.train.best_metric >= outcome.train.history[0]["valid:ndcg@10"]
+
+
+def test_same_seed_gives_same_metrics(prepared, tiny_config):
+    first = train_on(tiny_config, prepared)
+    second = train_on(tiny_config, prepared)
+    assert first.test.metrics == second.test.metrics
+    assert [r["loss"] for r in first.train.history] == [r["loss"] for r in second.train.history]
+
+
+def test_cold_item_score_depends_on_its_content(prepared, tiny_config):
+    outcome = train_on(tiny_config, prepared)
+    model = outcome.model
+    cold = np.flatnonzero(prepared.split.task("test").cold_items())
+    assert len(cold), "the demo shop has items that only launch in the test period"
+    item = int(cold[0])
+    history = [prepared.split.train["item_idx"].to_numpy()[:5]]
+    before = ModelScorer(model, tiny_config.model.max_len).score(history)[0, item]
+    model.item_net.text[item] = torch.roll(model.item_net.text[item], 3) + 0.5  # new content
+    after = ModelScorer(model, tiny_config.model.max_len).score(history)[0, item]
+    assert before != pytest.approx(after, abs=1e-6)
+
+
+RUN = """
+import sys
+from seqrec.config import load_config
+from seqrec.experiment import run_train
+config = load_config(sys.argv[1])
+run_train(config, sys.argv[2], __import__("pathlib").Path(sys.argv[3]), cache_dir=sys.argv[4])
+"""
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(demo_shop, tiny_config, tmp_path):
+    from seqrec.config import save_config
+
+    config = apply_overrides(tiny_config, {"train.epochs": 4, "train.patience": 0})
+    config_path = tmp_path / "config.toml"
+    save_config(config, config_path)
+    cache = tmp_path / "cache"
+    reference = run_train(config, demo_shop, tmp_path / "reference", cache_dir=cache)
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-c", RUN, str(config_path), str(demo_shop), str(out), str(cache)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    process = subprocess.Popen(command, env=env)
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not (out / "bundle.json").exists()
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["epoch"] < 3  # killed part-way
+
+    subprocess.run(command, env=env, check=True)  # the same command again resumes
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"] == pytest.approx(reference.test.metrics)
+    assert len(metrics["history"]) == 4
+    assert not checkpoint.exists()
