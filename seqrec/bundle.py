@@ -189,8 +189,8 @@ def model_for_catalogue(
 
     index = bundle.item_index()
     known = items["item_id"].astype(str).map(index)  # bundle row per item, NaN when new
-    is_new = known.isna().to_numpy()
-    rows = known.fillna(-1).to_numpy(dtype=np.int64)
+    is_new = known.isna().to_numpy().copy()  # writable, for torch.from_numpy
+    rows = known.fillna(-1).to_numpy(dtype=np.int64).copy()
     if not is_new.any() and np.array_equal(rows, np.arange(bundle.n_items)):
         return bundle.model, 0
     new_features = None
