@@ -8,8 +8,11 @@ Every baseline follows the same two calls:
   indices in time order). Pure numpy/scipy, deterministic.
 
 "Repeat-then-X" baselines put the user's own history items first (ordered by recency or
-frequency) and rank every other item by X below them: X's scores are min-max scaled per user
-into [0, 1] and repeats are placed in the band [2, 3).
+frequency) and rank every other item by X below them (`repeat_first`).
+
+Ties are left as ties unless a baseline is told how to break them (``ItemKNN.tie_break``):
+evaluation ranks tied targets pessimistically, so an untied-but-arbitrary order is never
+rewarded.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
-REPEAT_BASE = 2.0  # repeats score in [REPEAT_BASE, REPEAT_BASE + 1); other items in [0, 1]
 
 
 def _history_pairs(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,46 +38,66 @@ def _last_n(histories: list[np.ndarray], last_n: int | None) -> list[np.ndarray]
     return histories if last_n is None else [h[len(h) - min(len(h), last_n) :] for h in histories]
 
 
-def repeat_scores(
-    histories: list[np.ndarray], n_items: int, order: str = "recency"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ordering key of each user's own history items: ([B, N] float64 in (0, 1), [B, N] bool).
+def repeat_scores(histories: list[np.ndarray], n_items: int, order: str = "recency") -> np.ndarray:
+    """[B, N] float64 ordering key of each user's own history items, 0 for other items.
 
     order="recency": the most recently bought first (by its last position), ties by frequency.
     order="frequency": the most often bought first, ties by recency.
-    The key is the item's rank among the user's distinct history items, scaled into (0, 1).
+    The key is the item's position among the user's n distinct history items: n for the best,
+    1 for the worst (exact small integers, no two items of a user equal).
     """
+    if order not in ("recency", "frequency"):
+        raise ValueError(f"unknown repeat order {order!r}; use 'recency' or 'frequency'")
     rows, items, from_end = _history_pairs(histories)
-    pairs, inverse, count = np.unique(
-        rows * n_items + items, return_inverse=True, return_counts=True
-    )
-    last = np.full(len(pairs), np.iinfo(np.int64).max)  # [P] position from end of the last buy
+    codes = rows * n_items + items  # [E]
+    pairs, inverse, count = np.unique(codes, return_inverse=True, return_counts=True)  # [P]
+    last = np.full(len(pairs), np.iinfo(np.int64).max)  # [P] position from end of last buy
     np.minimum.at(last, inverse, from_end)
     pair_row, pair_item = pairs // n_items, pairs % n_items  # [P]
     if order == "recency":
-        by = np.lexsort((count, -last, pair_row))  # ascending: best last inside each row
-    elif order == "frequency":
-        by = np.lexsort((-last, count, pair_row))
+        by = np.lexsort((count, -last, pair_row))  # ascending: the best last inside each row
     else:
-        raise ValueError(f"unknown repeat order {order!r}; use 'recency' or 'frequency'")
+        by = np.lexsort((-last, count, pair_row))
     per_row = np.bincount(pair_row, minlength=len(histories))  # [B] distinct history items
-    starts = np.concatenate([[0], np.cumsum(per_row)[:-1]])
-    position = np.empty(len(pairs))
-    position[by] = np.arange(len(pairs)) - starts[pair_row[by]] + 1  # 1 = worst .. n = best
+    starts = np.concatenate([[0], np.cumsum(per_row)[:-1]])  # [B]
+    position = np.empty(len(pairs))  # [P]
+    position[by] = np.arange(len(pairs)) - starts[pair_row[by]] + 1
     key = np.zeros((len(histories), n_items))  # [B, N]
-    key[pair_row, pair_item] = position / (per_row[pair_row] + 1.0)
-    seen = np.zeros((len(histories), n_items), dtype=bool)
-    seen[pair_row, pair_item] = True
-    return key, seen
+    key[pair_row, pair_item] = position
+    return key
 
 
 def repeat_first(base: np.ndarray, histories: list[np.ndarray], order: str) -> np.ndarray:
-    """[B, N] float32: history items in [2, 3) by ``order``, then ``base`` scaled into [0, 1]."""
-    base = np.asarray(base, dtype=np.float64)
-    low, high = base.min(axis=1, keepdims=True), base.max(axis=1, keepdims=True)
-    scaled = (base - low) / np.where(high > low, high - low, 1.0)  # [B, N] in [0, 1]
-    key, seen = repeat_scores(histories, base.shape[1], order)
-    return np.where(seen, REPEAT_BASE + key, scaled).astype(np.float32)
+    """[B, N] float32: the user's history items above every other item, ordered by ``order``;
+    other items keep their ``base`` score.
+
+    Repeats score ``ceil(row max of base) + key`` (key = 1..n from `repeat_scores`), so they
+    sit above the whole base ranking and stay exactly distinct in float32.
+    """
+    base = np.asarray(base, dtype=np.float64)  # [B, N]
+    key = repeat_scores(histories, base.shape[1], order)  # [B, N]
+    offset = np.ceil(base.max(axis=1, keepdims=True)) + 1.0  # [B, 1]
+    return np.where(key > 0, offset + key, base).astype(np.float32)
+
+
+def lexicographic(keys: list[np.ndarray]) -> np.ndarray:
+    """[B, N] float32 dense ranks ordering items by ``keys[0]``, ties by ``keys[1]``, ...
+
+    keys: [B, N] or [N] arrays, higher = better. Items equal on every key get equal scores (so
+    a pessimistic evaluation still sees them as tied); the best item scores the most distinct
+    values of its row. Exact in float32 up to 2**24 items.
+    """
+    shape = np.broadcast_shapes(*(np.shape(k) for k in keys))
+    full = [np.broadcast_to(np.asarray(k, dtype=np.float64), shape) for k in keys]
+    order = np.lexsort(full[::-1], axis=-1)  # [B, N] ascending by keys[0], then keys[1]...
+    new_value = np.zeros(shape, dtype=bool)  # [B, N] sorted position starts a new value
+    for key in full:
+        sorted_key = np.take_along_axis(key, order, axis=-1)
+        new_value[:, 1:] |= sorted_key[:, 1:] != sorted_key[:, :-1]
+    dense = np.cumsum(new_value, axis=-1).astype(np.float32) + 1.0  # [B, N]
+    out = np.empty(shape, dtype=np.float32)
+    np.put_along_axis(out, order, dense, axis=-1)
+    return out
 
 
 def item_counts(interactions: pd.DataFrame, n_items: int, window: int | None) -> np.ndarray:
@@ -141,18 +162,25 @@ def user_item_matrix(
     return matrix
 
 
-def cosine_cooccurrence(matrix: sp.csr_matrix, keep_self: bool = False) -> sp.csr_matrix:
-    """[N, N] cosine of item columns: co(i, j) / sqrt(co(i, i) co(j, j)); zero diagonal unless
-    ``keep_self``."""
-    co = (matrix.T @ matrix).tocsr()  # [N, N]
-    norms = np.sqrt(co.diagonal())
-    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
-    sim = sp.diags(inv) @ co @ sp.diags(inv)
-    sim = sp.csr_matrix(sim)
+def cooccurrence_similarity(
+    matrix: sp.csr_matrix, kind: str = "cosine", keep_self: bool = False
+) -> sp.csr_matrix:
+    """[N, N] item-item similarity from a [U, N] user-item matrix.
+
+    kind="cosine": co(i, j) / sqrt(co(i, i) co(j, j)), where co = matrix.T @ matrix;
+    kind="count": co(i, j) itself. The diagonal is zeroed unless ``keep_self``.
+    """
+    co = sp.csr_matrix(matrix.T @ matrix)  # [N, N]
+    if kind == "cosine":
+        norms = np.sqrt(co.diagonal())
+        inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+        co = sp.csr_matrix(sp.diags(inv) @ co @ sp.diags(inv))
+    elif kind != "count":
+        raise ValueError(f"unknown similarity {kind!r}; use 'cosine' or 'count'")
     if not keep_self:
-        sim.setdiag(0.0)
-        sim.eliminate_zeros()
-    return sim
+        co.setdiag(0.0)
+        co.eliminate_zeros()
+    return co
 
 
 def keep_top_neighbours(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -181,29 +209,49 @@ def _query_matrix(histories: list[np.ndarray], n_items: int, last_n: int | None,
 class ItemKNN:
     """Item co-occurrence KNN: items bought by the same users as the user's history items.
 
-    Similarity is the cosine of binary user-item columns of the fit table. A user's score for
-    item j is the sum over their (last ``last_n``) history items h of sim(h, j).
-    neighbours: keep only each item's top neighbours (None = all); keep_self: an item is its own
-    neighbour with similarity 1 (so history items score too); binary_history: count a history
-    item once however often it was bought.
+    A user's score for item j is the sum over their (last ``last_n``) history items h of
+    sim(h, j), with sim from `cooccurrence_similarity` on the binary user-item matrix of the fit
+    table (``similarity``: "cosine" or "count").
+    neighbours: keep only each item's top neighbours (None = all). keep_self: an item is its own
+    neighbour (so history items score too). binary_history: a history item counts once however
+    often it was bought. tie_break: keys that order items with equal similarity sums, in turn:
+    "popularity" (fit-table counts) and/or "recency" (the user's most recent items first); the
+    scores are then exact lexicographic ranks (`lexicographic`). On sparse data many items tie
+    (every item bought only by this user scores the same), so this matters: see benchmarks.
     """
 
     last_n: int | None = None
     neighbours: int | None = None
     keep_self: bool = False
+    similarity: str = "cosine"
     binary_history: bool = True
+    tie_break: tuple[str, ...] = ("popularity",)
 
     def fit(self, interactions: pd.DataFrame, n_items: int) -> ItemKNN:
-        sim = cosine_cooccurrence(user_item_matrix(interactions, n_items), self.keep_self)
+        unknown = set(self.tie_break) - {"popularity", "recency"}
+        if unknown:
+            raise ValueError(f"unknown tie_break {sorted(unknown)}; use popularity, recency")
+        matrix = user_item_matrix(interactions, n_items)
+        sim = cooccurrence_similarity(matrix, self.similarity, self.keep_self)
         if self.neighbours is not None:
             sim = keep_top_neighbours(sim, self.neighbours)
-        self.sim_ = sim.astype(np.float32).tocsr()  # [N, N]
+        self.sim_ = sim.tocsr()  # [N, N] float64
+        self.popularity_ = item_counts(interactions, n_items, None)  # [N]
         self.n_items_ = n_items
         return self
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         query = _query_matrix(histories, self.n_items_, self.last_n, self.binary_history)
-        return np.asarray((query @ self.sim_).todense(), dtype=np.float32)  # [B, N]
+        scores = np.asarray((query @ self.sim_).todense())  # [B, N] float64
+        if not self.tie_break:
+            return scores.astype(np.float32)
+        keys = [scores]
+        for name in self.tie_break:
+            if name == "popularity":
+                keys.append(self.popularity_)
+            else:
+                keys.append(repeat_scores(histories, self.n_items_, "recency"))
+        return lexicographic(keys)
 
 
 def normalise_rows(vectors) -> np.ndarray | sp.csr_matrix:
@@ -212,12 +260,13 @@ def normalise_rows(vectors) -> np.ndarray | sp.csr_matrix:
         vectors = sp.csr_matrix(vectors, dtype=np.float64)
         norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
     else:
-        vectors = np.asarray(vectors, dtype=np.float64)
+        vectors = np.asarray(vectors)
+        vectors = vectors.astype(np.float32 if vectors.dtype == np.float32 else np.float64)
         norms = np.linalg.norm(vectors, axis=1)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
     if sp.issparse(vectors):
         return sp.csr_matrix(sp.diags(inv) @ vectors)
-    return vectors * inv[:, None]
+    return vectors * inv[:, None].astype(vectors.dtype)
 
 
 @dataclass
@@ -225,7 +274,9 @@ class ContentKNN:
     """Cosine similarity of each item's content vector to the user's last ``last_n`` history
     items, summed. Needs no interactions, so cold items are scored like any other.
 
-    item_vectors: [N, D] dense array or scipy sparse matrix (TF-IDF rows, embeddings...).
+    item_vectors: [N, D] dense array or scipy sparse matrix (TF-IDF rows, embeddings...); rows
+    are L2-normalised here, zero rows (no content) score 0. A history item is its own nearest
+    neighbour (cosine 1), so recent purchases rank high too.
     binary_history: count an item repeated among the last ``last_n`` once.
     """
 

@@ -35,8 +35,8 @@ class Scorer(Protocol):
 class EvalResult:
     """Per-user metrics and their summary for one evaluation run.
 
-    per_user: name -> [U_group] values (``ndcg@10``, ``cold:recall@12``...), rows of
-    ``user_rows[group]``; metrics: name -> mean; ci: name -> (low, high) 95% bootstrap interval;
+    per_user: name -> [U_group] values (``ndcg@10``, ``cold:recall@12``...) for the task rows
+    ``user_rows[group]`` (group "all", "warm" or "cold"); metrics: name -> mean; ci: name -> (low, high) 95% bootstrap interval;
     counts: ``users``, ``targets``, ``warm:users``, ``warm:targets``, ``cold:users``,
     ``cold:targets``, ``dropped_targets`` (targets excluded as seen items);
     ranks: [T] pessimistic rank of every target of the task (0 = dropped).
@@ -141,7 +141,7 @@ def evaluate(
         per_user_ranks = np.split(ranks[keep], np.cumsum(n_per_user[rows])[:-1])
         if len(rows) == 0:
             per_user_ranks = []
-        result.user_rows[prefix or "all"] = rows
+        result.user_rows[prefix.rstrip(":") or "all"] = rows
         result.counts[f"{prefix}users"] = len(rows)
         result.counts[f"{prefix}targets"] = int(keep.sum())
         group: dict[str, np.ndarray] = {}

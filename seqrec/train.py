@@ -86,8 +86,8 @@ class ModelScorer:
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         self.model.eval()
         seq = histories_to_tensor(histories, self.max_len).to(self.device)  # [B, L]
-        state = self.model.last_hidden(seq)  # [B, D]
-        return self.model.score(state, self.item_matrix()).float().cpu().numpy()  # [B, N]
+        scores = self.model.recommend_scores(seq, self.item_matrix())  # [B, N]
+        return scores.float().cpu().numpy()
 
 
 def training_examples(split: Split, max_len: int) -> torch.Tensor:
@@ -97,6 +97,15 @@ def training_examples(split: Split, max_len: int) -> torch.Tensor:
     return sequences.items[keep]
 
 
+@dataclass
+class Prefixes:
+    """Where each training row comes from: row m is position cols[m] of sequence rows[m]."""
+
+    seq: torch.Tensor  # [B, L] inputs (item_idx + 1)
+    rows: torch.Tensor  # [M]
+    cols: torch.Tensor  # [M]
+
+
 def compute_loss(
     config: TrainConfig,
     hidden: torch.Tensor,  # [M, D] states at positions with a target
@@ -104,16 +113,25 @@ def compute_loss(
     item_matrix: torch.Tensor,  # [N, D]
     generator: torch.Generator,
     sampling_probs: torch.Tensor | None,
+    repeat=None,  # the model's RepeatBias, if any
+    prefixes: Prefixes | None = None,  # needed with ``repeat``
 ) -> torch.Tensor:
     n_items = item_matrix.shape[0]
     if config.loss == "ce":
-        return losses.full_cross_entropy(hidden @ item_matrix.T, targets)  # logits [M, N]
+        logits = hidden @ item_matrix.T  # [M, N]
+        if repeat is not None:
+            logits = logits + repeat.full(prefixes.seq, prefixes.rows, prefixes.cols, n_items)
+        return losses.full_cross_entropy(logits, targets)
     negatives, log_q_neg = losses.sample_negatives(
         n_items, (config.n_negatives,), generator, probs=sampling_probs
     )  # [K], [K]; shared by every position in the batch
     negatives = negatives.to(hidden.device)
     pos_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
     neg_logits = hidden @ item_matrix[negatives].T  # [M, K]
+    if repeat is not None:
+        where = (prefixes.seq, prefixes.rows, prefixes.cols)
+        pos_logits = pos_logits + repeat.at(*where, targets[:, None])[:, 0]
+        neg_logits = neg_logits + repeat.at(*where, negatives)
     if config.loss == "bce":
         return losses.bce_sampled(pos_logits, neg_logits)
     if config.loss == "gbce":
@@ -212,12 +230,20 @@ def fit(
             batch = examples[order[batch_start : batch_start + config.batch_size]].to(device)
             inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L], [B, L]
             mask = (inputs > 0) & (targets > 0)  # [B, L] positions with history and a target
+            rows, cols = mask.nonzero(as_tuple=True)  # [M], [M]
             input_items = model.input_item_matrix()  # [N, D]
             hidden = model(inputs, input_items)  # [B, L, D]
             tied = model.output_item_net is None
             item_matrix = input_items if tied else model.item_matrix()  # [N, D]
             loss = compute_loss(
-                config, hidden[mask], targets[mask] - 1, item_matrix, generator, sampling_probs
+                config,
+                hidden[rows, cols],
+                targets[rows, cols] - 1,
+                item_matrix,
+                generator,
+                sampling_probs,
+                repeat=model.repeat,
+                prefixes=Prefixes(inputs, rows, cols),
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

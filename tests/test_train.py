@@ -98,3 +98,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(demo_shop, tiny_confi
     assert metrics["test"] == pytest.approx(reference.test.metrics)
     assert len(metrics["history"]) == 4
     assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax"])
+def test_repeat_bias_learns_on_a_shop_with_repeat_purchases(prepared, tiny_config, loss):
+    config = apply_overrides(
+        tiny_config, {"model.repeat_bias": True, "train.loss": loss, "train.epochs": 2}
+    )
+    outcome = train_on(config, prepared)
+    weight = outcome.model.repeat.weight.detach()
+    assert np.isfinite(outcome.train.history[-1]["loss"])
+    assert weight.abs().sum() > 0  # trained away from its zero start

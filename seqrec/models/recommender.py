@@ -31,6 +31,7 @@ from seqrec.features.item_features import ItemFeatures
 from seqrec.models.gru import GRUEncoder
 from seqrec.models.item_net import ItemNet, ItemNetConfig
 from seqrec.models.mlp import MLPEncoder
+from seqrec.models.repeat import RepeatBias
 from seqrec.models.transformer import TransformerEncoder
 
 BACKBONES = ("gru", "transformer", "mlp")
@@ -47,6 +48,7 @@ class ModelConfig:
     mlp_decay: float = 0.5  # mlp only: initial recency decay per step, weight exp(-decay)
     item_net: ItemNetConfig = field(default_factory=ItemNetConfig)
     tied: bool = True  # score with the input item net; False: a second item net for outputs
+    repeat_bias: bool = False  # add a learned bonus for items already in the history
 
 
 class SequenceRecommender(nn.Module):
@@ -56,12 +58,14 @@ class SequenceRecommender(nn.Module):
         item_net: ItemNet,
         backbone: nn.Module,
         output_item_net: ItemNet | None = None,
+        repeat: RepeatBias | None = None,
     ):
         super().__init__()
         self.config = config
         self.item_net = item_net
         self.backbone = backbone
         self.output_item_net = output_item_net  # None when tied
+        self.repeat = repeat  # None unless config.repeat_bias
 
     @property
     def n_items(self) -> int:
@@ -99,6 +103,13 @@ class SequenceRecommender(nn.Module):
         """Dot-product scores: hidden [B, D] (or [..., D]) x item_matrix [N, D] -> [B, N]."""
         return hidden @ item_matrix.T
 
+    def recommend_scores(self, seq: torch.Tensor, item_matrix: torch.Tensor) -> torch.Tensor:
+        """[B, N] scores of every item after the histories ``seq`` [B, L]: what is ranked."""
+        scores = self.score(self.last_hidden(seq), item_matrix)  # [B, N]
+        if self.repeat is not None:
+            scores = scores + self.repeat.last(seq, item_matrix.shape[0])
+        return scores
+
 
 def build_model(
     config: ModelConfig, features: ItemFeatures | None, n_items: int
@@ -108,7 +119,7 @@ def build_model(
     ``features`` may be None for an ID-only model (``item_net.use_id_embedding`` must be on).
     ``config.dim`` sets the width everywhere; ``item_net.dim``, if set, must agree with it.
     """
-    if features is not None and features.n_items != n_items:
+    if features is not None and features.modalities() and features.n_items != n_items:
         raise ValueError(f"features describe {features.n_items} items, not {n_items}")
     if config.item_net.dim not in (None, config.dim):
         raise ValueError(f"item_net.dim {config.item_net.dim} differs from dim {config.dim}")
@@ -136,4 +147,5 @@ def build_model(
         )
     else:
         raise ValueError(f"unknown model {config.model!r}; expected one of {BACKBONES}")
-    return SequenceRecommender(config, item_net, backbone, output_item_net)
+    repeat = RepeatBias(config.max_len) if config.repeat_bias else None
+    return SequenceRecommender(config, item_net, backbone, output_item_net, repeat)
