@@ -130,6 +130,19 @@ def _overrides(pairs: list[str] | None, **flags) -> dict:
     return overrides
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command's arguments without --nproc (the ranks run single-process commands)."""
+    args, skip = [], False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    return args
+
+
 def _epoch_printer(label: str = ""):
     def show(row: dict) -> None:
         metrics = "  ".join(
@@ -214,11 +227,19 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
     fusion: Annotated[str | None, typer.Option(help="concat | product | attention")] = None,
+    nproc: Annotated[
+        int, typer.Option(help="Local training processes (torchrun + DDP; gloo/NCCL).")
+    ] = 1,
     cache_dir: CacheOpt = None,
     set_: SetOpt = None,
 ):
     """Train a sequence model and write a bundle (resumes from OUT/checkpoint.pt if present)."""
+    from seqrec import distributed
     from seqrec.experiment import run_train
+
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        code = distributed.launch(nproc, str(Path(__file__).resolve()), _without_nproc(sys.argv))
+        raise typer.Exit(code)
 
     experiment = _experiment(
         config,
@@ -232,12 +253,14 @@ def train(
             model__item_net__fusion=fusion,
         ),
     )
-    if (out / "checkpoint.pt").exists():
+    if (out / "checkpoint.pt").exists() and distributed.is_main():
         console.print(f"resuming from {out / 'checkpoint.pt'}")
     with _progress() as progress:
         outcome = run_train(
             experiment, data, out, cache_dir, progress=progress, on_epoch=_epoch_printer()
         )
+    if outcome.test is None:  # a rank other than 0: rank 0 reports
+        return
     console.print(_metrics_table("validation (chosen epoch)", _headline(outcome.valid.metrics)))
     console.print(_metrics_table("test", _headline(outcome.test.metrics), outcome.test.ci))
     console.print(f"bundle written to [bold]{outcome.bundle}[/]")

@@ -101,7 +101,8 @@ def lexicographic(keys: list[np.ndarray]) -> np.ndarray:
 
 
 def item_counts(interactions: pd.DataFrame, n_items: int, window: int | None) -> np.ndarray:
-    """[N] interactions per item, within the last ``window`` timestamp units when given.
+    """[N] interactions (rows: each unit of a multi-unit purchase) per item, within the last
+    ``window`` timestamp units when given.
 
     The window keeps rows with ``timestamp > max_timestamp - window`` (the last ``window`` days
     for day timestamps, inclusive of the last day).

@@ -66,7 +66,18 @@ def baseline_rankers(prepared: Prepared) -> dict[str, object]:
     columns = dataset.schema.text_columns
     if columns:
         texts = item_texts(dataset.items, columns)
-        tfidf = TextEncoder(TextConfig(encoder="tfidf", svd_dim=0)).fit(texts)
+        # plain word TF-IDF (sklearn's defaults plus English stop words), as in the reference
+        # figures of the H&M subset's README (benchmarks/hm_baselines.py compares variants)
+        plain = TextConfig(
+            encoder="tfidf",
+            ngram_range=(1, 1),
+            min_df=1,
+            max_features=0,
+            sublinear_tf=False,
+            svd_dim=0,
+            column_names="no",
+        )
+        tfidf = TextEncoder(plain).fit(texts)
         vectors = tfidf.pipeline.transform(texts)  # [N, V] sparse TF-IDF
         rankers["TF-IDF content KNN"] = baselines.ContentKNN(vectors, last_n=5)
         rankers["repeat, then TF-IDF content KNN"] = baselines.RepeatThenContentKNN(vectors, 5)

@@ -36,7 +36,8 @@ class EvalResult:
     """Per-user metrics and their summary for one evaluation run.
 
     per_user: name -> [U_group] values (``ndcg@10``, ``cold:recall@12``...) for the task rows
-    ``user_rows[group]`` (group "all", "warm" or "cold"); metrics: name -> mean; ci: name -> (low, high) 95% bootstrap interval;
+    ``user_rows[group]`` (group "all", "warm" or "cold"); metrics: name -> mean;
+    ci: name -> (low, high) 95% bootstrap interval;
     counts: ``users``, ``targets``, ``warm:users``, ``warm:targets``, ``cold:users``,
     ``cold:targets``, ``dropped_targets`` (targets excluded as seen items);
     ranks: [T] pessimistic rank of every target of the task (0 = dropped).

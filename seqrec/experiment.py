@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqrec import distributed
 from seqrec.bundle import save_bundle
 from seqrec.config import ExperimentConfig
 from seqrec.data.dataset import Dataset
@@ -41,8 +42,8 @@ class Prepared:
 class Outcome:
     model: SequenceRecommender
     train: TrainResult
-    valid: EvalResult
-    test: EvalResult
+    valid: EvalResult | None  # None on ranks other than 0 under torchrun
+    test: EvalResult | None
     bundle: Path | None
 
 
@@ -93,7 +94,8 @@ def train_on(
         checkpoint = out_dir / "checkpoint.pt"
 
     def validate(scorer: ModelScorer, task: EvalTask) -> dict[str, float]:
-        return evaluate_model(config, scorer, task, bootstrap=0).metrics
+        result = evaluate_model(config, scorer, task, bootstrap=0)
+        return distributed.reduce_metrics(result.metrics, result.counts)
 
     result = fit(
         model,
@@ -107,6 +109,9 @@ def train_on(
     )
     model.load_state_dict(result.state_dict)
     model.cpu().eval()
+    if not distributed.is_main():  # rank 0 alone evaluates on test and writes the bundle
+        distributed.barrier()
+        return Outcome(model, result, None, None, None)
     scorer = ModelScorer(model, config.model.max_len)
     valid = evaluate_model(config, scorer, prepared.split.task("valid"))
     test = evaluate_model(config, scorer, prepared.split.task("test"))
@@ -133,6 +138,7 @@ def train_on(
             prepared.featurizer,
         )
         checkpoint.unlink(missing_ok=True)
+    distributed.barrier()
     return Outcome(model, result, valid, test, bundle)
 
 

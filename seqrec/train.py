@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec import losses
+from seqrec import distributed, losses
 from seqrec.data.sequences import build_sequences, histories_to_tensor
 from seqrec.data.split import EvalTask, Split
 
@@ -165,6 +165,39 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class TrainStep(torch.nn.Module):
+    """One batch -> loss, as a module so DistributedDataParallel sees the whole computation."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, sampling_probs):
+        super().__init__()
+        self.model, self.config, self.sampling_probs = model, config, sampling_probs
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L], [B, L]
+        mask = (inputs > 0) & (targets > 0)  # [B, L] positions with history and a target
+        rows, cols = mask.nonzero(as_tuple=True)  # [M], [M]
+        model = self.model
+        input_items = model.input_item_matrix()  # [N, D]
+        hidden = model(inputs, input_items)  # [B, L, D]
+        tied = model.output_item_net is None
+        item_matrix = input_items if tied else model.item_matrix()  # [N, D]
+        return compute_loss(
+            self.config,
+            hidden[rows, cols].float(),
+            targets[rows, cols] - 1,
+            item_matrix.float(),
+            generator,
+            self.sampling_probs,
+            repeat=model.repeat,
+            prefixes=Prefixes(inputs, rows, cols),
+        )
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Every random draw of an epoch derives from (seed, epoch, rank): resuming is exact."""
+    return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
+
+
 def fit(
     model: torch.nn.Module,
     split: Split,
@@ -177,13 +210,19 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``split.train``; pick the epoch by ``main_metric`` on ``split.valid``.
 
-    ``validate(scorer, task)`` returns validation metrics (see `seqrec.evaluate`). With a
-    ``checkpoint_path``, a run found there is resumed.
+    ``validate(scorer, task)`` returns validation metrics and counts (see `seqrec.evaluate`).
+    With a ``checkpoint_path``, a run found there is resumed. Under torchrun, each rank trains
+    on its share of every batch (``batch_size`` is the total over ranks) and validates a share
+    of the users; only rank 0 writes the checkpoint.
     """
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
-    torch.manual_seed(config.seed)
     device = pick_device(config.device)
+    if device.type == "cuda" and distributed.launched_by_torchrun():
+        device = torch.device("cuda", distributed.local_device_index())
+    distributed.setup(device)
+    world, rank = distributed.world_size(), distributed.rank()
+    torch.manual_seed(config.seed)
     model.to(device)
     examples = training_examples(split, max_len)  # [U, L + 1]
     valid_task = split.task("valid")
@@ -192,20 +231,31 @@ def fit(
             len(valid_task), config.valid_users, replace=False
         )
         valid_task = valid_task.subset(np.sort(rows))
+    if world > 1:
+        valid_task = valid_task.subset(np.arange(rank, len(valid_task), world))
 
     sampling_probs = None
     if config.negative_sampling == "popularity":
         counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
         sampling_probs = torch.tensor((counts + 1) / (counts + 1).sum(), dtype=torch.float32)
 
+    step_module = TrainStep(model, config, sampling_probs)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None
+        )
     opt_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(examples) / config.batch_size))
+    per_rank = len(examples) // world  # equal shares keep the ranks in step
+    rank_batch = max(1, config.batch_size // world)
+    steps_per_epoch = max(1, math.ceil(per_rank / rank_batch))
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(config, step, total_steps)
     )
-    generator = torch.Generator().manual_seed(config.seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     start_epoch, history = 0, []
     best = {"epoch": -1, "metric": -math.inf, "state": None}
@@ -214,8 +264,6 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
 
     bad_epochs = len(history) - 1 - best["epoch"]  # epochs since the best one
@@ -223,35 +271,26 @@ def fit(
         if config.patience and bad_epochs >= config.patience:
             break
         started = time.perf_counter()
+        torch.manual_seed(_epoch_seed(config.seed, epoch, rank))  # dropout
+        shuffle = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0))
+        generator = torch.Generator(device=device).manual_seed(
+            _epoch_seed(config.seed, epoch, rank)
+        )
+        order = torch.randperm(len(examples), generator=shuffle)[: per_rank * world]
+        mine = order.view(-1, world)[:, rank] if world > 1 else order  # this rank's share
         model.train()
-        order = torch.randperm(len(examples), generator=generator)
         total_loss, total_positions = 0.0, 0
-        for batch_start in range(0, len(examples), config.batch_size):
-            batch = examples[order[batch_start : batch_start + config.batch_size]].to(device)
-            inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L], [B, L]
-            mask = (inputs > 0) & (targets > 0)  # [B, L] positions with history and a target
-            rows, cols = mask.nonzero(as_tuple=True)  # [M], [M]
-            input_items = model.input_item_matrix()  # [N, D]
-            hidden = model(inputs, input_items)  # [B, L, D]
-            tied = model.output_item_net is None
-            item_matrix = input_items if tied else model.item_matrix()  # [N, D]
-            loss = compute_loss(
-                config,
-                hidden[rows, cols],
-                targets[rows, cols] - 1,
-                item_matrix,
-                generator,
-                sampling_probs,
-                repeat=model.repeat,
-                prefixes=Prefixes(inputs, rows, cols),
-            )
+        for batch_start in range(0, len(mine), rank_batch):
+            batch = examples[mine[batch_start : batch_start + rank_batch]].to(device)
+            with autocast:
+                loss = step_module(batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
-            positions = int(mask.sum())
+            positions = int(((batch[:, :-1] > 0) & (batch[:, 1:] > 0)).sum())
             total_loss += float(loss.detach()) * positions
             total_positions += positions
         train_seconds = time.perf_counter() - started
@@ -266,31 +305,26 @@ def fit(
         }
         history.append(row)
         if metrics[main_metric] > best["metric"]:
-            best = {
-                "epoch": epoch,
-                "metric": metrics[main_metric],
-                "state": {
-                    key: value.detach().cpu().clone() for key, value in model.state_dict().items()
-                },
+            weights = {
+                key: value.detach().cpu().clone() for key, value in model.state_dict().items()
             }
+            best = {"epoch": epoch, "metric": metrics[main_metric], "state": weights}
             bad_epochs = 0
         else:
             bad_epochs += 1
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and distributed.is_main():
             _atomic_save(
                 {
                     "epoch": epoch,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
                     "history": history,
                     "best": best,
                 },
                 checkpoint_path,
             )
-        if on_epoch is not None:
+        if on_epoch is not None and distributed.is_main():
             on_epoch(row)
 
     return TrainResult(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -469,7 +470,7 @@ class ImageEncoder:
     def _onnx_session(self, work_dir):
         import onnxruntime as ort
 
-        work_dir = Path(work_dir) if work_dir else Path(os.environ.get("TMPDIR", "/tmp"))
+        work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
         name = f"{self.config.backbone}-{fingerprint({**self.settings, 'onnx': 2})}.onnx"
         path = work_dir / "onnx" / name
         if not path.is_file():
