@@ -198,17 +198,38 @@ def _metrics_table(title: str, metrics: dict, ci: dict | None = None):
 def encode(
     data: DataOpt,
     config: ConfigOpt = None,
+    nproc: Annotated[int, typer.Option(help="Local processes sharing the image encoding.")] = 1,
     cache_dir: CacheOpt = None,
     set_: SetOpt = None,
 ):
     """Encode every item's text and image into the on-disk feature cache."""
+    import torch
+
+    from seqrec import distributed
     from seqrec.data.load import load_dataset
     from seqrec.features.build import fit_item_features
+    from seqrec.features.cache import default_cache_dir
+    from seqrec.features.shard import encode_image_shard
 
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        code = distributed.launch(nproc, str(Path(__file__).resolve()), _without_nproc(sys.argv))
+        raise typer.Exit(code)
     experiment = _experiment(config, _overrides(set_))
     dataset = load_dataset(
         data, experiment.data.format, experiment.data.on_error, experiment.data.text_columns
     )
+    if distributed.launched_by_torchrun():  # sharded: each rank encodes a slice of the images
+        distributed.setup(torch.device("cpu"))
+        image_column = dataset.schema.image_column
+        if experiment.features.use_image and image_column:
+            cache = cache_dir if cache_dir is not None else default_cache_dir()
+            paths = dataset.items[image_column].tolist()
+            rank, world = distributed.rank(), distributed.world_size()
+            report = encode_image_shard(paths, experiment.features.image, cache, rank, world)
+            console.print(f"rank {rank}: {report.summary()}")
+        distributed.barrier()
+        if not distributed.is_main():
+            return
     with _progress() as progress:
         built = fit_item_features(dataset, experiment.features, cache_dir, progress=progress)
     for line in built.report.lines():

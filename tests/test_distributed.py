@@ -51,3 +51,58 @@ def test_two_cpu_processes_under_torchrun_match_one_process(demo_shop, tiny_conf
     # up to noise: the validation set has ~200 users, so allow a few hundredths of NDCG
     assert two["valid"]["ndcg@10"] == pytest.approx(one["valid"]["ndcg@10"], abs=0.03)
     assert two["history"][-1]["loss"] == pytest.approx(one["history"][-1]["loss"], rel=0.05)
+
+
+def _cache_contents(cache_dir: Path) -> dict:
+    from seqrec.features.cache import VectorCache
+
+    contents = {}
+    for namespace in sorted(path.name for path in cache_dir.iterdir() if path.is_dir()):
+        if not namespace.startswith("image-"):
+            continue
+        cache = VectorCache(cache_dir, namespace)
+        keys = sorted(cache._index)
+        vectors, found, ok = cache.lookup(keys)
+        contents[namespace] = (keys, vectors, ok)
+    return contents
+
+
+def test_sharded_encoding_with_two_ranks_equals_one_process(demo_shop, tmp_path):
+    import numpy as np
+
+    config = tmp_path / "images.toml"
+    config.write_text(
+        '[features]\nuse_text = false\n\n[features.image]\nbackbone = "tiny_cnn"\n'
+        'runtime = "torch"\nsize = 32\nnum_workers = 0\n'
+    )
+    cli = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "encode",
+        "--data",
+        str(demo_shop),
+        "--config",
+        str(config),
+    ]
+    one = subprocess.run(
+        cli + ["--cache-dir", str(tmp_path / "one")], capture_output=True, text=True, timeout=300
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        cli + ["--cache-dir", str(tmp_path / "two"), "--nproc", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    assert "rank 0" in two.stdout and "rank 1" in two.stdout
+
+    single, sharded = _cache_contents(tmp_path / "one"), _cache_contents(tmp_path / "two")
+    assert single.keys() == sharded.keys() and single
+    for namespace, (keys, vectors, ok) in single.items():
+        other_keys, other_vectors, other_ok = sharded[namespace]
+        assert keys == other_keys and len(keys) == 150  # every image once, no duplicate
+        assert np.allclose(vectors, other_vectors, atol=1e-5) and (ok == other_ok).all()
+    # each rank wrote its own shard files: the slices were encoded in parallel
+    shards = list((tmp_path / "two").glob("image-*/shard-*.npz"))
+    assert len(shards) >= 2
