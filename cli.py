@@ -428,5 +428,55 @@ def demo(
     )
 
 
+@app.command()
+@user_errors
+def tune(
+    data: DataOpt,
+    config: Annotated[Path, typer.Option("--config", help="Experiment TOML with a [tune] table.")],
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Study total of complete + pruned trials, stored ones included."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna RDB URL or journal file (default OUT/study.journal)."),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: config name).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the storage.")] = 1,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no new trial starts.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Results folder (default runs/tune/NAME).")
+    ] = None,
+    save_best: Annotated[
+        Path | None, typer.Option("--save-best", help="Also write the best config TOML here.")
+    ] = None,
+    cache_dir: CacheOpt = None,
+    set_: SetOpt = None,
+):
+    """Optuna search over [tune.space]; started again, it continues the stored study."""
+    from seqrec.tune import best_trials_table, run_study
+
+    experiment = _experiment(config, _overrides(set_))
+    result = run_study(
+        experiment,
+        data,
+        n_trials=trials,
+        storage=storage,
+        study_name=study,
+        workers=workers,
+        timeout=timeout,
+        out_dir=out,
+        cache_dir=cache_dir,
+        best_config_path=save_best,
+        verbose=True,
+    )
+    if result.failed_on_start:
+        console.print(f"trials of dead processes marked failed: {result.failed_on_start}")
+    console.print(best_trials_table(result))
+    console.print("written: " + ", ".join(str(path) for path in result.files))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -9,12 +9,18 @@ how many steps ago it occurred:
 
 ``w`` starts at zero (no effect) and is learned with the rest of the model; the data decide
 whether repeats help (fashion baskets) or not (ML-1M, where seen items are removed anyway).
+Adam moves a parameter by about the learning rate per step whatever its gradient, while these
+bonuses live on the logit scale (several units), so they are stored divided by ``SCALE``: the
+bonus is ``SCALE * weight`` and reaches useful values within a few hundred steps.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+SCALE = 10.0
 
 
 class RepeatBias(nn.Module):
@@ -33,7 +39,7 @@ class RepeatBias(nn.Module):
         history = seq[rows]  # [M, L]
         distance = cols[:, None] - positions[None, :]  # [M, L] steps back from the query
         visible = (distance >= 0) & (history > 0)  # [M, L]
-        weights = self.weight[distance.clamp(0, length - 1)] * visible  # [M, L]
+        weights = SCALE * self.weight[distance.clamp(0, length - 1)] * visible  # [M, L]
         items = torch.where(visible, history - 1, torch.full_like(history, -1))  # [M, L]
         return items, weights
 

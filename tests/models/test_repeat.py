@@ -1,12 +1,12 @@
 import torch
 
-from seqrec.models.repeat import RepeatBias
+from seqrec.models.repeat import SCALE, RepeatBias
 
 
 def make_bias():
     bias = RepeatBias(max_len=4)
     with torch.no_grad():
-        bias.weight.copy_(torch.tensor([1.0, 0.5, 0.25, 0.125]))
+        bias.weight.copy_(torch.tensor([1.0, 0.5, 0.25, 0.125]) / SCALE)
     return bias
 
 

@@ -1,0 +1,32 @@
+import json
+
+from seqrec.bench import ablation_config, run_bench, write_report
+from seqrec.config import apply_overrides
+from seqrec.experiment import prepare
+
+
+def test_ablation_configs_change_only_the_item_net(tiny_config):
+    assert ablation_config(tiny_config, "id_only").model.item_net.modalities == []
+    assert ablation_config(tiny_config, "text_only").model.item_net.modalities == ["text"]
+    product = ablation_config(tiny_config, "product")
+    assert product.model.item_net.fusion == "product" and product.train == tiny_config.train
+
+
+def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
+    config = apply_overrides(tiny_config, {"train.epochs": 1})
+    prepared = prepare(config, demo_shop, cache_dir=tmp_path / "cache")
+    report = run_bench(config, prepared, models=["gru"], ablations=["id_only", "image_only"])
+    names = [row.name for row in report.rows]
+    assert "popularity" in names and "TF-IDF content KNN" in names and "gru" in names
+    assert "transformer: id_only" in names
+    assert not any("image_only" in name for name in names)  # no image features: skipped
+    paths = write_report(report, tmp_path / "results", "tiny")
+    assert [path.suffix for path in paths] == [".md", ".json", ".png"]
+    table = paths[0].read_text()
+    assert "| popularity | baseline |" in table and "machine:" in table and "command:" in table
+    rows = json.loads(paths[1].read_text())["rows"]
+    assert {row["name"] for row in rows} == set(names)
+    for row in rows:
+        low, high = row["ci"]["ndcg@12"]
+        assert low <= row["test"]["ndcg@12"] <= high
+    assert paths[2].read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from seqrec.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["demo", "hm", "ml1m"])
+def test_shipped_experiments_load_and_round_trip(name, tmp_path):
+    config = load_config(ROOT / "experiments" / f"{name}.toml")
+    assert config.name == name
+    save_config(config, tmp_path / "saved.toml")
+    assert load_config(tmp_path / "saved.toml") == config
+
+
+def test_unknown_keys_and_wrong_types_are_named():
+    with pytest.raises(ConfigError, match="train.epochz"):
+        config_from_dict({"train": {"epochz": 3}})
+    with pytest.raises(ConfigError, match="model.dim"):
+        config_from_dict({"model": {"dim": "big"}})
+    with pytest.raises(ConfigError, match="eval.ks"):
+        config_from_dict({"eval": {"ks": 10}})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        bad = ROOT / "tests" / "_bad.toml"
+        try:
+            bad.write_text("[model\n")
+            load_config(bad)
+        finally:
+            bad.unlink()
+
+
+def test_overrides_are_type_checked_and_leave_the_original_alone():
+    base = ExperimentConfig()
+    changed = apply_overrides(
+        base, {"model.dim": 32, "train.lr": 1, "model.item_net.fusion": "product"}
+    )
+    assert (changed.model.dim, changed.train.lr, changed.model.item_net.fusion) == (
+        32,
+        1.0,
+        "product",
+    )
+    assert base.model.dim == 64
+    with pytest.raises(ConfigError, match="train.patience"):
+        apply_overrides(base, {"train.patience": "soon"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(base, {"model.depth": 3})
