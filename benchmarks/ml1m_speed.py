@@ -34,12 +34,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    model = "unknown"
+    """CPU model (with family and model numbers) from /proc/cpuinfo, usable cores, Python."""
+    fields = {}
     with open("/proc/cpuinfo") as file:
         for line in file:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name", "unknown")
+    if "cpu family" in fields:
+        model += f" (cpu family {fields['cpu family']}, model {fields.get('model', '?')})"
+    if "hypervisor" in fields.get("flags", "").split():
+        model += ", virtual machine"
     return {
         "cpu": model,
         "cores": len(os.sched_getaffinity(0)),
@@ -164,6 +169,7 @@ def run_seqrec(args: argparse.Namespace) -> dict:
         "steps_per_epoch": steps_per_epoch,
         "prepare_seconds": prepare_seconds,
         "threads": torch.get_num_threads(),
+        "max_len": config.model.max_len,
         "lr": config.train.lr,
         "warmup_steps": config.train.warmup_steps,
         "schedule": config.train.schedule,
@@ -185,8 +191,91 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _loads(rows: list[dict], key: str = "load_average_after") -> str:
-    return ", ".join(f"{row[key][0]:.2f}" for row in rows if key in row)
+def _load(load) -> str:
+    """'1-min / 5-min / 15-min' load averages, or '?'."""
+    if not load:
+        return "?"
+    return " / ".join(f"{value:.2f}" for value in load)
+
+
+def _epoch_seconds(run: dict) -> float:
+    return _mean([row["train_seconds"] for row in run.get("history", [])])
+
+
+def _side_by_side(seq: dict, rec: dict) -> list[str]:
+    lines = [
+        "| | epochs | training seconds / epoch | 1-min load after each epoch | targets / epoch "
+        "| targets / s | steps trained (all epochs) | valid NDCG@10 after the last epoch "
+        "| valid HR@10 | test NDCG@10 (best epoch) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, run, hit in (("seqrec", seq, "valid:hr@10"), ("RecBole SASRec", rec, "valid:hit@10")):
+        rows = run.get("history", [])
+        if not rows:
+            lines.append(f"| {name} | - | not measured: {run.get('error', 'not run')} |" + " |" * 7)
+            continue
+        mean = _epoch_seconds(run)
+        if any(row.get("extrapolated") for row in rows):
+            measured = sum(row["measured_seconds"] for row in rows)
+            timing = f"{mean:,.0f} (extrapolated from {measured:.0f} s of measured steps)"
+        else:
+            each = ", ".join(f"{row['train_seconds']:.1f}" for row in rows)
+            timing = f"{mean:.1f} ({each})"
+        steps = sum(row.get("steps", run["steps_per_epoch"]) for row in rows)
+        loads = ", ".join(f"{row['load_average_after'][0]:.2f}" for row in rows)
+        lines.append(
+            f"| {name} | {len(rows)} | {timing} | {loads} "
+            f"| {run['targets_per_epoch']:,} | {run['targets_per_epoch'] / mean:,.0f} "
+            f"| {steps:,} of {run['steps_per_epoch'] * len(rows):,} "
+            f"| {rows[-1].get('valid:ndcg@10', float('nan')):.4f} "
+            f"| {rows[-1].get(hit, float('nan')):.4f} "
+            f"| {run.get('test', {}).get('ndcg@10', float('nan')):.4f} |"
+        )
+    return lines
+
+
+def run_summary(results: dict) -> dict:
+    """One line of a finished session, kept in ``earlier_runs`` when the benchmark is rerun."""
+    summary = {}
+    for key in ("seqrec", "recbole"):
+        run = results.get(key, {})
+        rows = run.get("history", [])
+        if not rows:
+            continue
+        summary[key] = {
+            "date": run.get("date"),
+            "epochs": len(rows),
+            "seconds_per_epoch": _epoch_seconds(run),
+            "extrapolated": any(row.get("extrapolated") for row in rows),
+            "steps_trained": sum(row.get("steps", run["steps_per_epoch"]) for row in rows),
+            "load_after_each_epoch": [row["load_average_after"][0] for row in rows],
+            "valid_ndcg@10": rows[-1].get("valid:ndcg@10"),
+        }
+    return summary
+
+
+def _earlier(results: dict) -> list[str]:
+    runs = [run for run in results.get("earlier_runs", []) if run]
+    if not runs:
+        return []
+    lines = [
+        "",
+        "## Earlier sessions (same commands)",
+        "",
+        "| started | library | epochs | seconds / epoch | 1-min load after each epoch "
+        "| steps trained | valid NDCG@10 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        for key, item in run.items():
+            star = " (extrapolated)" if item["extrapolated"] else ""
+            loads = ", ".join(f"{value:.2f}" for value in item["load_after_each_epoch"])
+            lines.append(
+                f"| {item['date']} | {key} | {item['epochs']} "
+                f"| {item['seconds_per_epoch']:,.1f}{star} | {loads} | {item['steps_trained']} "
+                f"| {item['valid_ndcg@10']:.4f} |"
+            )
+    return lines
 
 
 def write_markdown(results: dict, path: Path) -> None:
@@ -194,133 +283,163 @@ def write_markdown(results: dict, path: Path) -> None:
     seq, rec = results.get("seqrec", {}), results.get("recbole", {})
     mach = results.get("machine", {})
     lines = [
-        "# ML-1M training speed: seqrec vs RecBole SASRec (2 shared CPU cores)",
+        "# ML-1M training speed: seqrec vs RecBole's SASRec on 2 shared CPU cores",
         "",
-        "A benchmark, not a timed test. Figures were measured on a machine shared with other",
-        "jobs: the load average (1-minute, over the 2 cores) is printed next to every timing.",
+        "A benchmark, not a timed test. The machine is shared with other engineers' jobs: the",
+        "load average (runnable processes, on 2 cores; one busy 2-thread run alone makes about 2)",
+        "is printed next to every timing. Both runs were made one after the other in the same",
+        "session so that they ran under a similar load. Written by benchmarks/ml1m_speed.py and",
+        "benchmarks/recbole_sasrec.py from ml1m_speed.json.",
         "",
-        "## Commands",
+        "## Commands, machine",
         "",
         "```",
         seq.get("command", "(seqrec not run)"),
         rec.get("command", "(RecBole not run)"),
         "```",
         "",
-        f"- machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores usable by the run "
+        f"- CPU: {mach.get('cpu', '?')} (/proc/cpuinfo), {mach.get('cores', '?')} cores usable "
         f"(os.sched_getaffinity), Python {mach.get('python', '?')}",
-        f"- seqrec run: {seq.get('date', '?')}, torch {seq.get('torch', '?')}, "
-        f"{seq.get('threads', '?')} torch threads, load average before "
-        f"{_fmt_load(seq.get('load_average_before'))}",
-        f"- RecBole run: {rec.get('date', '?')}, {rec.get('versions', '?')}, "
-        f"{rec.get('threads', '?')} torch threads, load average before "
-        f"{_fmt_load(rec.get('load_average_before'))}",
+        f"- seqrec: {seq.get('date', '?')}, torch {seq.get('torch', '?')}, "
+        f"{seq.get('threads', '?')} torch threads; load average before "
+        f"{_load(seq.get('load_average_before'))}, after {_load(seq.get('load_average_end'))}",
+        f"- RecBole: {rec.get('date', '?')}, {rec.get('versions', '?')} (its own virtual "
+        f"environment), {rec.get('threads', '?')} torch threads; load average before "
+        f"{_load(rec.get('load_average_before'))}, after {_load(rec.get('load_average_after'))}",
         "",
         "## Side by side",
         "",
-        "| | epochs | seconds / epoch (train only) | 1-min load after each epoch | targets / epoch "
-        "| targets / s | steps / epoch | valid NDCG@10 (last epoch) | valid Hit@10 | "
-        "test NDCG@10 (best epoch) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *_side_by_side(seq, rec),
     ]
-    for name, run, ndcg, hit in (
-        ("seqrec", seq, "valid:ndcg@10", "valid:hit@10"),
-        ("RecBole SASRec", rec, "valid:ndcg@10", "valid:hit@10"),
-    ):
-        rows = run.get("history", [])
-        if not rows:
-            reason = run.get("error", "not run")
-            lines.append(f"| {name} | - | not measured: {reason} | | | | | | | |")
-            continue
-        seconds = [row["train_seconds"] for row in rows]
-        each = ", ".join(f"{s:.1f}" for s in seconds)
-        last = rows[-1]
-        test = run.get("test", {}).get("ndcg@10", float("nan"))
-        lines.append(
-            f"| {name} | {len(rows)} | {_mean(seconds):.1f} ({each}) | {_loads(rows)} "
-            f"| {run['targets_per_epoch']:,} | {run['targets_per_epoch'] / _mean(seconds):,.0f} "
-            f"| {run['steps_per_epoch']:,} | {last.get(ndcg, float('nan')):.4f} "
-            f"| {last.get(hit, float('nan')):.4f} | {test:.4f} |"
-        )
     if seq.get("history") and rec.get("history"):
-        ratio = _mean([r["train_seconds"] for r in rec["history"]]) / _mean(
-            [r["train_seconds"] for r in seq["history"]]
+        ratio = _epoch_seconds(rec) / _epoch_seconds(seq)
+        per_target = (seq["targets_per_epoch"] / _epoch_seconds(seq)) / (
+            rec["targets_per_epoch"] / _epoch_seconds(rec)
         )
-        lines += ["", f"seqrec's epoch is **{ratio:.1f}x** faster than RecBole's."]
-    if seq.get("history"):
-        rows = seq["history"]
         lines += [
             "",
-            "## seqrec per epoch",
+            f"An epoch takes **{ratio:.0f}x** less time with seqrec than with RecBole; per "
+            f"training target, seqrec is {per_target:.0f}x faster.",
+        ]
+        later = rec["history"][1:]
+        if later and any(row.get("extrapolated") for row in later):
+            steady = _mean([row["train_seconds"] for row in later])
+            lines[-1] += (
+                f" RecBole's first epoch includes a one-off start-up cost that a full "
+                f"{rec['steps_per_epoch']:,}-step epoch would spread thin; from its later "
+                f"epochs alone, its epoch is {steady:,.0f} s and the ratio "
+                f"**{steady / _epoch_seconds(seq):.0f}x**."
+            )
+        if rec.get("matched_seqrec_time"):
+            lines[-1] += (
+                f" RecBole's epochs were cut at {rec['max_seconds_per_epoch']:.0f} s (seqrec's "
+                "mean epoch time) and their full time extrapolated, so the NDCG@10 columns "
+                "compare the two at **equal training time**: not at equal epochs, and not at "
+                "convergence."
+            )
+    if seq.get("history"):
+        lines += [
             "",
-            "| epoch | train seconds | sequences / s | positions / s | loss | valid NDCG@10 "
-            "| valid Hit@10 | 1-min load after |",
+            "## seqrec, per epoch",
+            "",
+            "| epoch | training seconds | sequences / s | positions / s | loss | valid NDCG@10 "
+            "| valid HR@10 | load after (1 / 5 / 15 min) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for row in rows:
+        for row in seq["history"]:
             lines.append(
                 f"| {row['epoch']} | {row['train_seconds']:.1f} "
                 f"| {row['sequences_per_second']:.1f} | {row['positions_per_second']:,.0f} "
-                f"| {row['loss']:.3f} | {row['valid:ndcg@10']:.4f} | {row['valid:hit@10']:.4f} "
-                f"| {_fmt_load(row.get('load_average_after'))} |"
+                f"| {row['loss']:.3f} | {row['valid:ndcg@10']:.4f} | {row['valid:hr@10']:.4f} "
+                f"| {_load(row.get('load_average_after'))} |"
             )
         lines += [
             "",
-            f"{seq['train_sequences']:,} training sequences (users with 2+ training items), "
-            f"{seq['train_positions']:,} next-item positions per epoch (the last 201 training "
-            f"items of each user), {seq['steps_per_epoch']} steps of 128 sequences; lr "
-            f"{seq['lr']} with {seq['warmup_steps']} warm-up steps then {seq['schedule']} decay.",
+            f"{seq['train_sequences']:,} training sequences, {seq['train_positions']:,} "
+            f"next-item positions per epoch (each user's last {seq.get('max_len', 200) + 1} "
+            f"training items; every prefix of every training sequence would be "
+            f"{seq['all_prefix_targets']:,}), {seq['steps_per_epoch']} steps of 128 sequences. "
+            f"lr {seq['lr']} (AdamW, weight decay 0) after {seq['warmup_steps']} linear warm-up "
+            f"steps, then {seq['schedule']}: {len(seq['history']) * seq['steps_per_epoch']} steps "
+            "in all, so this short run never leaves the warm-up.",
         ]
     for profile in seq.get("profile", []):
-        share = profile["phase_share"]
-        per = profile["phase_seconds_per_step"]
+        per, share = profile["phase_seconds_per_step"], profile["phase_share"]
         lines += [
             "",
-            f"### Where a training step goes ({profile['threads']} thread(s), "
-            f"{profile['batches']} steps, load {_fmt_load(profile['load_average_before'])} -> "
-            f"{_fmt_load(profile['load_average_after'])})",
+            f"### Where a seqrec training step goes: {profile['threads']} thread(s)",
             "",
-            f"{profile['seconds_per_step']:.3f} s per step of 128 sequences "
-            f"({profile['positions_per_step']:,.0f} positions).",
+            f"{profile['batches']} steps of 128 sequences ({profile['positions_per_step']:,.0f} "
+            f"positions each) on a fresh model: **{profile['seconds_per_step']:.2f} s per step**; "
+            f"load {_load(profile['load_average_before'])} before, "
+            f"{_load(profile['load_average_after'])} after.",
             "",
             "| phase | seconds / step | share |",
             "| --- | --- | --- |",
+            *(f"| {name} | {per[name]:.3f} | {share[name]:.0%} |" for name in per),
         ]
-        for name in per:
-            lines.append(f"| {name} | {per[name]:.3f} | {share[name]:.0%} |")
     if rec.get("history"):
         lines += [
             "",
-            "## RecBole per epoch",
+            "## RecBole SASRec, per epoch",
             "",
-            "| epoch | train seconds | samples / s | valid seconds | valid NDCG@10 "
-            "| valid Hit@10 | 1-min load after |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| epoch | steps trained | measured seconds | seconds / step | full epoch, "
+            "extrapolated | validation seconds | valid NDCG@10 | valid Hit@10 | load after |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in rec["history"]:
             lines.append(
-                f"| {row['epoch']} | {row['train_seconds']:.1f} "
-                f"| {row['samples_per_second']:,.0f} | {row.get('valid_seconds', 0):.1f} "
+                f"| {row['epoch']} | {row['steps']:,} of {rec['steps_per_epoch']:,} "
+                f"| {row.get('measured_seconds', row['train_seconds']):.1f} "
+                f"| {row['seconds_per_step']:.2f} | {row['train_seconds']:,.0f} "
+                f"| {row.get('valid_seconds', float('nan')):.1f} "
                 f"| {row.get('valid:ndcg@10', float('nan')):.4f} "
                 f"| {row.get('valid:hit@10', float('nan')):.4f} "
-                f"| {_fmt_load(row.get('load_average_after'))} |"
+                f"| {_load(row.get('load_average_after'))} |"
             )
         lines += [
             "",
-            f"{rec['train_samples']:,} training samples per epoch (every prefix of every "
-            f"training sequence, one target each), {rec['steps_per_epoch']:,} steps of 128; "
-            f"lr {rec['lr']} constant (Adam).",
+            f"{rec['users']:,} users, {rec['items']:,} items, {rec['train_samples']:,} training "
+            f"samples per epoch (every prefix of every training sequence, one target each), "
+            f"{rec['steps_per_epoch']:,} steps of 128; lr {rec['lr']} constant (Adam).",
         ]
     if rec.get("error"):
         lines += ["", "## RecBole did not run", "", "```", rec["error"], "```"]
-    for note in results.get("notes", []):
-        lines += ["", note]
+    lines += _earlier(results)
+    if rec.get("setup_notes"):
+        lines += ["", "## Installing and running RecBole 1.2.1 here", ""]
+        lines += [f"- {note}" for note in rec["setup_notes"]]
+    lines += ["", "## What was measured, and what was not", ""]
+    notes = MEASURED_NOTES
+    if not any(row.get("extrapolated") for row in rec.get("history", [])):
+        notes = [note for note in notes if not note.startswith("RecBole's full epoch")]
+    lines += [f"- {note}" for note in notes]
     path.write_text("\n".join(lines) + "\n")
 
 
-def _fmt_load(load) -> str:
-    if not load:
-        return "?"
-    return " / ".join(f"{value:.2f}" for value in load)
+MEASURED_NOTES = [
+    "Measured: training seconds per epoch without validation (`train_seconds` of seqrec's "
+    "history rows; RecBole's `_train_epoch`), under the load shown; validation NDCG@10 / HR@10 "
+    "ranking all items with the user's seen items removed, on all users, after each epoch; "
+    "test NDCG@10 of the best epoch.",
+    "RecBole's full epoch was not run: at the measured seconds per step, one epoch of every "
+    "prefix takes hours on this machine. Its epoch time is the mean time per step measured "
+    "(first, slower step included) times "
+    "its steps per epoch; every RecBole sample is padded to 200 items, so each step does the "
+    "same work and the extrapolation is linear.",
+    "Not measured: the converged comparison. A few epochs (on a machine shared with other "
+    "jobs) are far from convergence for both; the goal 'at least 2x RecBole's speed at equal "
+    "or better NDCG@10' needs both trained to convergence (tens of epochs; published full-CE "
+    "SASRec on this file: test NDCG@10 0.1821). The NDCG@10 here is after equal training time.",
+    "Settings that differ: seqrec uses lr 0.002 with 200 warm-up steps then cosine decay "
+    "(experiments/ml1m.toml), RecBole lr 0.001 constant; seqrec trains on each user's last 201 "
+    "training items (all positions of a sequence in one pass), RecBole on every prefix of "
+    "every sequence; seqrec's transformer is pre-LayerNorm, RecBole's post-LayerNorm. Both: "
+    "dim 64, 2 layers, 1 head, feed-forward 256, GELU, dropout 0.2 (attention and hidden), "
+    "200 items of history, full softmax cross-entropy, batch 128, gradient clipping at 1.0.",
+    "Validation time is excluded from both epoch times (seqrec validates all 6,040 users after "
+    "each epoch, RecBole likewise).",
+]
 
 
 def main() -> None:
@@ -337,9 +456,14 @@ def main() -> None:
 
     import torch
 
+    earlier = []
+    if args.results.exists():  # keep a summary of the previous session
+        previous = json.loads(args.results.read_text())
+        earlier = previous.get("earlier_runs", []) + [run_summary(previous)]
     results = {
         "machine": machine(),
         "recbole": {},  # benchmarks/recbole_sasrec.py fills it in, after this run
+        "earlier_runs": earlier,
     }
     seqrec = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

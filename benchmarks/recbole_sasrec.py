@@ -1,12 +1,23 @@
 """RecBole's SASRec on ML-1M with seqrec's settings, printed side by side with seqrec's figures.
 
+    python3 -m venv --system-site-packages /tmp/recbole-venv
+    /tmp/recbole-venv/bin/pip install recbole "numpy<2" "pandas<2.2"
+    python benchmarks/ml1m_speed.py --data ../shared/data/ml-1m --epochs 3
     /tmp/recbole-venv/bin/python benchmarks/recbole_sasrec.py --data ../shared/data/ml-1m \
-        --epochs 3
+        --epochs 3 --match-seqrec-time
 
-RecBole is an optional benchmark extra (``pip install .[bench]``, best in its own virtual
-environment), never a runtime dependency of seqrec. Run `benchmarks/ml1m_speed.py` first, in the
-same session: this script reads its seqrec figures from ``--results`` (ml1m_speed.json), adds
-RecBole's, prints both epoch times and both NDCG@10 side by side and rewrites ml1m_speed.md.
+RecBole is an optional benchmark extra (the ``bench`` extra), never a runtime dependency of
+seqrec; install it in its own virtual environment, as above: RecBole 1.2.1 needs numpy < 2
+(and so pandas < 2.2), which seqrec's own environment must not be downgraded to (SETUP_NOTES).
+Run `benchmarks/ml1m_speed.py` first, in the same session: this script reads seqrec's figures from
+``--results`` (ml1m_speed.json), adds RecBole's, prints both epoch times and both NDCG@10 side by
+side and rewrites ml1m_speed.md.
+
+One RecBole epoch is every prefix of every training sequence (~7,700 steps of 128), hours on two
+CPU cores. ``--max-steps`` / ``--max-seconds`` cut each epoch short and the full epoch's time is
+extrapolated from the steps trained (each step does the same work: samples are padded to 200);
+``--match-seqrec-time`` gives each RecBole epoch seqrec's mean epoch time, so the NDCG@10 of both
+is at equal training time.
 
 The ``user item`` lines of ml-1m.txt become RecBole atomic files in a temporary folder
 (``user_id``, ``item_id``, ``timestamp`` = line number, so each user's order is the file's order).
@@ -33,9 +44,40 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+# RecBole 1.2.1 reloads its own best checkpoint with a bare torch.load, which torch >= 2.6
+# refuses (weights_only now defaults to True); the file is one this run just wrote.
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+SETUP_NOTES = [
+    "`pip install recbole` (1.2.1) into a venv with --system-site-packages: installs, but "
+    "`import recbole.quick_start` fails: `ModuleNotFoundError: No module named 'pkg_resources'` "
+    "(ray 2.6.3 imports it; setuptools 84 no longer ships it). This script does not use "
+    "quick_start: it calls Config, create_dataset, data_preparation, SASRec and Trainer.",
+    "With numpy 2.4.6 (seqrec's environment): `AttributeError: np.float_ was removed in the "
+    "NumPy 2.0 release. Use np.float64 instead.` (recbole/config/configurator.py, "
+    "compatibility_settings). Fixed inside the venv only: `pip install 'numpy<2' 'pandas<2.2'` "
+    "(numpy 1.26.4, pandas 2.1.4; pandas 3.1.1 needs numpy >= 2.0.2).",
+    "With torch 2.14 the reload of the best checkpoint before testing fails: `UnpicklingError: "
+    "Weights only load failed` (torch >= 2.6 defaults torch.load to weights_only=True). This "
+    "script sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for its own process (the checkpoint is "
+    "the one it just wrote).",
+]
+
+
+def versions() -> str:
+    import numpy
+    import pandas
+    import recbole
+
+    return (
+        f"RecBole {recbole.__version__}, torch {torch.__version__}, numpy {numpy.__version__}, "
+        f"pandas {pandas.__version__}"
+    )
 
 
 def write_atomic_files(data_dir: Path, out_dir: Path, name: str, users: int = 0) -> int:
@@ -103,30 +145,34 @@ def recbole_config(args: argparse.Namespace, data_path: Path, name: str) -> dict
 
 
 class Steps:
-    """The first ``limit`` batches of a RecBole data loader (all when ``limit`` is 0).
+    """A RecBole training loader cut short after ``max_steps`` batches or ``max_seconds``.
 
-    Stands in for the loader in `Trainer._train_epoch`, which only iterates over it on one
-    process; prints a progress line every 100 batches.
+    Stands in for the loader in `Trainer._train_epoch` (which only iterates over it when run on
+    one process); 0 means no limit. Prints a progress line every 50 batches.
     """
 
-    def __init__(self, loader, limit: int = 0):
-        self.loader, self.limit, self.done = loader, limit, 0
+    def __init__(self, loader, max_steps: int = 0, max_seconds: float = 0.0):
+        self.loader, self.max_steps, self.max_seconds = loader, max_steps, max_seconds
         self.shuffle = loader.shuffle
+        self.done = 0
 
     def __len__(self) -> int:
-        return min(self.limit, len(self.loader)) if self.limit else len(self.loader)
+        return len(self.loader)
 
     def __iter__(self):
         start = time.perf_counter()
         for batch in self.loader:
-            if self.limit and self.done >= self.limit:
+            seconds = time.perf_counter() - start
+            if (self.max_steps and self.done >= self.max_steps) or (
+                self.max_seconds and seconds >= self.max_seconds
+            ):
                 break
             yield batch
             self.done += 1
-            if self.done % 100 == 0:
+            if self.done % 50 == 0:
                 seconds = time.perf_counter() - start
                 print(
-                    f"  step {self.done}/{len(self.loader)}: {seconds / self.done:.3f} s/step, "
+                    f"  step {self.done}/{len(self.loader)}: {seconds / self.done:.2f} s/step, "
                     f"load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
@@ -149,7 +195,7 @@ def run_recbole(args: argparse.Namespace) -> dict:
 
         def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
             load = os.getloadavg()
-            steps = Steps(train_data, args.max_steps)
+            steps = Steps(train_data, args.max_steps, args.max_seconds)
             start = time.perf_counter()
             loss = super()._train_epoch(steps, epoch_idx, loss_func, show_progress)
             seconds = time.perf_counter() - start
@@ -199,7 +245,6 @@ def run_recbole(args: argparse.Namespace) -> dict:
     for row in rows:
         row["samples_per_second"] = samples / row["train_seconds"]
     return {
-        "library": "RecBole 1.2.1 SASRec",
         "lines": lines,
         "users": int(dataset.user_num) - 1,  # RecBole counts a padding id
         "items": int(dataset.item_num) - 1,
@@ -209,29 +254,34 @@ def run_recbole(args: argparse.Namespace) -> dict:
         "prepare_seconds": prepare_seconds,
         "threads": torch.get_num_threads(),
         "lr": args.lr,
+        "versions": versions(),
         "history": rows,
         "test": {k: float(v) for k, v in test.items()},
     }
 
 
 def side_by_side(results: dict) -> str:
-    """Plain-text table of both libraries' epoch times and NDCG@10 (validation)."""
-    lines = [
-        f"{'':<26}{'seconds/epoch':>16}{'targets/s':>12}{'valid NDCG@10':>15}{'test NDCG@10':>14}"
-    ]
+    """Plain-text table of both libraries' epoch times and NDCG@10 (validation, last epoch)."""
+    header = f"{'':<22}{'s/epoch':>10}{'targets/s':>11}{'steps':>8}{'valid NDCG@10':>15}"
+    lines = [header + f"{'test NDCG@10':>14}"]
     for key in ("seqrec", "recbole"):
         run = results.get(key)
         if not run or not run.get("history"):
-            lines.append(f"{key:<26}{'not run':>16}")
+            lines.append(f"{key:<22}{'not run: ' + run.get('error', '') if run else 'not run'}")
             continue
-        seconds = [row["train_seconds"] for row in run["history"]]
-        mean = sum(seconds) / len(seconds)
-        last = run["history"][-1]
-        valid = last.get("valid:ndcg@10", float("nan"))
+        rows = run["history"]
+        mean = sum(row["train_seconds"] for row in rows) / len(rows)
+        steps = sum(row.get("steps", run["steps_per_epoch"]) for row in rows)
+        valid = rows[-1].get("valid:ndcg@10", float("nan"))
         test = run.get("test", {}).get("ndcg@10", float("nan"))
-        label = f"{key} ({len(seconds)} epochs)"
+        label = f"{key} ({len(rows)} epochs)"
+        star = "*" if any(row.get("extrapolated") for row in rows) else " "
         rate = run["targets_per_epoch"] / mean
-        lines.append(f"{label:<26}{mean:>16.1f}{rate:>12.0f}{valid:>15.4f}{test:>14.4f}")
+        lines.append(
+            f"{label:<22}{mean:>9.0f}{star}{rate:>11.0f}{steps:>8}{valid:>15.4f}{test:>14.4f}"
+        )
+    if any(row.get("extrapolated") for row in results.get("recbole", {}).get("history", [])):
+        lines.append("* extrapolated from the steps trained (the epochs were cut short)")
     return "\n".join(lines)
 
 
@@ -242,10 +292,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=0,
-        help="train only this many batches per epoch and extrapolate the epoch time; 0 = all",
+        "--max-steps", type=int, default=0, help="batches per epoch at most; 0 = all"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=0.0, help="training seconds per epoch at most"
+    )
+    parser.add_argument(
+        "--match-seqrec-time",
+        action="store_true",
+        help="--max-seconds = seqrec's mean training seconds per epoch, read from --results",
     )
     parser.add_argument("--users", type=int, default=0, help="first N users only (smoke test)")
     parser.add_argument("--quiet", action="store_true", help="RecBole logs warnings only")
@@ -256,10 +311,18 @@ def main() -> None:
     args = parser.parse_args()
 
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
+    if args.match_seqrec_time:
+        rows = results.get("seqrec", {}).get("history")
+        if not rows:
+            parser.error(f"--match-seqrec-time: no seqrec run in {args.results}")
+        args.max_seconds = sum(row["train_seconds"] for row in rows) / len(rows)
     recbole = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "python": sys.executable,
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "setup_notes": SETUP_NOTES,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "max_steps_per_epoch": args.max_steps,
+        "max_seconds_per_epoch": args.max_seconds,
+        "matched_seqrec_time": args.match_seqrec_time,
         "load_average_before": os.getloadavg(),
     }
     try:

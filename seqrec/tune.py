@@ -338,13 +338,13 @@ class Objective:
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
     """An RDB URL (``sqlite:///tune.db``, ``postgresql://...``) or a journal file path."""
-    if "://" in spec:
-        return optuna.storages.RDBStorage(
-            spec,
-            heartbeat_interval=60,
-            grace_period=180,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        )
+    if "://" in spec:  # heartbeats mark the trials of dead workers FAIL and queue them again
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            return optuna.storages.RDBStorage(
+                spec, heartbeat_interval=60, grace_period=180, heartbeat_stale_trial_callback=retry
+            )
     path = Path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
@@ -561,6 +561,8 @@ def trial_line(trial: FrozenTrial) -> str:
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as in TOML
     return str(value) if isinstance(value, (bool, int, str)) else json.dumps(value)
 
 
@@ -683,17 +685,20 @@ def trial_rows(study: optuna.Study, params: list[Param], top: int = 10) -> list[
 
 
 def best_trials_table(result: TuneResult):
-    """A rich table of the best trials of a finished `run_study`."""
+    """A rich table of the best trials of a finished `run_study`, parameters in one column."""
     from rich.table import Table
 
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
     table = Table(
         title=f"best trials of {result.study_name} (validation {result.metric}; {counts})"
     )
-    for name in result.rows[0] if result.rows else ("trial", "value"):
-        table.add_column(name, justify="left" if "." in name else "right")
+    fixed = ("trial", "value", "best epoch", "seconds")
+    for name in fixed:
+        table.add_column(name, justify="right")
+    table.add_column("parameters", ratio=1)
     for row in result.rows:
-        table.add_row(*row.values())
+        params = "  ".join(f"{key}={value}" for key, value in row.items() if key not in fixed)
+        table.add_row(*(row[name] for name in fixed), params)
     return table
 
 

@@ -151,12 +151,14 @@ def test_three_trials_then_the_best_config_trains(demo_shop, tmp_path, tiny_conf
     assert again.counts == {"COMPLETE": 3} and again.best_number == best.number
 
 
-def test_a_study_started_from_another_space_is_refused(demo_shop, tmp_path, tiny_config):
-    out = tmp_path / "study"
-    run_study(with_tune(tiny_config), demo_shop, n_trials=1, out_dir=out)
+def test_rdb_storage_and_a_study_from_another_space_is_refused(demo_shop, tmp_path, tiny_config):
+    out, url = tmp_path / "study", f"sqlite:///{tmp_path / 'tune.db'}"
+    result = run_study(with_tune(tiny_config), demo_shop, n_trials=1, storage=url, out_dir=out)
+    assert result.counts == {"COMPLETE": 1} and result.storage == url
+    assert (tmp_path / "tune.db").is_file() and not (out / "study.journal").exists()
     changed = with_tune(tiny_config, {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
     with pytest.raises(ConfigError, match="another base config, metric or"):
-        run_study(changed, demo_shop, n_trials=2, out_dir=out)
+        run_study(changed, demo_shop, n_trials=2, storage=url, out_dir=out)
 
 
 def test_a_clearly_worse_trial_is_pruned_before_its_last_epoch(demo_shop, tmp_path, tiny_config):

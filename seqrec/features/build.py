@@ -139,17 +139,20 @@ class FeatureBuild:
 def build_item_features(
     dataset: Dataset,
     config: FeatureConfig | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
     progress: Any = None,
 ) -> ItemFeatures:
-    """`ItemFeatures` for every catalogue item (see `fit_item_features` for the report)."""
+    """`ItemFeatures` for every catalogue item (see `fit_item_features` for the report).
+
+    ``cache_dir``: None = `default_cache_dir()` (``~/.cache/seqrec``), False = no cache.
+    """
     return fit_item_features(dataset, config, cache_dir, progress).features
 
 
 def fit_item_features(
     dataset: Dataset,
     config: FeatureConfig | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
     progress: Any = None,
 ) -> FeatureBuild:
     """Fit the featurizer on ``dataset``'s catalogue and encode it.
@@ -174,8 +177,9 @@ def fit_item_features(
     if config.use_numeric:
         for column in featurizer.numeric_columns:
             values = _log_numeric(items[column])
-            mean = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
-            std = float(np.nanstd(values)) if np.isfinite(values).any() else 1.0
+            finite = values[np.isfinite(values)]
+            mean = float(finite.mean()) if finite.size else 0.0
+            std = float(finite.std()) if finite.size else 1.0
             featurizer.numeric_mean.append(mean)
             featurizer.numeric_std.append(std if std > 1e-12 else 1.0)
     return _encode(items, featurizer, cache_dir, progress, fit=True)
@@ -184,7 +188,7 @@ def fit_item_features(
 def encode_new_items(
     items: Dataset | pd.DataFrame,
     featurizer: ItemFeaturizer,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | bool | None = None,
     progress: Any = None,
 ) -> FeatureBuild:
     """Encode items with a fitted featurizer (same vocabulary, category codes and scaling).

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from seqrec.data.dataset import DataError
+
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the stored layout or the meaning of a key changes
@@ -137,10 +139,15 @@ class VectorCache:
 
     def __init__(self, root: str | os.PathLike, namespace: str, meta: dict | None = None):
         self.dir = Path(root).expanduser() / namespace
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if meta is not None and not (self.dir / "meta.json").exists():
-            blob = json.dumps(meta, indent=2, sort_keys=True, default=str).encode()
-            atomic_write(self.dir / "meta.json", lambda file: file.write(blob))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if meta is not None and not (self.dir / "meta.json").exists():
+                blob = json.dumps(meta, indent=2, sort_keys=True, default=str).encode()
+                atomic_write(self.dir / "meta.json", lambda file: file.write(blob))
+        except OSError as error:
+            raise DataError(
+                f"cannot write the feature cache in {root} ({error}); choose another --cache-dir"
+            ) from None
         self._index: dict[str, tuple[int, int]] = {}  # key -> (shard number, row)
         self._vectors: list[np.ndarray] = []  # per shard [n, D]
         self._ok: list[np.ndarray] = []  # per shard [n]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 SCALE = 10.0
 
 

@@ -146,3 +146,12 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     )
     assert (report.cached, report.encoded) == (4, 6) and mask.all()
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path):
+    from seqrec.data.dataset import DataError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should go")
+    with pytest.raises(DataError, match="cache"):
+        VectorCache(blocker, "ns")

@@ -1,0 +1,380 @@
+"""Load and latency benchmark of ``seqrec serve`` (a script, not a test).
+
+Starts ``seqrec serve`` in a subprocess on a loopback port and drives it from this process,
+over keep-alive HTTP/1.1 connections, with ``POST /recommend`` bodies of ``--history`` item ids
+(drawn by popularity from the bundle's catalogue) and ``k = --k``. Phases:
+
+1. ``single``: one client, one request at a time (closed loop): the latency of a lone request.
+2. ``saturate``: ``--concurrency`` clients in a closed loop: the most requests per second.
+3. ``open``: ``--concurrency`` connections sending ``--rate`` requests per second in total on a
+   fixed schedule (open loop); latency counts from the scheduled send time, so a slow server
+   cannot hide its queue by slowing the clients down (no coordinated omission).
+
+With C clients in a closed loop, throughput = C / mean latency (Little's law), so a p99 target
+at a given rate is measured in the open-loop phase. Every answer is checked (HTTP 200 and k
+items); anything else, or a broken connection, counts as an error.
+
+The client is a minimal asyncio HTTP/1.1 writer/parser rather than an HTTP library: on two
+cores shared with the server, a full client (httpx) costs as much CPU per request as the
+server and would measure itself.
+
+    python benchmarks/serve_load.py --bundle /tmp/hm_bundle --out /tmp/serve_load_run.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass
+class LoadConfig:
+    bundle: Path
+    history: int = 50  # item ids per request
+    k: int = 12
+    concurrency: int = 32
+    rate: float = 500.0  # open-loop requests per second, all connections together
+    single_seconds: float = 15.0
+    saturate_seconds: float = 30.0
+    open_seconds: float = 60.0
+    warmup_requests: int = 300
+    workers: int = 1  # server processes
+    threads: int = 1  # torch threads per server process
+    max_batch: int = 64  # seqrec.serve.ServeConfig fields
+    batch_wait_ms: float = 0.0
+    thread: int = 1  # 1: rank in a worker thread, 0: in the event loop
+    jit: int = 1  # 1: traced + frozen history encoder, 0: eager
+    seed: int = 0
+    phases: list[str] = field(default_factory=lambda: ["single", "saturate", "open"])
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    clients: int
+    seconds: float
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    batches: int | None = None
+    ranking_cpu_s: float | None = None
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def summary(self) -> dict:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        done = max(self.requests, 1)
+        return {
+            "phase": self.phase,
+            "clients": self.clients,
+            "seconds": round(self.seconds, 1),
+            "requests": self.requests,
+            "errors": self.errors,
+            "req_per_s": round(self.requests / self.seconds, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p90_ms": round(float(np.percentile(lat, 90)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "max_ms": round(float(lat.max()), 2),
+            "server_cpu_ms_per_req": round(1000 * self.server_cpu_s / done, 3),
+            "server_cores_used": round(self.server_cpu_s / self.seconds, 2),
+            "client_cpu_ms_per_req": round(1000 * self.client_cpu_s / done, 3),
+            "ranking_cpu_ms_per_req": (
+                round(1000 * self.ranking_cpu_s / done, 3) if self.batches else None
+            ),
+            "mean_batch": round(self.requests / self.batches, 2) if self.batches else None,
+            "load_before": [round(x, 2) for x in self.load_before],
+        }
+
+
+# --- a minimal keep-alive HTTP/1.1 client --------------------------------------------------
+
+
+class Connection:
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            await self.open()
+        head = (
+            b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        self.writer.write(head + body)
+        response_head = await self.reader.readuntil(b"\r\n\r\n")
+        length = int(CONTENT_LENGTH.search(response_head).group(1))
+        return int(response_head[9:12]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def timed_post(conn: Connection, body: bytes, k: int) -> bool:
+    """One request; True when the answer is a 200 with k items."""
+    try:
+        status, payload = await conn.post(body)
+        return status == 200 and len(json.loads(payload)["items"]) == k
+    except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
+        conn.close()  # reconnect on the next request
+        return False
+
+
+async def closed_loop(port, bodies, k, clients, seconds, result: PhaseResult) -> None:
+    conns = [Connection(port) for _ in range(clients)]
+    for conn in conns:
+        await conn.open()
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + seconds
+
+    async def client(c: int) -> None:
+        i = c
+        while loop.time() < stop:
+            start = loop.time()
+            ok = await timed_post(conns[c], bodies[i % len(bodies)], k)
+            result.latencies_ms.append(1000 * (loop.time() - start))
+            result.requests += 1
+            result.errors += not ok
+            i += clients
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    for conn in conns:
+        conn.close()
+
+
+async def open_loop(port, bodies, k, clients, rate, seconds, result: PhaseResult) -> None:
+    conns = [Connection(port) for _ in range(clients)]
+    for conn in conns:
+        await conn.open()
+    loop = asyncio.get_running_loop()
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+
+    async def client(c: int) -> None:
+        for i in range(c, total, clients):  # request i is due at start + i / rate
+            due = start + i / rate
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            ok = await timed_post(conns[c], bodies[i % len(bodies)], k)
+            result.latencies_ms.append(1000 * (loop.time() - due))
+            result.requests += 1
+            result.errors += not ok
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    for conn in conns:
+        conn.close()
+
+
+# --- the server and the machine ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += cpu.get(current, 0.0)
+        todo += [child for child, parent in parents.items() if parent == current]
+    return total
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Popen:
+    """`seqrec.serve.run_server` (what ``seqrec serve`` runs) in a subprocess, ready."""
+    serve_config = {
+        "max_batch": config.max_batch,
+        "batch_wait_ms": config.batch_wait_ms,
+        "thread": bool(config.thread),
+        "jit": bool(config.jit),
+    }
+    code = (
+        "from seqrec.serve import ServeConfig, run_server; "
+        f"run_server({str(config.bundle)!r}, port={port}, workers={config.workers}, "
+        f"threads={config.threads}, config=ServeConfig(**{serve_config!r}), log_level='warning')"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=log_path.open("w"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            get_json(f"http://127.0.0.1:{port}/health")
+            return server
+        except OSError:
+            time.sleep(0.3)
+    server.terminate()
+    raise RuntimeError("server did not start within 180 s")
+
+
+def request_bodies(config: LoadConfig, n: int = 2000) -> list[bytes]:
+    """Histories of ``config.history`` catalogue ids, items drawn in proportion to popularity."""
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    ids = pd.read_parquet(config.bundle / "items.parquet", columns=["item_id"])["item_id"]
+    popularity = load_file(config.bundle / "item_matrix.safetensors")["popularity"] + 1.0
+    rng = np.random.default_rng(config.seed)
+    picks = rng.choice(len(ids), size=(n, config.history), p=popularity / popularity.sum())
+    ids = ids.to_numpy()
+    return [json.dumps({"history": ids[row].tolist(), "k": config.k}).encode() for row in picks]
+
+
+def run_phase(name, config, port, bodies, server_pid) -> PhaseResult:
+    clients = 1 if name == "single" else config.concurrency
+    seconds = {"single": config.single_seconds, "saturate": config.saturate_seconds}.get(
+        name, config.open_seconds
+    )
+    result = PhaseResult(name, clients, seconds, load_before=os.getloadavg())
+    health = get_json(f"http://127.0.0.1:{port}/health")
+    cpu_server, cpu_client = tree_cpu_seconds(server_pid), time.process_time()
+    wall = time.perf_counter()
+    if name == "open":
+        coroutine = open_loop(port, bodies, config.k, clients, config.rate, seconds, result)
+    else:
+        coroutine = closed_loop(port, bodies, config.k, clients, seconds, result)
+    asyncio.run(coroutine)
+    result.seconds = time.perf_counter() - wall
+    result.server_cpu_s = tree_cpu_seconds(server_pid) - cpu_server
+    result.client_cpu_s = time.process_time() - cpu_client
+    if config.workers == 1:  # with several workers /health reaches only one of them
+        after = get_json(f"http://127.0.0.1:{port}/health")
+        result.batches = after["batches"] - health["batches"]
+        result.ranking_cpu_s = after["ranking_cpu_s"] - health["ranking_cpu_s"]
+    return result
+
+
+def markdown(config: LoadConfig, results: list[PhaseResult], manifest: dict, model: str) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    import torch
+
+    lines = [
+        f"### Run {now}",
+        "",
+        f"- command: `python benchmarks/serve_load.py {' '.join(sys.argv[1:])}`",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"torch {torch.__version__}",
+        f"- bundle: {manifest.get('dataset')} ({manifest['n_items']:,} items), {model}, "
+        f"dim {manifest['dim']}, max_len {manifest['max_len']}",
+        f"- server: {config.workers} worker(s), {config.threads} torch thread(s), max_batch "
+        f"{config.max_batch}, batch_wait_ms {config.batch_wait_ms:g}, ranking in "
+        f"{'a worker thread' if config.thread else 'the event loop'}, "
+        f"{'traced' if config.jit else 'eager'} encoder",
+        f"- requests: histories of {config.history} ids, k = {config.k}",
+        "",
+        "| phase | clients | s | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| server CPU ms/req | of which ranking | server cores used | client CPU ms/req "
+        "| mean batch | load avg before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for result in results:
+        s = result.summary()
+        phase = f"open @ {config.rate:g}/s" if s["phase"] == "open" else s["phase"]
+        lines.append(
+            f"| {phase} | {s['clients']} | {s['seconds']} | {s['requests']} | {s['errors']} "
+            f"| {s['req_per_s']} | {s['p50_ms']} | {s['p90_ms']} | {s['p99_ms']} | {s['max_ms']} "
+            f"| {s['server_cpu_ms_per_req']} | {s['ranking_cpu_ms_per_req'] or '-'} "
+            f"| {s['server_cores_used']} | {s['client_cpu_ms_per_req']} "
+            f"| {s['mean_batch'] or '-'} | {', '.join(map(str, s['load_before']))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = LoadConfig(bundle=Path("."))
+    parser.add_argument("--bundle", type=Path, required=True)
+    for name, value in asdict(defaults).items():
+        if name in ("bundle", "phases"):
+            continue
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--phases", default=",".join(defaults.phases))
+    parser.add_argument("--out", type=Path, help="Write the markdown report here.")
+    parser.add_argument("--json", type=Path, help="Write the summaries as JSON here.")
+    args = vars(parser.parse_args())
+    out, json_path = args.pop("out"), args.pop("json")
+    args["phases"] = [phase for phase in args["phases"].split(",") if phase]
+    config = LoadConfig(**args)
+
+    manifest = json.loads((config.bundle / "bundle.json").read_text())
+    bodies = request_bodies(config)
+    port = free_port()
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{port}.log"
+    server = start_server(config, port, log_path)
+    try:
+        model = get_json(f"http://127.0.0.1:{port}/health")["model"]
+        warmup = PhaseResult("warmup", 1, 0.0)
+        asyncio.run(closed_loop(port, bodies, config.k, 4, 2.0, warmup))
+        results = []
+        for phase in config.phases:
+            result = run_phase(phase, config, port, bodies, server.pid)
+            results.append(result)
+            print(json.dumps(result.summary()), flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    report = markdown(config, results, manifest, model)
+    print(report)
+    if out:
+        out.write_text(report)
+    if json_path:
+        json_path.write_text(json.dumps([r.summary() for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""The HTTP service: evaluated rankings, fallback, unknown ids, bad requests, the CLI server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from seqrec.bundle import load_bundle
+from seqrec.evaluate import top_k
+from seqrec.serve.app import MicroBatcher, RankQuery, Recommender, ServeConfig, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_bundle(demo_shop, tiny_config, tmp_path_factory) -> Path:
+    """A 1-epoch bundle of the tiny demo shop, trained once per session (shared by test files)."""
+    from seqrec.config import apply_overrides
+    from seqrec.experiment import run_train
+
+    base = tmp_path_factory.getbasetemp()
+    path = base / "serve_bundle"
+    if not (path / "bundle.json").exists():
+        config = apply_overrides(tiny_config, {"train.epochs": 1, "model.repeat_bias": True})
+        run_train(config, demo_shop, path, cache_dir=base / "serve_cache")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle_path(demo_shop, tiny_config, tmp_path_factory) -> Path:
+    return tiny_bundle(demo_shop, tiny_config, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_path):
+    return load_bundle(bundle_path)
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    config = ServeConfig(max_history=40, max_exclude=200, max_body_bytes=4096)
+    with TestClient(create_app(bundle, config)) as test_client:
+        yield test_client
+
+
+def recommend(client, **body) -> dict:
+    response = client.post("/recommend", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def served_indices(bundle, answer: dict) -> list[int]:
+    index = bundle.item_index()
+    return [index[item["item_id"]] for item in answer["items"]]
+
+
+def ids_of(bundle, indices) -> list[str]:
+    return [bundle.items["item_id"].iloc[i] for i in indices]
+
+
+def test_ranking_equals_evaluated_ranking(client, bundle):
+    scorer = bundle.scorer()
+    rng = np.random.default_rng(0)
+    max_len = bundle.config.model.max_len
+    for length in (1, 3, max_len, max_len + 7):  # the last one is cut to the last max_len
+        history = rng.integers(0, bundle.n_items, length)
+        history[-1] = history[0]  # a repeat, which the repeat bias scores
+        scores = scorer.score([history])  # what `seqrec eval` ranks
+        for k, remove_seen in ((10, False), (25, True)):
+            answer = recommend(
+                client, history=ids_of(bundle, history), k=k, remove_seen=remove_seen
+            )
+            expected = top_k(scores, k, [history] if remove_seen else None)[0]
+            assert answer["source"] == "model"
+            assert served_indices(bundle, answer) == expected.tolist()
+            np.testing.assert_allclose(
+                [item["score"] for item in answer["items"]], scores[0, expected], rtol=1e-6
+            )
+            assert answer["history_used"] == min(length, max_len)
+            if remove_seen:
+                assert not set(expected) & set(history.tolist())
+
+
+def test_long_history_reads_the_most_recent_max_len_items(client, bundle):
+    max_len = bundle.config.model.max_len
+    history = ids_of(bundle, np.arange(max_len + 10) % bundle.n_items)
+    full = recommend(client, history=history, k=20)
+    recent = recommend(client, history=history[-max_len:], k=20)
+    assert full["items"] == recent["items"]
+    assert full["history_used"] == max_len
+
+
+def test_response_fields(client, bundle):
+    answer = recommend(client, history=ids_of(bundle, [3, 4]), k=5.0)  # 5.0: an integer in JSON
+    assert len(answer["items"]) == 5
+    first = answer["items"][0]
+    row = bundle.items.iloc[bundle.item_index()[first["item_id"]]]
+    assert first["title"] == row["title"]
+    assert first["price"] == pytest.approx(row["price"])
+    assert first["image_url"] == f"/items/{first['item_id']}/image"
+    scores = [item["score"] for item in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_exclude_removes_items(client, bundle):
+    history = ids_of(bundle, [1, 2, 3])
+    top = [item["item_id"] for item in recommend(client, history=history, k=5)["items"]]
+    answer = recommend(client, history=history, k=5, exclude=top[:2] + ["not-an-item"])
+    served = [item["item_id"] for item in answer["items"]]
+    assert served[:3] == top[2:] and not set(served) & set(top[:2])
+
+
+def test_excluded_items_are_never_served_even_when_k_is_larger(client, bundle):
+    keep = [5, 6, 7]
+    exclude = ids_of(bundle, [i for i in range(bundle.n_items) if i not in keep][:190])
+    n_left = bundle.n_items - len(exclude)
+    answer = recommend(client, history=ids_of(bundle, [1]), k=100, exclude=exclude)
+    assert len(answer["items"]) == min(100, n_left)
+    assert not {item["item_id"] for item in answer["items"]} & set(exclude)
+
+
+def test_unknown_ids_are_ignored_and_listed(client, bundle):
+    known = ids_of(bundle, [10, 11])
+    with_unknown = recommend(client, history=["nope", known[0], "P-404", known[1]], k=8)
+    assert with_unknown["unknown_ids"] == ["nope", "P-404"]
+    assert with_unknown["items"] == recommend(client, history=known, k=8)["items"]
+    assert with_unknown["history_used"] == 2
+
+
+@pytest.mark.parametrize("history", [[], ["nope", "unknown too"]])
+def test_popularity_fallback(client, bundle, history):
+    answer = recommend(client, history=history, k=7, exclude=ids_of(bundle, [0]))
+    expected = top_k(bundle.popularity[None, :], 7, [np.array([0])])[0]
+    assert answer["source"] == "popularity"
+    assert served_indices(bundle, answer) == expected.tolist()
+    assert [item["score"] for item in answer["items"]] == bundle.popularity[expected].tolist()
+    assert answer["unknown_ids"] == history and answer["history_used"] == 0
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"history": [], "k": 0}, 422, "greater than or equal to 1"),
+        ({"history": [], "k": 101}, 422, "less than or equal to 100"),
+        ({"history": [], "k": "many"}, 422, "valid integer"),
+        ({"history": [], "k": "12"}, 422, "valid integer"),
+        ({"history": [], "k": 2.5}, 422, "valid integer"),
+        ({"history": [], "k": True}, 422, "valid integer"),
+        ({"history": "P00001"}, 422, "valid list"),
+        ({"history": [1, 2]}, 422, "valid string"),
+        ({"history": [""]}, 422, "at least 1 character"),
+        ({"history": [], "remove_seen": "perhaps"}, 422, "valid boolean"),
+        ({"history": [], "hist": []}, 422, "Extra inputs"),
+        ({"history": ["a"] * 41}, 413, "history has 41 items; at most 40"),
+        ({"exclude": ["a"] * 201}, 413, "exclude has 201 items; at most 200"),
+        ([1, 2], 422, "valid dictionary"),
+    ],
+)
+def test_bad_requests_are_4xx_with_a_message(client, body, status, message):
+    response = client.post("/recommend", json=body)
+    assert response.status_code == status
+    assert message in json.dumps(response.json()["detail"])
+
+
+def test_malformed_and_oversized_bodies(client):
+    headers = {"Content-Type": "application/json"}
+    bad_json = client.post("/recommend", content=b'{"history": [', headers=headers)
+    assert bad_json.status_code == 422 and "JSON decode error" in bad_json.text
+    not_json = client.post("/recommend", content=b"history=a", headers={"Content-Type": "text"})
+    assert not_json.status_code == 422
+    no_body = client.post("/recommend")
+    assert no_body.status_code == 422 and "Field required" in no_body.text
+    big = json.dumps({"history": ["x" * 200] * 30}).encode()  # 30 ids, but over 4096 bytes
+    too_big = client.post("/recommend", content=big, headers=headers)
+    assert too_big.status_code == 413 and too_big.json()["detail"]
+    chunked = client.post("/recommend", content=iter([big[:2000], big[2000:]]), headers=headers)
+    assert chunked.status_code == 413  # no Content-Length: counted while streaming
+    assert "over 4096 bytes" in chunked.json()["detail"]
+
+
+def test_item_endpoints(client, bundle):
+    item_id = bundle.items["item_id"].iloc[3]
+    item = client.get(f"/items/{item_id}").json()
+    assert item["item_id"] == item_id and item["title"] == bundle.items["title"].iloc[3]
+    assert item["popularity"] == bundle.popularity[3]
+    assert "description" in item["text"]
+    image = client.get(item["image_url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == Path(bundle.items["image_path"].iloc[3]).read_bytes()
+    for url in ("/items/nope", "/items/nope/image"):
+        missing = client.get(url)
+        assert missing.status_code == 404 and "unknown item id 'nope'" in missing.json()["detail"]
+
+
+def test_catalogue_pages_and_search(client, bundle):
+    first = client.get("/items", params={"limit": 10}).json()
+    assert first["total"] == bundle.n_items and len(first["items"]) == 10
+    popularity = [bundle.popularity[bundle.item_index()[i["item_id"]]] for i in first["items"]]
+    assert popularity == sorted(popularity, reverse=True)  # best-sellers first
+    second = client.get("/items", params={"limit": 10, "offset": 10}).json()
+    assert not {i["item_id"] for i in first["items"]} & {i["item_id"] for i in second["items"]}
+    word = bundle.items["title"].iloc[0].split()[-1].lower()  # a product type, e.g. "bag"
+    found = client.get("/items", params={"q": word.upper(), "limit": 100}).json()
+    text = (bundle.items["title"] + " " + bundle.items["description"]).str.lower()
+    assert found["total"] == text.str.contains(word, regex=False).sum()
+    assert 0 < found["total"] < bundle.n_items
+    assert client.get("/items", params={"offset": 10**6}).json()["items"] == []
+    assert client.get("/items", params={"limit": 0}).status_code == 422
+
+
+def test_health_schema_docs_and_page(client, bundle):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["n_items"] == bundle.n_items
+    assert health["max_len"] == bundle.config.model.max_len
+    schema = client.get("/openapi.json").json()
+    assert {"/recommend", "/items", "/items/{item_id}", "/items/{item_id}/image", "/health"} <= set(
+        schema["paths"]
+    )
+    assert "413" in schema["paths"]["/recommend"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "seqrec demo shop" in page.text
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_recommender_scores_are_the_scorers(bundle, jit):
+    rec = Recommender(bundle, jit=jit)
+    assert rec.jit == jit  # the tiny transformer traces to identical states
+    rng = np.random.default_rng(3)
+    histories = [rng.integers(0, bundle.n_items, n) for n in (1, 4, 30, 2, 12)]
+    expected = bundle.scorer().score(histories)
+    np.testing.assert_array_equal(rec.score(histories), expected)
+    alone = bundle.scorer().score(histories[2:3])  # a batch of one may round differently
+    np.testing.assert_array_equal(rec.score(histories[2:3]), alone)
+
+
+def test_top_equals_top_k_with_ties_and_exclusions(bundle):
+    rec = Recommender(bundle, jit=False)
+    rng = np.random.default_rng(4)
+    n = bundle.n_items
+    for trial in range(200):
+        values = rng.integers(0, 6, n).astype(np.float32)  # many ties
+        if trial % 3 == 0:
+            values = rng.normal(size=n).astype(np.float32)
+        exclude = rng.integers(0, n, rng.integers(0, n + 20 if trial % 10 == 0 else 30))
+        k = int(rng.integers(1, 101))
+        full = top_k(values[None, :], k, [exclude])[0]
+        expected = full[: n - len(np.unique(exclude))]  # excluded items are not served
+        np.testing.assert_array_equal(rec.top(values, k, exclude), expected)
+
+
+def test_micro_batcher_ranks_concurrent_requests_together(bundle):
+    rec = Recommender(bundle, jit=False)
+    batcher = MicroBatcher(rec.rank, max_batch=64)
+    rng = np.random.default_rng(1)
+    empty = np.zeros(0, dtype=np.int64)
+    queries = [RankQuery(rng.integers(0, bundle.n_items, 6), 10, empty) for _ in range(12)]
+    queries.append(RankQuery(empty, 10, empty))  # a popularity query in the same batch
+
+    async def submit_all():
+        return await asyncio.gather(*(batcher.submit(query) for query in queries))
+
+    rankings = asyncio.run(submit_all())
+    assert batcher.queries == len(queries) and batcher.batches < len(queries)
+    scores = bundle.scorer().score([query.history for query in queries[:-1]])
+    for row, ranking in enumerate(rankings[:-1]):
+        assert ranking.source == "model"
+        np.testing.assert_allclose(ranking.scores, np.sort(scores[row])[::-1][:10], rtol=1e-5)
+    assert rankings[-1].source == "popularity"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(bundle_path):
+    """``seqrec serve`` in a subprocess on a loopback port."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "cli.py"), "serve", "--bundle", str(bundle_path)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                pytest.fail(f"seqrec serve exited: {server.stdout.read().decode()}")
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("seqrec serve did not answer /health within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_cli_server_answers_concurrent_requests(live_server, bundle):
+    rng = np.random.default_rng(2)
+    histories = [rng.integers(0, bundle.n_items, 8) for _ in range(24)]
+    scores = bundle.scorer().score(histories)
+    with httpx.Client(base_url=live_server) as http:
+
+        def ask(history):
+            return http.post("/recommend", json={"history": ids_of(bundle, history), "k": 12})
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(ask, histories))
+        assert http.post("/recommend", json={"k": 1000}).status_code == 422
+        assert http.get("/items/nope").status_code == 404
+        health = http.get("/health").json()
+    assert [response.status_code for response in responses] == [200] * len(histories)
+    for row, response in enumerate(responses):  # same scores whatever batch a request joined
+        served = [item["score"] for item in response.json()["items"]]
+        np.testing.assert_allclose(served, np.sort(scores[row])[::-1][:12], rtol=1e-5)
+    assert health["requests_scored"] >= len(histories)

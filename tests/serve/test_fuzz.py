@@ -1,0 +1,38 @@
+"""Schemathesis fuzzing of the service's OpenAPI schema: no request may cause a server error."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from seqrec.bundle import load_bundle
+from seqrec.serve.app import ServeConfig, create_app
+
+
+@pytest.fixture(scope="module")
+def api_schema(demo_shop, tiny_config, tmp_path_factory):
+    from seqrec.config import apply_overrides
+    from seqrec.experiment import run_train
+
+    base = tmp_path_factory.getbasetemp()
+    path = base / "serve_bundle"  # the bundle tests/serve/test_app.py trains, if it ran first
+    if not (path / "bundle.json").exists():
+        config = apply_overrides(tiny_config, {"train.epochs": 1, "model.repeat_bias": True})
+        run_train(config, demo_shop, path, cache_dir=base / "serve_cache")
+    app = create_app(load_bundle(path), ServeConfig(max_history=60, max_body_bytes=8192))
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,  # the same examples every run
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_has_no_server_errors(case):
+    case.call_and_validate()
