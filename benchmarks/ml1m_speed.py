@@ -68,7 +68,7 @@ def profile_steps(config, prepared, batches: int, threads: int) -> dict:
 
     from seqrec.losses import full_cross_entropy
     from seqrec.models.recommender import build_model
-    from seqrec.train import training_examples
+    from seqrec.train import target_pairs, training_examples
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -83,15 +83,15 @@ def profile_steps(config, prepared, batches: int, threads: int) -> dict:
     positions = 0
     load_before = os.getloadavg()
     for step in range(batches + 1):  # step 0 warms up and is not counted
-        batch = examples[order[step * size : (step + 1) * size]]
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        rows, cols = ((inputs > 0) & (targets > 0)).nonzero(as_tuple=True)
+        batch = examples[order[step * size : (step + 1) * size]]  # [B, 2, L + 1]
+        inputs = batch[:, 0, :-1]  # [B, L]
+        rows, cols, targets = target_pairs(batch, config.train.target)  # [M] each
         t0 = time.perf_counter()
         items = model.input_item_matrix()  # [N, D]
         hidden = model(inputs, items)  # [B, L, D]
         t1 = time.perf_counter()
         logits = hidden[rows, cols] @ items.T  # [M, N]
-        loss = full_cross_entropy(logits, targets[rows, cols] - 1)
+        loss = full_cross_entropy(logits, targets)
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,7 +123,7 @@ def run_seqrec(args: argparse.Namespace) -> dict:
 
     from seqrec.config import load_config
     from seqrec.experiment import prepare, train_on
-    from seqrec.train import training_examples
+    from seqrec.train import target_pairs, training_examples
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,8 +135,8 @@ def run_seqrec(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     prepared = prepare(config, args.data)
     prepare_seconds = time.perf_counter() - started
-    examples = training_examples(prepared.split, config.model.max_len)  # [U, L + 1]
-    positions = int(((examples[:, :-1] > 0) & (examples[:, 1:] > 0)).sum())
+    examples = training_examples(prepared.split, config.model.max_len)  # [U, 2, L + 1]
+    positions = len(target_pairs(examples, config.train.target)[0])
     # every prefix of every training sequence: the targets RecBole's SASRec trains on per epoch
     train_sizes = prepared.split.train.groupby("user_id").size().to_numpy()
     all_prefix_targets = int((train_sizes - 1).clip(min=0).sum())

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -68,13 +69,25 @@ def display_items(dataset: Dataset) -> pd.DataFrame:
 
 def features_to_tensors(features: ItemFeatures) -> dict[str, torch.Tensor]:
     tensors = {name: getattr(features, name) for name in FEATURE_NAMES}
-    return {name: tensor.contiguous() for name, tensor in tensors.items() if tensor is not None}
+    out = {name: tensor.contiguous() for name, tensor in tensors.items() if tensor is not None}
+    if features.text_terms is not None:  # sparse CSR, stored as its parts
+        terms = sp.csr_matrix(features.text_terms, dtype=np.float32)
+        out["text_terms.indptr"] = torch.from_numpy(terms.indptr.astype(np.int64))
+        out["text_terms.indices"] = torch.from_numpy(terms.indices.astype(np.int64))
+        out["text_terms.values"] = torch.from_numpy(terms.data)
+        out["text_terms.shape"] = torch.tensor(list(terms.shape), dtype=torch.int64)
+    return out
 
 
 def features_from_tensors(tensors: dict[str, torch.Tensor], cardinalities: list[int]):
+    text_terms = None
+    if "text_terms.indptr" in tensors:
+        parts = [tensors[f"text_terms.{name}"].numpy() for name in ("values", "indices", "indptr")]
+        text_terms = sp.csr_matrix(tuple(parts), shape=tuple(tensors["text_terms.shape"].tolist()))
     return ItemFeatures(
         **{name: tensors.get(name) for name in FEATURE_NAMES},
         category_cardinalities=list(cardinalities) if "categories" in tensors else [],
+        text_terms=text_terms,
     )
 
 
@@ -211,6 +224,13 @@ def model_for_catalogue(
             tensor[torch.from_numpy(is_new)] = getattr(new_features, name).to(old.dtype)
         combined[name] = tensor
     features = features_from_tensors(combined, bundle.features.category_cardinalities)
+    if bundle.features.text_terms is not None:  # rows of known items, then the new ones
+        old_terms = bundle.features.text_terms
+        parts, source = [old_terms], rows.copy()
+        if new_features is not None and new_features.text_terms is not None:
+            parts.append(new_features.text_terms)
+            source[is_new] = old_terms.shape[0] + np.arange(int(is_new.sum()))
+        features.text_terms = sp.vstack(parts).tocsr()[source]
     model = build_model(bundle.config.model, features, len(items))
     state = bundle.model.state_dict()
     for key, value in state.items():

@@ -26,10 +26,27 @@ else:  # pragma: no cover
 import tomli_w
 
 from seqrec.data.dataset import DataError
-from seqrec.data.split import SplitConfig
+from seqrec.data.load import FORMATS, ON_ERROR
+from seqrec.data.split import METHODS, SplitConfig
 from seqrec.features.build import FeatureConfig
-from seqrec.models.recommender import ModelConfig
-from seqrec.train import TrainConfig
+from seqrec.features.fusion import FUSIONS
+from seqrec.models.recommender import BACKBONES, ModelConfig
+from seqrec.train import LOSSES, TARGETS, TrainConfig
+
+# Keys whose value is one of a few names: refused when the config is read, not mid-run.
+CHOICES: dict[str, tuple] = {
+    "data.format": (None, *FORMATS),
+    "data.on_error": ON_ERROR,
+    "split.method": METHODS,
+    "features.text.encoder": ("tfidf", "sentence"),
+    "model.model": BACKBONES,
+    "model.item_net.fusion": FUSIONS,
+    "train.loss": LOSSES,
+    "train.target": TARGETS,
+    "train.optimizer": ("adam", "adamw"),
+    "train.schedule": ("cosine", "constant"),
+    "train.negative_sampling": ("uniform", "popularity"),
+}
 
 
 class ConfigError(DataError):
@@ -122,7 +139,15 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
 
 
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
-    return _build(ExperimentConfig, values, "")
+    config = _build(ExperimentConfig, values, "")
+    for dotted, allowed in CHOICES.items():
+        value = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            names = ", ".join(str(name) for name in allowed if name is not None)
+            raise ConfigError(f"{dotted} = {value!r} is not one of: {names}")
+    return config
 
 
 def load_config(path: str | Path | None) -> ExperimentConfig:

@@ -43,6 +43,8 @@ class TrainConfig:
     n_negatives: int = 256  # bce, sampled_softmax, gbce
     negative_sampling: str = "uniform"  # uniform | popularity
     gbce_t: float = 0.75
+    target: str = "next_item"  # next_item | next_basket (see `target_pairs`)
+    last_targets: int = 0  # train only on each sequence's last N targets (items/baskets); 0 = all
     patience: int = 5  # epochs without validation improvement before stopping; 0 = never stop
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -90,11 +92,53 @@ class ModelScorer:
         return scores.float().cpu().numpy()
 
 
-def training_examples(split: Split, max_len: int) -> torch.Tensor:
-    """[U, max_len + 1] right-aligned training sequences: inputs [:, :-1], targets [:, 1:]."""
+TARGETS = ("next_item", "next_basket")
+
+
+def training_examples(split: Split, max_len: int, target: str = "next_item") -> torch.Tensor:
+    """[U, 2, max_len + 1] right-aligned training sequences: item_idx + 1 ([:, 0]) and basket
+    numbers ([:, 1]), for the users with at least one training target (`target_pairs`)."""
     sequences = build_sequences(split.train, max_len + 1)
-    keep = (sequences.items > 0).sum(dim=1) >= 2  # a user needs one input and one target
-    return sequences.items[keep]
+    examples = torch.stack([sequences.items, sequences.basket_ids], dim=1)  # [U, 2, L + 1]
+    rows, _, _ = target_pairs(examples, target)  # every user with a target has one at the end
+    keep = torch.zeros(len(examples), dtype=torch.bool)
+    keep[rows] = True
+    return examples[keep]
+
+
+def target_pairs(batch: torch.Tensor, target: str, last: int = 0):
+    """Training pairs of a batch [B, 2, L + 1]: (rows [P], query positions [P], targets [P]).
+
+    The state after input position ``cols[p]`` of row ``rows[p]`` must rank item ``targets[p]``
+    (0-based). ``next_item``: every position predicts the item right after it. ``next_basket``:
+    the last position of each basket predicts every item of the next basket, and nothing is
+    predicted from the items of its own basket (the next-basket protocol of H&M, where a day's
+    purchases come in arbitrary order). Positions are those of the inputs ``batch[:, 0, :-1]``.
+    ``last`` > 0 keeps only the targets in each row's last ``last`` items (next_item) or baskets
+    (next_basket): the end of a history is what is evaluated, and shoppers with long histories
+    behave differently (more repeats) from the same shoppers at their start.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
+    items, baskets = batch[:, 0], batch[:, 1]  # [B, L + 1]
+    if target == "next_item":
+        mask = (items[:, :-1] > 0) & (items[:, 1:] > 0)  # [B, L]
+        if last:
+            mask[:, : max(0, mask.shape[1] - last)] = False
+        rows, cols = mask.nonzero(as_tuple=True)  # [P], [P]
+        return rows, cols, items[:, 1:][rows, cols] - 1
+    length = items.shape[1]
+    positions = torch.arange(length, device=items.device).expand_as(items)  # [B, L + 1]
+    starts = torch.ones_like(items, dtype=torch.bool)
+    starts[:, 1:] = baskets[:, 1:] != baskets[:, :-1]  # first position of each basket
+    first = torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=1).values
+    query = first - 1  # [B, L + 1] last position of the previous basket (-1: none)
+    previous = items.gather(1, query.clamp_min(0))  # item at the query position
+    mask = (items > 0) & (query >= 0) & (previous > 0)  # [B, L + 1] target positions
+    if last:
+        mask &= baskets > baskets[:, -1:] - last  # basket numbers grow to the row's last
+    rows, target_cols = mask.nonzero(as_tuple=True)
+    return rows, query[rows, target_cols], items[rows, target_cols] - 1
 
 
 @dataclass
@@ -113,14 +157,15 @@ def compute_loss(
     item_matrix: torch.Tensor,  # [N, D]
     generator: torch.Generator,
     sampling_probs: torch.Tensor | None,
-    repeat=None,  # the model's RepeatBias, if any
-    prefixes: Prefixes | None = None,  # needed with ``repeat``
+    history_terms: list | None = None,  # the model's `history_terms()`: repeat bias, affinity
+    prefixes: Prefixes | None = None,  # needed with ``history_terms``
 ) -> torch.Tensor:
+    history_terms = history_terms or []
     n_items = item_matrix.shape[0]
     if config.loss == "ce":
         logits = hidden @ item_matrix.T  # [M, N]
-        if repeat is not None:
-            logits = logits + repeat.full(prefixes.seq, prefixes.rows, prefixes.cols, n_items)
+        for term in history_terms:
+            logits = logits + term.full(prefixes.seq, prefixes.rows, prefixes.cols, n_items)
         return losses.full_cross_entropy(logits, targets)
     negatives, log_q_neg = losses.sample_negatives(
         n_items, (config.n_negatives,), generator, probs=sampling_probs
@@ -128,10 +173,10 @@ def compute_loss(
     negatives = negatives.to(hidden.device)
     pos_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
     neg_logits = hidden @ item_matrix[negatives].T  # [M, K]
-    if repeat is not None:
+    for term in history_terms:
         where = (prefixes.seq, prefixes.rows, prefixes.cols)
-        pos_logits = pos_logits + repeat.at(*where, targets[:, None])[:, 0]
-        neg_logits = neg_logits + repeat.at(*where, negatives)
+        pos_logits = pos_logits + term.at(*where, targets[:, None])[:, 0]
+        neg_logits = neg_logits + term.at(*where, negatives)
     if config.loss == "bce":
         return losses.bce_sampled(pos_logits, neg_logits)
     if config.loss == "gbce":
@@ -173,9 +218,8 @@ class TrainStep(torch.nn.Module):
         self.model, self.config, self.sampling_probs = model, config, sampling_probs
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        inputs, targets = batch[:, :-1], batch[:, 1:]  # [B, L], [B, L]
-        mask = (inputs > 0) & (targets > 0)  # [B, L] positions with history and a target
-        rows, cols = mask.nonzero(as_tuple=True)  # [M], [M]
+        inputs = batch[:, 0, :-1]  # [B, L]
+        rows, cols, targets = target_pairs(batch, self.config.target, self.config.last_targets)
         model = self.model
         input_items = model.input_item_matrix()  # [N, D]
         hidden = model(inputs, input_items)  # [B, L, D]
@@ -184,11 +228,11 @@ class TrainStep(torch.nn.Module):
         return compute_loss(
             self.config,
             hidden[rows, cols].float(),
-            targets[rows, cols] - 1,
+            targets,
             item_matrix.float(),
             generator,
             self.sampling_probs,
-            repeat=model.repeat,
+            history_terms=model.history_terms(),
             prefixes=Prefixes(inputs, rows, cols),
         )
 
@@ -217,6 +261,8 @@ def fit(
     """
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
+    if config.target not in TARGETS:
+        raise ValueError(f"unknown target {config.target!r}; choose one of {TARGETS}")
     device = pick_device(config.device)
     if device.type == "cuda" and distributed.launched_by_torchrun():
         device = torch.device("cuda", distributed.local_device_index())
@@ -224,7 +270,7 @@ def fit(
     world, rank = distributed.world_size(), distributed.rank()
     torch.manual_seed(config.seed)
     model.to(device)
-    examples = training_examples(split, max_len)  # [U, L + 1]
+    examples = training_examples(split, max_len, config.target)  # [U, 2, L + 1]
     valid_task = split.task("valid")
     if config.valid_users and len(valid_task) > config.valid_users:
         rows = np.random.default_rng(config.seed).choice(
@@ -290,7 +336,7 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
-            positions = int(((batch[:, :-1] > 0) & (batch[:, 1:] > 0)).sum())
+            positions = len(target_pairs(batch, config.target, config.last_targets)[0])
             total_loss += float(loss.detach()) * positions
             total_positions += positions
         train_seconds = time.perf_counter() - started

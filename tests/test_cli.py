@@ -93,6 +93,8 @@ def test_train_then_eval_on_a_catalogue_with_unseen_items(demo_shop, tiny_config
             "1",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--set",
+            "model.content_affinity=true",
         ],
     )
     assert result.exit_code == 0, result.output

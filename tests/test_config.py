@@ -14,7 +14,7 @@ from seqrec.config import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["demo", "hm", "ml1m"])
+@pytest.mark.parametrize("name", ["demo", "hm", "ml1m", "hm_tuned"])
 def test_shipped_experiments_load_and_round_trip(name, tmp_path):
     config = load_config(ROOT / "experiments" / f"{name}.toml")
     assert config.name == name
@@ -53,3 +53,19 @@ def test_overrides_are_type_checked_and_leave_the_original_alone():
         apply_overrides(base, {"train.patience": "soon"})
     with pytest.raises(ConfigError, match="unknown key"):
         apply_overrides(base, {"model.depth": 3})
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.loss", "hinge"),
+        ("train.target", "next_week"),
+        ("model.model", "lstm"),
+        ("model.item_net.fusion", "sum"),
+        ("split.method", "random"),
+        ("features.text.encoder", "bert"),
+    ],
+)
+def test_names_outside_their_choices_are_refused_when_read(key, value):
+    with pytest.raises(ConfigError, match=f"{key} = '{value}' is not one of"):
+        apply_overrides(ExperimentConfig(), {key: value})

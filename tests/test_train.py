@@ -11,7 +11,7 @@ import torch
 
 from seqrec.config import apply_overrides
 from seqrec.experiment import prepare, run_train, train_on
-from seqrec.train import ModelScorer
+from seqrec.train import ModelScorer, target_pairs
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,38 @@ def test_repeat_bias_learns_on_a_shop_with_repeat_purchases(prepared, tiny_confi
     weight = outcome.model.repeat.weight.detach()
     assert np.isfinite(outcome.train.history[-1]["loss"])
     assert weight.abs().sum() > 0  # trained away from its zero start
+
+
+def test_content_affinity_learns_and_survives_the_bundle(demo_shop, tiny_config, tmp_path):
+    from seqrec.bundle import load_bundle
+
+    config = apply_overrides(tiny_config, {"model.content_affinity": True, "train.epochs": 2})
+    outcome = run_train(config, demo_shop, tmp_path / "bundle", cache_dir=tmp_path / "cache")
+    assert outcome.model.affinity.strength.detach().abs().sum() > 0  # moved from its zero start
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.features.text_terms is not None  # the exact TF-IDF terms travel in the bundle
+    histories = [np.array([0, 5, 7]), np.array([3])]
+    expected = ModelScorer(outcome.model, config.model.max_len).score(histories)
+    assert np.allclose(bundle.scorer().score(histories), expected, atol=1e-5)
+
+
+def test_target_pairs_next_item_and_next_basket():
+    items = torch.tensor([[0, 0, 5, 6, 7, 8, 9]])  # item_idx + 1, left-padded
+    baskets = torch.tensor([[0, 0, 1, 1, 2, 3, 3]])  # days: {5, 6}, {7}, {8, 9}
+    batch = torch.stack([items, baskets], dim=1)  # [1, 2, 7]
+    rows, cols, targets = target_pairs(batch, "next_item")
+    assert cols.tolist() == [2, 3, 4, 5] and targets.tolist() == [5, 6, 7, 8]
+    rows, cols, targets = target_pairs(batch, "next_basket")
+    # the end of day 1 (position 3) predicts day 2; the end of day 2 predicts both items of day 3;
+    # nothing is predicted from a basket-mate
+    assert cols.tolist() == [3, 4, 4] and targets.tolist() == [6, 7, 8]
+    assert rows.tolist() == [0, 0, 0]
+
+
+def test_next_basket_training_runs_and_learns(prepared, tiny_config):
+    config = apply_overrides(
+        tiny_config, {"train.target": "next_basket", "train.epochs": 4, "train.patience": 0}
+    )
+    outcome = train_on(config, prepared)
+    losses = [row["loss"] for row in outcome.train.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

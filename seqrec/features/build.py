@@ -217,6 +217,9 @@ def _encode(items, featurizer, cache_dir, progress, fit: bool) -> FeatureBuild:
     if config.use_text and featurizer.text_columns:
         start = time.perf_counter()
         features.text = torch.from_numpy(_text(items, featurizer, cache_dir, progress, report, fit))
+        if config.text.encoder == "tfidf":  # exact term weights, for content similarity
+            texts = item_texts(items, featurizer.text_columns, uses_column_names(config.text))
+            features.text_terms = featurizer.text_encoder.terms(texts).tocsr()
         report.seconds["text"] = time.perf_counter() - start
     if config.use_image and featurizer.image_column:
         start = time.perf_counter()

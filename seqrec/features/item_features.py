@@ -19,6 +19,9 @@ class ItemFeatures:
     categories: torch.Tensor | None = None  # [N, C] int64 codes, 0 = unknown/missing
     category_cardinalities: list[int] = field(default_factory=list)  # per column, incl. code 0
     numeric: torch.Tensor | None = None  # [N, F] float32, log1p then z-scored, 0 where missing
+    # [N, V] scipy CSR float32: the TF-IDF term weights behind ``text`` (TF-IDF text only), for
+    # exact content similarity (`seqrec.models.affinity`); travels with the text modality
+    text_terms: object | None = None
 
     @property
     def n_items(self) -> int:
@@ -44,4 +47,5 @@ class ItemFeatures:
             categories=self.categories if "categories" in keep else None,
             category_cardinalities=self.category_cardinalities if "categories" in keep else [],
             numeric=self.numeric if "numeric" in keep else None,
+            text_terms=self.text_terms if "text" in keep else None,
         )

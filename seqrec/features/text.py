@@ -191,6 +191,12 @@ class TextEncoder:
 
     # -- encoding --------------------------------------------------------------------------
 
+    def terms(self, texts: list[str]):
+        """[N, V] scipy sparse TF-IDF term weights (rows L2-normalised), before any SVD."""
+        if self.pipeline is None:
+            raise ValueError("terms() needs a fitted TF-IDF encoder")
+        return self.pipeline.steps[0][1].transform(texts)
+
     @property
     def dim(self) -> int:
         if self.config.encoder == "sentence":

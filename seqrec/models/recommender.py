@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from seqrec.features.item_features import ItemFeatures
+from seqrec.models.affinity import AFFINITY_MODALITIES, ContentAffinity
 from seqrec.models.gru import GRUEncoder
 from seqrec.models.item_net import ItemNet, ItemNetConfig
 from seqrec.models.mlp import MLPEncoder
@@ -49,6 +50,12 @@ class ModelConfig:
     item_net: ItemNetConfig = field(default_factory=ItemNetConfig)
     tied: bool = True  # score with the input item net; False: a second item net for outputs
     repeat_bias: bool = False  # add a learned bonus for items already in the history
+    content_affinity: bool = False  # add a learned bonus for items like the recent history
+    affinity_window: int = 5  # history steps the affinity starts from (it learns the rest)
+    affinity_neighbours: int = 100  # most similar items kept per item and modality
+    # rank the shopper's own history items above every other item (ordered by their scores), as
+    # the repeat-purchase heuristic does; applied when recommending, not in the training loss
+    history_first: bool = False
 
 
 class SequenceRecommender(nn.Module):
@@ -59,6 +66,7 @@ class SequenceRecommender(nn.Module):
         backbone: nn.Module,
         output_item_net: ItemNet | None = None,
         repeat: RepeatBias | None = None,
+        affinity: ContentAffinity | None = None,
     ):
         super().__init__()
         self.config = config
@@ -66,6 +74,12 @@ class SequenceRecommender(nn.Module):
         self.backbone = backbone
         self.output_item_net = output_item_net  # None when tied
         self.repeat = repeat  # None unless config.repeat_bias
+        self.affinity = affinity  # None unless config.content_affinity (and text or image)
+
+    def history_terms(self) -> list[nn.Module]:
+        """Score terms computed from the history items themselves (`RepeatBias`,
+        `ContentAffinity`), each with ``full``/``at``/``last`` like `RepeatBias`."""
+        return [term for term in (self.repeat, self.affinity) if term is not None]
 
     @property
     def n_items(self) -> int:
@@ -106,9 +120,24 @@ class SequenceRecommender(nn.Module):
     def recommend_scores(self, seq: torch.Tensor, item_matrix: torch.Tensor) -> torch.Tensor:
         """[B, N] scores of every item after the histories ``seq`` [B, L]: what is ranked."""
         scores = self.score(self.last_hidden(seq), item_matrix)  # [B, N]
-        if self.repeat is not None:
-            scores = scores + self.repeat.last(seq, item_matrix.shape[0])
+        return self.finish_scores(scores, seq)
+
+    def finish_scores(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """Dot-product scores [B, N] -> final scores: history terms added, history first."""
+        scores = scores + self.history_bonus(seq, scores.shape[1])
+        if self.config.history_first:
+            in_history = torch.zeros_like(scores, dtype=torch.bool)
+            in_history.scatter_(1, (seq - 1).clamp_min(0), seq > 0)  # [B, N]
+            spread = scores.amax(dim=1, keepdim=True) - scores.amin(dim=1, keepdim=True)  # [B, 1]
+            scores = scores + in_history * (spread + 1.0)  # every history item above the rest
         return scores
+
+    def history_bonus(self, seq: torch.Tensor, n_items: int) -> torch.Tensor | float:
+        """[B, N] sum of the history terms after the histories ``seq`` (0.0 when there are none)."""
+        bonus = 0.0
+        for term in self.history_terms():
+            bonus = bonus + term.last(seq, n_items)
+        return bonus
 
 
 def build_model(
@@ -148,4 +177,14 @@ def build_model(
     else:
         raise ValueError(f"unknown model {config.model!r}; expected one of {BACKBONES}")
     repeat = RepeatBias(config.max_len) if config.repeat_bias else None
-    return SequenceRecommender(config, item_net, backbone, output_item_net, repeat)
+    affinity = None
+    content = [name for name in item_net.modalities if name in AFFINITY_MODALITIES]
+    if config.content_affinity and content:  # silently off for ID-only ablations
+        affinity = ContentAffinity(
+            features,
+            content,
+            config.max_len,
+            window=config.affinity_window,
+            neighbours=config.affinity_neighbours,
+        )
+    return SequenceRecommender(config, item_net, backbone, output_item_net, repeat, affinity)

@@ -5,7 +5,11 @@ signal). A dot product between the history state and item vectors can only expre
 indirectly, so the recommender may add, for every history item, a learned weight that depends on
 how many steps ago it occurred:
 
-    bias(user, item) = sum over history positions j holding `item` of w[distance(j)]
+    bias(user, item) = w[steps since `item` was last seen in the history]
+
+Only the latest occurrence counts: ranking the history by recency ("what did I buy last") is
+a much stronger signal on H&M than by how often an item was bought (validation NDCG@12 0.040 vs
+0.032 for the repeat-then-content-KNN heuristic), and a sum over occurrences is the latter.
 
 ``w`` starts at zero (no effect) and is learned with the rest of the model; the data decide
 whether repeats help (fashion baskets) or not (ML-1M, where seen items are removed anyway).
@@ -38,6 +42,10 @@ class RepeatBias(nn.Module):
         history = seq[rows]  # [M, L]
         distance = cols[:, None] - positions[None, :]  # [M, L] steps back from the query
         visible = (distance >= 0) & (history > 0)  # [M, L]
+        same = history[:, :, None] == history[:, None, :]  # [M, L, L] same item at j and j'
+        later = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)  # j' > j
+        seen_again = (same & later & visible[:, None, :]).any(dim=2)  # [M, L]
+        visible = visible & ~seen_again  # the latest visible occurrence of each item
         weights = SCALE * self.weight[distance.clamp(0, length - 1)] * visible  # [M, L]
         items = torch.where(visible, history - 1, torch.full_like(history, -1))  # [M, L]
         return items, weights

@@ -268,8 +268,7 @@ class Recommender:
         with torch.inference_mode():
             hidden = self.encoder(seq)  # [B, D]
             scores = self.model.score(hidden, self.item_matrix)  # [B, N]
-            if self.model.repeat is not None:
-                scores = scores + self.model.repeat.last(seq, self.n_items)
+            scores = self.model.finish_scores(scores, seq)
         return scores.float().numpy()
 
     def rank(self, queries: list[RankQuery]) -> list[Ranking]:

@@ -111,3 +111,21 @@ def test_overfits_one_small_batch(model):
         if loss.item() < 0.02:
             break
     assert loss.item() < 0.05, f"loss {loss.item():.3f} after {steps} steps"
+
+
+def test_history_first_ranks_every_history_item_above_the_rest_in_score_order():
+    torch.manual_seed(0)
+    plain = build_model(make_config("gru"), make_features(), N)
+    config = dataclasses.replace(make_config("gru"), history_first=True)
+    first = build_model(config, make_features(), N)
+    first.load_state_dict(plain.state_dict())
+    seq = torch.tensor([[0, 0, 4, 9, 2, 4]])  # items 3, 8, 1 (0-based), 3 again
+    with torch.no_grad():
+        before = plain.recommend_scores(seq, plain.item_matrix())[0]
+        after = first.recommend_scores(seq, first.item_matrix())[0]
+    history = [1, 3, 8]
+    top = after.argsort(descending=True)[:3].tolist()
+    assert sorted(top) == history
+    assert top == sorted(history, key=lambda item: -before[item].item())  # their own order kept
+    rest = [item for item in range(N) if item not in history]
+    assert torch.equal(after[rest], before[rest])  # other items are untouched

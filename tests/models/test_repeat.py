@@ -14,8 +14,10 @@ def test_hand_computed_bias_after_the_whole_history():
     bias = make_bias()
     seq = torch.tensor([[0, 3, 1, 3]])  # items 2, 0, 2 (0-based), most recent last
     out = bias.last(seq, n_items=4)
-    # item 2: at distance 0 (1.0) and distance 2 (0.25); item 0: distance 1 (0.5)
-    assert torch.allclose(out, torch.tensor([[0.5, 0.0, 1.25, 0.0]]))
+    # item 2: last seen at distance 0 (1.0; the older occurrence does not add); item 0: 1 (0.5)
+    assert torch.allclose(out, torch.tensor([[0.5, 0.0, 1.0, 0.0]]))
+    earlier = bias.full(seq, torch.tensor([0]), torch.tensor([2]), n_items=4)
+    assert torch.allclose(earlier, torch.tensor([[1.0, 0.0, 0.5, 0.0]]))  # its latest: 1 back
 
 
 def test_a_query_only_sees_its_prefix():

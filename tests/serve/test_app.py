@@ -31,7 +31,10 @@ def tiny_bundle(demo_shop, tiny_config, tmp_path_factory) -> Path:
     base = tmp_path_factory.getbasetemp()
     path = base / "serve_bundle"
     if not (path / "bundle.json").exists():
-        config = apply_overrides(tiny_config, {"train.epochs": 1, "model.repeat_bias": True})
+        config = apply_overrides(
+            tiny_config,
+            {"train.epochs": 1, "model.repeat_bias": True, "model.content_affinity": True},
+        )
         run_train(config, demo_shop, path, cache_dir=base / "serve_cache")
     return path
 
