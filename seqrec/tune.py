@@ -51,21 +51,10 @@ from seqrec.config import (
     load_config,
     save_config,
 )
-from seqrec.features.fusion import FUSIONS
-from seqrec.models.recommender import BACKBONES
-from seqrec.train import LOSSES
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that count towards n_trials
 SPEC_KEYS = ("choices", "low", "high", "log", "step", "type")
 # Values the config accepts by type but the code refuses later: checked when the space is read.
-NAMED_VALUES = {
-    "model.model": BACKBONES,
-    "train.loss": LOSSES,
-    "model.item_net.fusion": FUSIONS,
-    "train.optimizer": ("adam", "adamw"),
-    "train.schedule": ("cosine", "constant"),
-    "train.negative_sampling": ("uniform", "popularity"),
-}
 PREPARE_SECTIONS = ("data", "split", "features")  # searching these re-prepares the data
 
 
@@ -172,13 +161,8 @@ def parse_space(space: dict[str, Any], base: ExperimentConfig) -> list[Param]:
         for value in param.values():
             try:
                 apply_overrides(base, {param.key: value})
-            except ConfigError as error:
+            except ConfigError as error:  # names, types and choices: `config.CHOICES`
                 raise ConfigError(f"[tune.space] {param.key}: {error}") from None
-            allowed = NAMED_VALUES.get(param.key)
-            if allowed is not None and value not in allowed:
-                raise ConfigError(
-                    f"[tune.space] {param.key}: {value!r} is not one of {', '.join(allowed)}"
-                )
     _check_heads(params, base)
     return params
 

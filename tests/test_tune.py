@@ -69,7 +69,7 @@ def test_space_ranges_choices_and_types(tiny_config):
     [
         ({"model.widht": {"low": 1, "high": 2}}, "widht"),
         ({"model.layers": {"low": 1.5, "high": 3.5}}, "model.layers must be int"),
-        ({"model.model": {"choices": ["gru", "lstm"]}}, "'lstm' is not one of gru"),
+        ({"model.model": {"choices": ["gru", "lstm"]}}, "model.model = 'lstm' is not one of: gru"),
         ({"train.lr": {"low": 0, "high": 1e-2, "log": True}}, "log range needs low > 0"),
         ({"train.lr": {"low": 1e-2, "high": 1e-4}}, "low 0.01 is above high"),
         ({"train.lr": {"min": 1e-4, "high": 1e-2}}, "unknown key min"),
