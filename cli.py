@@ -331,14 +331,15 @@ def eval_(
 def _bench_table(rows, columns):
     from rich.table import Table
 
-    table = Table(title="test metrics (full-catalogue ranking)")
-    table.add_column("ranker")
-    table.add_column("kind")
+    table = Table(title="test metrics (full-catalogue ranking; models in bold)")
+    table.add_column("ranker", no_wrap=True)
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            row.name, row.kind, *[f"{row.test.metrics.get(c, float('nan')):.4f}" for c in columns]
+            row.name,
+            *[f"{row.test.metrics.get(c, float('nan')):.4f}" for c in columns],
+            style="bold" if row.kind != "baseline" else None,
         )
     return table
 

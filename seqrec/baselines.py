@@ -93,7 +93,7 @@ def lexicographic(keys: list[np.ndarray]) -> np.ndarray:
     new_value = np.zeros(shape, dtype=bool)  # [B, N] sorted position starts a new value
     for key in full:
         sorted_key = np.take_along_axis(key, order, axis=-1)
-        new_value[:, 1:] |= sorted_key[:, 1:] != sorted_key[:, :-1]
+        new_value[..., 1:] |= sorted_key[..., 1:] != sorted_key[..., :-1]
     dense = np.cumsum(new_value, axis=-1).astype(np.float32) + 1.0  # [B, N]
     out = np.empty(shape, dtype=np.float32)
     np.put_along_axis(out, order, dense, axis=-1)

@@ -622,6 +622,11 @@ def run_study(
     if workers == 1:
         run_worker(job)
     else:
+        from seqrec.experiment import prepare
+
+        # encode the item features once here, so that the workers read them from the cache
+        # instead of each encoding the whole catalogue at the same time
+        prepare(config, data_path, cache_dir=None if cache_dir is None else Path(cache_dir))
         context = multiprocessing.get_context("spawn")
         lock = context.Lock()
         processes = [

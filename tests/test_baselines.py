@@ -129,6 +129,12 @@ def test_lexicographic_dense_ranks():
     assert out[0].tolist() == [2.0, 3.0, 4.0, 1.0, 3.0]
 
 
+def test_lexicographic_of_one_dimensional_keys():
+    out = lexicographic([np.array([1.0, 2.0, 2.0, 0.0, 2.0]), np.array([9.0, 1.0, 3.0, 0.0, 1.0])])
+    assert out.shape == (5,)
+    assert out.tolist() == [2.0, 3.0, 4.0, 1.0, 3.0]
+
+
 def content_vectors():
     # items 6 and 7 are never bought (cold); 6 shares item 1's content, 7 shares nothing
     vectors = np.zeros((N, 4))
