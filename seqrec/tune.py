@@ -35,7 +35,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -768,9 +768,10 @@ def write_results(
         f"(seqrec tune): trial {best.number}, validation {settings.metric} = {best.value:.4f}.\n"
         "# The base config with the trial's parameters; [tune] is the search that found it.\n"
     )
-    for path in paths:
+    for path in paths:  # each named after its file (OUT/best.toml: "<base name>_best")
+        name = f"{base.name}_best" if path.stem == "best" else path.stem
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_config(config, path)
+        save_config(replace(config, name=name), path)
         path.write_text(header + path.read_text())
     result.best_config = paths[-1]
     result.files += paths

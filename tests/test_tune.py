@@ -137,6 +137,7 @@ def test_three_trials_then_the_best_config_trains(demo_shop, tmp_path, tiny_conf
 
     # The best config is a plain experiment: `seqrec train` reproduces the trial's validation.
     tuned = load_config(tmp_path / "b.toml")
+    assert tuned.name == "b" and load_config(out / "best.toml").name == f"{tiny_config.name}_best"
     assert tuned.model.model == best.params["model.model"]
     assert tuned.train.lr == best.params["train.lr"]
     bundle = tmp_path / "bundle"
