@@ -23,9 +23,10 @@ The ``user item`` lines of ml-1m.txt become RecBole atomic files in a temporary 
 (``user_id``, ``item_id``, ``timestamp`` = line number, so each user's order is the file's order).
 SASRec is trained with the settings of experiments/ml1m.toml where RecBole has them: hidden size
 64, 2 layers, 1 head, feed-forward 256, GELU, dropout 0.2, 200 items of history, full
-cross-entropy (no negative sampling), batch 128, gradient clipping at 1.0; learning rate 0.001
-(Adam, constant). Validation and test are leave-one-out ('LS'), ranked against all items with the
-user's seen items removed (RecBole's full-sort protocol), metrics NDCG@10 and Hit@10.
+cross-entropy (no negative sampling), seqrec's batch size (from --results), gradient clipping at
+1.0; learning rate 0.001 (Adam, constant). Validation and test are leave-one-out ('LS'), ranked
+against all items with the user's seen items removed (RecBole's full-sort protocol), metrics
+NDCG@10 and Hit@10.
 RecBole trains on every prefix of every training sequence (one target per sample); seqrec on every
 position of each user's last 201 training items at once, so an "epoch" differs in work (see the
 counts written next to the times).
@@ -127,7 +128,7 @@ def recbole_config(args: argparse.Namespace, data_path: Path, name: str) -> dict
         "loss_type": "CE",
         # training
         "epochs": args.epochs,
-        "train_batch_size": 128,
+        "train_batch_size": args.batch_size,
         "learner": "adam",
         "learning_rate": args.lr,
         "weight_decay": 0.0,
@@ -254,6 +255,7 @@ def run_recbole(args: argparse.Namespace) -> dict:
         "prepare_seconds": prepare_seconds,
         "threads": torch.get_num_threads(),
         "lr": args.lr,
+        "batch_size": args.batch_size,
         "versions": versions(),
         "history": rows,
         "test": {k: float(v) for k, v in test.items()},
@@ -292,6 +294,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--batch-size", type=int, default=0, help="0 = seqrec's, read from --results (else 128)"
+    )
+    parser.add_argument(
         "--max-steps", type=int, default=0, help="batches per epoch at most; 0 = all"
     )
     parser.add_argument(
@@ -311,6 +316,8 @@ def main() -> None:
     args = parser.parse_args()
 
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
+    if not args.batch_size:
+        args.batch_size = results.get("seqrec", {}).get("batch_size", 128)
     if args.match_seqrec_time:
         rows = results.get("seqrec", {}).get("history")
         if not rows:
