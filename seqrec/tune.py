@@ -54,7 +54,6 @@ from seqrec.config import (
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that count towards n_trials
 SPEC_KEYS = ("choices", "low", "high", "log", "step", "type")
-# Values the config accepts by type but the code refuses later: checked when the space is read.
 PREPARE_SECTIONS = ("data", "split", "features")  # searching these re-prepares the data
 
 
