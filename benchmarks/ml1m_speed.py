@@ -188,6 +188,11 @@ def run_seqrec(args: argparse.Namespace) -> dict:
     return result
 
 
+def _batch_size(result: dict, samples: int) -> int:
+    """The batch size a run recorded, or (older runs) the smallest that gives its steps."""
+    return result.get("batch_size") or -(-samples // result["steps_per_epoch"])
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -338,6 +343,8 @@ def write_markdown(results: dict, path: Path) -> None:
                 "compare the two at **equal training time**: not at equal epochs, and not at "
                 "convergence."
             )
+    if seq:
+        seq_batch = _batch_size(seq, seq["train_sequences"])
     if seq.get("history"):
         total_steps = len(seq["history"]) * seq["steps_per_epoch"]
         lines += [
@@ -361,7 +368,7 @@ def write_markdown(results: dict, path: Path) -> None:
             f"next-item positions per epoch (each user's last {seq.get('max_len', 200) + 1} "
             f"training items; every prefix of every training sequence would be "
             f"{seq['all_prefix_targets']:,}), {seq['steps_per_epoch']} steps of "
-            f"{seq.get('batch_size', 128)} sequences. lr {seq['lr']} (AdamW, weight decay 0) "
+            f"{seq_batch} sequences. lr {seq['lr']} (AdamW, weight decay 0) "
             f"after {seq['warmup_steps']} linear warm-up steps, then {seq['schedule']}: "
             f"{total_steps} steps in all"
             + (
@@ -376,7 +383,7 @@ def write_markdown(results: dict, path: Path) -> None:
             "",
             f"### Where a seqrec training step goes: {profile['threads']} thread(s)",
             "",
-            f"{profile['batches']} steps of {seq.get('batch_size', 128)} sequences "
+            f"{profile['batches']} steps of {seq_batch} sequences "
             f"({profile['positions_per_step']:,.0f} "
             f"positions each) on a fresh model: **{profile['seconds_per_step']:.2f} s per step**; "
             f"load {_load(profile['load_average_before'])} before, "
@@ -405,13 +412,11 @@ def write_markdown(results: dict, path: Path) -> None:
                 f"| {row.get('valid:hit@10', float('nan')):.4f} "
                 f"| {_load(row.get('load_average_after'))} |"
             )
-        # runs before the batch size was recorded: the smallest batch giving that many steps
-        recbole_batch = rec.get("batch_size") or -(-rec["train_samples"] // rec["steps_per_epoch"])
         lines += [
             "",
             f"{rec['users']:,} users, {rec['items']:,} items, {rec['train_samples']:,} training "
             f"samples per epoch (every prefix of every training sequence, one target each), "
-            f"{rec['steps_per_epoch']:,} steps of {recbole_batch} (the last one short); "
+            f"{rec['steps_per_epoch']:,} steps of {_batch_size(rec, rec['train_samples'])}; "
             f"lr {rec['lr']} constant (Adam).",
         ]
     if rec.get("error"):
