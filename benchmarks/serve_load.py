@@ -60,7 +60,7 @@ class LoadConfig:
     max_batch: int = 64  # seqrec.serve.ServeConfig fields
     batch_wait_ms: float = 0.0
     thread: int = 1  # 1: rank in a worker thread, 0: in the event loop
-    jit: int = 1  # 1: traced + frozen history encoder, 0: eager
+    runtime: str = "auto"  # auto | onnx | torchscript | eager (seqrec.serve.scoring)
     seed: int = 0
     phases: list[str] = field(default_factory=lambda: ["single", "saturate", "open"])
 
@@ -239,7 +239,7 @@ def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Po
         "max_batch": config.max_batch,
         "batch_wait_ms": config.batch_wait_ms,
         "thread": bool(config.thread),
-        "jit": bool(config.jit),
+        "runtime": config.runtime,
     }
     code = (
         "from seqrec.serve import ServeConfig, run_server; "
@@ -299,7 +299,7 @@ def run_phase(name, config, port, bodies, server_pid) -> PhaseResult:
     return result
 
 
-def markdown(config: LoadConfig, results: list[PhaseResult], manifest: dict, model: str) -> str:
+def markdown(config: LoadConfig, results: list[PhaseResult], manifest: dict, health: dict) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     import torch
 
@@ -309,12 +309,12 @@ def markdown(config: LoadConfig, results: list[PhaseResult], manifest: dict, mod
         f"- command: `python benchmarks/serve_load.py {' '.join(sys.argv[1:])}`",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"torch {torch.__version__}",
-        f"- bundle: {manifest.get('dataset')} ({manifest['n_items']:,} items), {model}, "
+        f"- bundle: {manifest.get('dataset')} ({manifest['n_items']:,} items), {health['model']}, "
         f"dim {manifest['dim']}, max_len {manifest['max_len']}",
         f"- server: {config.workers} worker(s), {config.threads} torch thread(s), max_batch "
         f"{config.max_batch}, batch_wait_ms {config.batch_wait_ms:g}, ranking in "
         f"{'a worker thread' if config.thread else 'the event loop'}, "
-        f"{'traced' if config.jit else 'eager'} encoder",
+        f"scores by {health['runtime']} (asked: {config.runtime})",
         f"- requests: histories of {config.history} ids, k = {config.k}",
         "",
         "| phase | clients | s | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
@@ -357,7 +357,7 @@ def main() -> None:
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{port}.log"
     server = start_server(config, port, log_path)
     try:
-        model = get_json(f"http://127.0.0.1:{port}/health")["model"]
+        health = get_json(f"http://127.0.0.1:{port}/health")
         warmup = PhaseResult("warmup", 1, 0.0)
         asyncio.run(closed_loop(port, bodies, config.k, 4, 2.0, warmup))
         results = []
@@ -368,7 +368,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    report = markdown(config, results, manifest, model)
+    report = markdown(config, results, manifest, health)
     print(report)
     if out:
         out.write_text(report)

@@ -70,8 +70,10 @@ def build_sequences(interactions: pd.DataFrame, max_len: int) -> Sequences:
 
 
 def histories_to_tensor(histories: list[np.ndarray], max_len: int) -> torch.Tensor:
-    """[B, max_len] padded model input from item-index histories (for serving and evaluation)."""
-    lengths = np.array([len(history) for history in histories], dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    values = np.concatenate(histories).astype(np.int64) + 1 if len(histories) else np.zeros(0)
-    return torch.from_numpy(pad_from_csr(indptr, values.astype(np.int64), max_len))
+    """[B, max_len] padded model input from item-index histories (for serving and evaluation):
+    each row the history's last max_len items + 1, right-aligned, 0 before them."""
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for row, history in enumerate(histories):
+        tail = np.asarray(history, dtype=np.int64)[-max_len:]
+        out[row, max_len - len(tail) :] = tail + 1
+    return torch.from_numpy(out)

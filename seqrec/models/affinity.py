@@ -101,8 +101,10 @@ class ContentAffinity(nn.Module):
         self.recency = nn.Parameter(recency)
         self.strength = nn.Parameter(torch.zeros(len(self.modalities)))  # [n_modalities]
 
-    def full(self, seq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_items: int):
-        """[M, N] bonus over the whole catalogue for the queries at (rows[m], cols[m]) of ``seq``.
+    def entries(self, seq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        """(items [M, S], bonuses [M, S]) of the queries at (rows[m], cols[m]) of ``seq``: each
+        history item's neighbours and what they gain, every modality in turn (0.0 where a
+        position is padding or not yet seen). Scattered with ``scatter_add`` they give `full`.
 
         seq [B, L] (item_idx + 1, 0 = padding); a query at position t sees positions j <= t.
         """
@@ -113,13 +115,18 @@ class ContentAffinity(nn.Module):
         visible = (distance >= 0) & (history > 0)  # [M, L]
         weights = SCALE * self.recency[distance.clamp(0, length - 1)] * visible  # [M, L]
         items = (history - 1).clamp_min(0)  # [M, L]
-        out = weights.new_zeros(len(rows), n_items)
+        targets, bonuses = [], []
         for index, name in enumerate(self.modalities):
-            targets = getattr(self, f"neighbours_{name}")[items]  # [M, L, K]
+            targets.append(getattr(self, f"neighbours_{name}")[items].flatten(1))  # [M, L * K]
             sims = getattr(self, f"similarity_{name}")[items]  # [M, L, K]
             values = SCALE * self.strength[index] * weights[:, :, None] * sims  # [M, L, K]
-            out = out.scatter_add(1, targets.flatten(1), values.flatten(1))  # [M, N]
-        return out
+            bonuses.append(values.flatten(1))  # [M, L * K]
+        return torch.cat(targets, dim=1), torch.cat(bonuses, dim=1)
+
+    def full(self, seq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_items: int):
+        """[M, N] bonus over the whole catalogue for the queries at (rows[m], cols[m])."""
+        targets, bonuses = self.entries(seq, rows, cols)
+        return bonuses.new_zeros(rows.shape[0], n_items).scatter_add(1, targets, bonuses)
 
     def at(self, seq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, candidates):
         """[M, C] bonus for given candidate items [M, C] (or [C], shared by every row)."""
@@ -132,8 +139,12 @@ class ContentAffinity(nn.Module):
     def n_items(self) -> int:
         return getattr(self, f"neighbours_{self.modalities[0]}").shape[0]
 
+    def last_entries(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`entries` after the whole history (the last position of right-aligned ``seq``)."""
+        rows = torch.arange(seq.shape[0], device=seq.device)
+        return self.entries(seq, rows, torch.full_like(rows, seq.shape[1] - 1))
+
     def last(self, seq: torch.Tensor, n_items: int) -> torch.Tensor:
         """[B, N] bonus after the whole history (the last position of right-aligned ``seq``)."""
         rows = torch.arange(seq.shape[0], device=seq.device)
-        cols = torch.full_like(rows, seq.shape[1] - 1)
-        return self.full(seq, rows, cols, n_items)
+        return self.full(seq, rows, torch.full_like(rows, seq.shape[1] - 1), n_items)

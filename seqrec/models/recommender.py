@@ -78,7 +78,7 @@ class SequenceRecommender(nn.Module):
 
     def history_terms(self) -> list[nn.Module]:
         """Score terms computed from the history items themselves (`RepeatBias`,
-        `ContentAffinity`), each with ``full``/``at``/``last`` like `RepeatBias`."""
+        `ContentAffinity`), each with ``full``, ``at``, ``last`` and ``last_entries``."""
         return [term for term in (self.repeat, self.affinity) if term is not None]
 
     @property
@@ -103,10 +103,18 @@ class SequenceRecommender(nn.Module):
         """
         if input_items is None:
             input_items = self.input_item_matrix()  # [N, D]
-        mask = seq > 0  # [B, L]
-        padded = torch.cat([input_items.new_zeros(1, input_items.shape[1]), input_items])
-        x = padded[seq]  # [B, L, D], row 0 (padding) is the zero vector
-        return self.backbone(x, mask)  # [B, L, D]
+        return self.encode(seq, self.with_padding_row(input_items))
+
+    @staticmethod
+    def with_padding_row(input_items: torch.Tensor) -> torch.Tensor:
+        """[N + 1, D] lookup table for ``seq`` values: row 0 (padding) is the zero vector."""
+        return torch.cat([input_items.new_zeros(1, input_items.shape[1]), input_items])
+
+    def encode(self, seq: torch.Tensor, padded_items: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, D] of ``seq`` [B, L] read through ``padded_items`` [N + 1, D]
+        (`with_padding_row`): `forward` with the lookup table built once by the caller."""
+        x = padded_items[seq]  # [B, L, D]
+        return self.backbone(x, seq > 0)  # [B, L, D]
 
     def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, D] state after the whole history: the last position of right-aligned ``seq``."""
@@ -123,21 +131,25 @@ class SequenceRecommender(nn.Module):
         return self.finish_scores(scores, seq)
 
     def finish_scores(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        """Dot-product scores [B, N] -> final scores: history terms added, history first."""
-        scores = scores + self.history_bonus(seq, scores.shape[1])
-        if self.config.history_first:
-            in_history = torch.zeros_like(scores, dtype=torch.bool)
-            in_history.scatter_(1, (seq - 1).clamp_min(0), seq > 0)  # [B, N]
-            spread = scores.amax(dim=1, keepdim=True) - scores.amin(dim=1, keepdim=True)  # [B, 1]
-            scores = scores + in_history * (spread + 1.0)  # every history item above the rest
-        return scores
+        """Dot-product scores [B, N] -> final scores: history terms added, history first.
 
-    def history_bonus(self, seq: torch.Tensor, n_items: int) -> torch.Tensor | float:
-        """[B, N] sum of the history terms after the histories ``seq`` (0.0 when there are none)."""
-        bonus = 0.0
-        for term in self.history_terms():
-            bonus = bonus + term.last(seq, n_items)
-        return bonus
+        The history terms touch only the history items and their content neighbours, so their
+        bonuses are added where they fall (one scatter) rather than as dense [B, N] matrices.
+        """
+        entries = [term.last_entries(seq) for term in self.history_terms()]
+        if entries:
+            items = torch.cat([items for items, _ in entries], dim=1)  # [B, S]
+            bonuses = torch.cat([bonuses for _, bonuses in entries], dim=1)  # [B, S]
+            scores = scores.scatter_add(1, items, bonuses)  # [B, N]
+        if self.config.history_first:
+            spread = scores.amax(dim=1, keepdim=True) - scores.amin(dim=1, keepdim=True)  # [B, 1]
+            latest = seq[:, -1:]  # [B, 1], 0 only for an empty history
+            # every history item (padding stands for the latest item) goes above the rest: each
+            # write to an item carries the same value, so repeats and padding are harmless
+            index = torch.where(seq > 0, seq, latest).sub(1).clamp_min(0)  # [B, L]
+            lift = (spread + 1.0) * (latest > 0)  # [B, 1]
+            scores = scores.scatter(1, index, scores.gather(1, index) + lift)  # [B, N]
+        return scores
 
 
 def build_model(

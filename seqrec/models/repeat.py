@@ -53,7 +53,7 @@ class RepeatBias(nn.Module):
     def full(self, seq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, n_items: int):
         """[M, N] bias over the whole catalogue for each query position."""
         items, weights = self._rows(seq, rows, cols)
-        out = weights.new_zeros(len(rows), n_items + 1)  # last column collects padding
+        out = weights.new_zeros(rows.shape[0], n_items + 1)  # last column collects padding
         out.scatter_add_(1, torch.where(items < 0, n_items, items), weights)
         return out[:, :n_items]
 
@@ -61,12 +61,20 @@ class RepeatBias(nn.Module):
         """[M, C] bias for given candidate items [M, C] (or [C], shared by every row)."""
         items, weights = self._rows(seq, rows, cols)
         if candidates.dim() == 1:
-            candidates = candidates[None, :].expand(len(rows), -1)
+            candidates = candidates[None, :].expand(rows.shape[0], -1)
         match = items[:, :, None] == candidates[:, None, :]  # [M, L, C]
         return (weights[:, :, None] * match).sum(dim=1)  # [M, C]
 
-    def last(self, seq: torch.Tensor, n_items: int) -> torch.Tensor:
-        """[B, N] bias after the whole history (the last position of right-aligned ``seq``)."""
+    def last_entries(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items [B, L], bias [B, L]) after the whole history (the last position of
+        right-aligned ``seq``): each history item's bias at its latest position, 0.0 at the
+        others (whose item reads 0). Scattered with ``scatter_add`` they give `last`."""
         rows = torch.arange(seq.shape[0], device=seq.device)
         cols = torch.full_like(rows, seq.shape[1] - 1)
-        return self.full(seq, rows, cols, n_items)
+        items, weights = self._rows(seq, rows, cols)
+        return items.clamp_min(0), weights
+
+    def last(self, seq: torch.Tensor, n_items: int) -> torch.Tensor:
+        """[B, N] bias after the whole history (the last position of right-aligned ``seq``)."""
+        items, weights = self.last_entries(seq)
+        return weights.new_zeros(seq.shape[0], n_items).scatter_add(1, items, weights)

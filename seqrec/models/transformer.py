@@ -38,7 +38,7 @@ class TransformerEncoder(nn.Module):
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # [L, L]
         # Query i may see key j <= i that is a real item; every position also sees itself, so a
         # padding query has one key and no row of the softmax is empty (no NaN).
-        eye = torch.eye(length, dtype=torch.bool, device=x.device)  # [L, L]
+        eye = torch.eye(length, device=x.device) > 0  # [L, L] (a float eye exports to ONNX)
         attn_mask = causal & (mask[:, None, :] | eye)  # [B, L, L]
         attn_mask = attn_mask.unsqueeze(1)  # [B, 1, L, L], shared by the heads
 

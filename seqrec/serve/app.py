@@ -13,10 +13,12 @@ Rankings are `seqrec.evaluate.top_k` of the scores `Bundle.scorer` gives (run on
 scoring at least the k-th best, which gives the same list: `Recommender.top`), so a served list
 is the one ``seqrec eval`` ranks. Scoring is faster than calling the scorer per request: the
 input item matrix is computed once at start-up (the scorer recomputes it on every call), the
-history encoder runs as a frozen TorchScript trace when that gives bit-identical states, and
-concurrent requests are ranked together: `MicroBatcher` hands the requests queued while the
-worker thread was busy to the model as one [B, max_len] batch. (Batches of different sizes may
-round a score differently in the last bit, as evaluation's own batches of 256 do.)
+history encoder runs as a frozen TorchScript trace when that gives bit-identical states, else
+with ONNX Runtime when that agrees to 1e-5 (`seqrec.serve.encoder`), and concurrent requests
+are ranked together: `MicroBatcher` hands the requests queued while the worker thread was busy
+to the model as one [B, max_len] batch. (Batches of different sizes may round a score
+differently in the last bit, as evaluation's own batches of 256 do; an ONNX encoder, in the
+last few digits.)
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
 ``max_body_bytes`` or a history / exclude list over its cap, 422 malformed JSON or values.
@@ -31,8 +33,8 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,15 +44,15 @@ from urllib.parse import quote
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from starlette.datastructures import Headers
 
 from seqrec.bundle import Bundle, load_bundle
 from seqrec.data.dataset import DataError
 from seqrec.data.sequences import histories_to_tensor
-from seqrec.evaluate import top_k
 from seqrec.serve.page import PAGE_HTML
+from seqrec.serve.scoring import ServedScores, fast_scores
 
 MAX_K = 100
 DISPLAY_COLUMNS = ("item_id", "title", "price", "image_path")
@@ -71,7 +73,8 @@ class ServeConfig:
     batch_wait_ms: float = 0.0  # extra wait to gather a batch; 0: batch what queued meanwhile
     warmup: bool = True  # score one history at start-up so the first request is not slow
     thread: bool = True  # rank in a worker thread (else in the event loop, blocking it)
-    jit: bool = True  # trace + freeze the history encoder (kept only if its output is identical)
+    # how scores are computed: "auto" | "onnx" | "torchscript" | "eager" (seqrec.serve.scoring)
+    runtime: str = "auto"
 
 
 # --- request and response schemas ----------------------------------------------------------
@@ -144,7 +147,9 @@ class Health(BaseModel):
     model: str
     n_items: int
     max_len: int
-    traced: bool = Field(description="The history encoder runs as a frozen TorchScript trace.")
+    runtime: Literal["onnx", "torchscript", "eager"] = Field(
+        description="What computes the scores (seqrec.serve.scoring)."
+    )
     requests_scored: int
     batches: int
     ranking_cpu_s: float = Field(description="CPU seconds spent scoring and ranking.")
@@ -177,56 +182,18 @@ def _none_if_nan(value):
     return value
 
 
-class LastHidden(torch.nn.Module):
-    """The model's state after each history [B, D], the input item matrix held constant."""
-
-    def __init__(self, model, input_items: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.register_buffer("input_items", input_items)
-
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.model(seq, self.input_items)[:, -1]
-
-
-def frozen_encoder(encoder: LastHidden, max_len: int, n_items: int):
-    """``encoder`` traced and frozen with TorchScript (fewer, fused ops: about half the time for
-    one history), or None unless it gives bit-identical states on probe batches of several sizes
-    and lengths (so that served rankings stay those of evaluation)."""
-    rng = np.random.default_rng(0)
-    probes = [
-        histories_to_tensor([rng.integers(0, n_items, n) for n in lengths], max_len)
-        for lengths in ([max_len], [1, max_len // 2 + 1, max_len + 3], [2] * 5)
-    ]
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            frozen = torch.jit.freeze(torch.jit.trace(encoder.eval(), probes[1]))
-            if all(torch.equal(frozen(seq), encoder(seq)) for seq in probes):
-                return frozen
-    except Exception as error:  # tracing is an optimisation: serve the eager model instead
-        logger.warning("serving the eager model: tracing failed (%s)", error)
-        return None
-    logger.warning("serving the eager model: the traced one gives different scores")
-    return None
-
-
 class Recommender:
     """A bundle ready to serve: id lookup, display records and precomputed item matrices."""
 
-    def __init__(self, bundle: Bundle, jit: bool = True):
+    def __init__(self, bundle: Bundle, runtime: str = "auto"):
         self.bundle = bundle
         self.model = bundle.model.eval()
         self.max_len = bundle.config.model.max_len
         self.n_items = bundle.n_items
         self.index = bundle.item_index()
-        with torch.inference_mode():
-            self.input_items = self.model.input_item_matrix().contiguous()  # [N, D]
-        self.encoder = LastHidden(self.model, self.input_items).eval()
-        frozen = frozen_encoder(self.encoder, self.max_len, self.n_items) if jit else None
-        self.jit = frozen is not None  # else the eager encoder
-        self.encoder = frozen if frozen is not None else self.encoder
-        self.item_matrix = bundle.item_matrix.contiguous()  # [N, D]
+        with torch.no_grad():
+            served = ServedScores(self.model, self.model.input_item_matrix(), bundle.item_matrix)
+        self.scores, self.runtime = fast_scores(served, self.max_len, self.n_items, runtime)
         self.popularity = np.asarray(bundle.popularity, dtype=np.float32)  # [N]
         self.remove_seen = bool(bundle.manifest.get("remove_seen", False))
         self.by_popularity = np.argsort(-self.popularity, kind="stable")  # catalogue order
@@ -263,13 +230,8 @@ class Recommender:
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         """[B, N] float32, the scores of `Bundle.scorer().score` (`recommend_scores`) computed
-        with the input item matrix precomputed once."""
-        seq = histories_to_tensor(histories, self.max_len)  # [B, max_len], last max_len items
-        with torch.inference_mode():
-            hidden = self.encoder(seq)  # [B, D]
-            scores = self.model.score(hidden, self.item_matrix)  # [B, N]
-            scores = self.model.finish_scores(scores, seq)
-        return scores.float().numpy()
+        with the item matrices precomputed once, by `self.runtime` (`seqrec.serve.scoring`)."""
+        return self.scores(histories_to_tensor(histories, self.max_len))  # [B, max_len] in
 
     def rank(self, queries: list[RankQuery]) -> list[Ranking]:
         """Rank each query: one model batch for those with history, popularity for the rest."""
@@ -290,18 +252,19 @@ class Recommender:
         """``top_k(values[None], k, [exclude])[0]`` less the excluded items, computed faster.
 
         `top_k` ranks by decreasing score, ties by lower index, so its first k items all score
-        at least the k-th best value: ranking only those candidates (kept in index order) with
-        `top_k` gives the same list, at a fraction of the cost of sorting out all N items.
-        """
+        at least the k-th best value: sorting only those candidates by score, then index, gives
+        the same list, at a fraction of the cost of sorting out all N items."""
         if len(exclude):
             values = values.copy()
             values[exclude] = -np.inf
-        k = min(k, self.n_items - len(np.unique(exclude)))  # excluded items are never served
+            k = min(k, self.n_items - len(np.unique(exclude)))  # excluded items are never served
+        k = min(k, self.n_items)
         if k <= 0:
             return np.zeros(0, dtype=np.int64)
         kth = torch.topk(torch.from_numpy(values), k).values[-1].item()  # k-th best score
         candidates = np.flatnonzero(values >= kth)  # ascending, with every tie of the k-th
-        return candidates[top_k(values[candidates][None, :], k)[0]]
+        order = np.lexsort((candidates, -values[candidates]))[:k]  # by score, then by index
+        return candidates[order]
 
 
 class MicroBatcher:
@@ -413,7 +376,7 @@ def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -
     """The FastAPI app serving ``bundle`` (a folder from ``seqrec train`` or a loaded Bundle)."""
     config = config or ServeConfig()
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    rec = Recommender(loaded, jit=config.jit)
+    rec = Recommender(loaded, runtime=config.runtime)
     batcher = MicroBatcher(rec.rank, config.max_batch, config.batch_wait_ms / 1000, config.thread)
     if config.warmup:
         rec.rank([RankQuery(np.zeros(1, dtype=np.int64), 1, np.zeros(0, dtype=np.int64))])
@@ -456,15 +419,17 @@ def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -
         if remove_seen and len(history):
             exclude = np.concatenate([exclude, history])
         ranking = await batcher.submit(RankQuery(history, request.k, exclude))
-        return {
+        answer = {
             "items": [
-                {**rec.records[idx], "score": float(score)}
+                {**rec.records[idx], "score": score}
                 for idx, score in zip(ranking.items.tolist(), ranking.scores.tolist(), strict=True)
             ],
             "source": ranking.source,
             "unknown_ids": unknown,
             "history_used": min(len(history), rec.max_len),
         }
+        # already of the RecommendResponse shape: sent as is, without FastAPI's re-validation
+        return Response(json.dumps(answer), media_type="application/json")
 
     @app.get("/items", response_model=ItemPage)
     def list_items(
@@ -510,7 +475,7 @@ def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -
             "model": loaded.config.model.model,
             "n_items": rec.n_items,
             "max_len": rec.max_len,
-            "traced": rec.jit,
+            "runtime": rec.runtime,
             "requests_scored": batcher.queries,
             "batches": batcher.batches,
             "ranking_cpu_s": batcher.rank_cpu_s,
@@ -529,6 +494,7 @@ def app_from_env() -> FastAPI:
     config = ServeConfig(**json.loads(os.environ.get(ENV_CONFIG, "{}")))
     app = create_app(os.environ[ENV_BUNDLE], config)
     gc.freeze()  # the bundle's many objects stay out of the collector's scans (shorter pauses)
+    sys.setswitchinterval(float(os.environ.get("SEQREC_SWITCH", "0.005")))
     return app
 
 

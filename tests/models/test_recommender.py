@@ -52,7 +52,8 @@ def test_shapes_and_backward(model, tied):
     assert torch.allclose(last, hidden[:, -1])
     scores = net.score(last, items)
     assert scores.shape == (4, N)
-    assert torch.allclose(scores[1, 3], last[1] @ items[3])
+    # a matrix product and a lone dot product may sum 16 float32 terms in different orders
+    assert torch.allclose(scores[1, 3], last[1] @ items[3], atol=1e-6)
     scores.sum().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert all(g is None or torch.isfinite(g).all() for g in grads)
@@ -129,3 +130,37 @@ def test_history_first_ranks_every_history_item_above_the_rest_in_score_order():
     assert top == sorted(history, key=lambda item: -before[item].item())  # their own order kept
     rest = [item for item in range(N) if item not in history]
     assert torch.equal(after[rest], before[rest])  # other items are untouched
+
+
+def test_finish_scores_equals_the_dense_definition():
+    """Bonuses scattered where they fall give the scores of the dense [B, N] formulation:
+    every history term's `last` added, then each history item lifted above all others."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(
+        make_config("gru"), repeat_bias=True, content_affinity=True, history_first=True
+    )
+    model = build_model(config, make_features(), N)
+    with torch.no_grad():
+        for term in model.history_terms():
+            for parameter in term.parameters():
+                parameter.normal_()  # both terms start switched off: turn them on
+    seq = torch.tensor(
+        [
+            [1, 2, 1, 4, 1, 6],  # item 0 three times
+            [0, 0, 7, 8, 7, 1],  # padding, a repeat, item 0 last
+            [0, 0, 0, 0, 0, 0],  # no history: nothing is added or lifted
+            [0, 0, 0, 0, 0, 20],  # the last item, alone
+        ]
+    )
+    scores = torch.randn(len(seq), N)
+    with torch.no_grad():
+        dense = scores + sum(term.last(seq, N) for term in model.history_terms())
+        in_history = torch.zeros(len(seq), N, dtype=torch.bool)
+        for row, history in enumerate(seq.tolist()):
+            in_history[row, [item - 1 for item in history if item > 0]] = True
+        spread = dense.amax(dim=1, keepdim=True) - dense.amin(dim=1, keepdim=True)
+        expected = dense + in_history * (spread + 1.0)
+        got = model.finish_scores(scores.clone(), seq)
+    torch.testing.assert_close(got, expected)
+    assert not torch.equal(dense, scores)  # the terms did add something
+    torch.testing.assert_close(got[2], scores[2])
