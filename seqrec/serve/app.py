@@ -261,7 +261,7 @@ class Recommender:
         k = min(k, self.n_items)
         if k <= 0:
             return np.zeros(0, dtype=np.int64)
-        kth = torch.topk(torch.from_numpy(values), k).values[-1].item()  # k-th best score
+        kth = np.partition(values, len(values) - k)[len(values) - k]  # the k-th best score
         candidates = np.flatnonzero(values >= kth)  # ascending, with every tie of the k-th
         order = np.lexsort((candidates, -values[candidates]))[:k]  # by score, then by index
         return candidates[order]
