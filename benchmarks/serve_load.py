@@ -299,7 +299,29 @@ def run_phase(name, config, port, bodies, server_pid) -> PhaseResult:
     return result
 
 
-def markdown(config: LoadConfig, results: list[PhaseResult], manifest: dict, health: dict) -> str:
+def spin(_: int = 0) -> float:
+    """Seconds a fixed pure-Python loop takes: how fast this machine is at the moment."""
+    start = time.perf_counter()
+    total = 0
+    for step in range(10_000_000):
+        total += step
+    return time.perf_counter() - start
+
+
+def machine_speed() -> dict:
+    """`spin` alone and in two processes at once. The machine is a shared VM whose speed
+    changes from hour to hour; this says how fast it was when the phases ran."""
+    from multiprocessing import Pool
+
+    alone = spin()
+    with Pool(2) as pool:
+        both = pool.map(spin, [0, 1])
+    return {"spin_alone_s": round(alone, 3), "spin_two_at_once_s": [round(x, 3) for x in both]}
+
+
+def markdown(
+    config: LoadConfig, results: list[PhaseResult], manifest: dict, health: dict, speed: dict
+) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     import torch
 
@@ -316,6 +338,9 @@ def markdown(config: LoadConfig, results: list[PhaseResult], manifest: dict, hea
         f"{'a worker thread' if config.thread else 'the event loop'}, "
         f"scores by {health['runtime']} (asked: {config.runtime})",
         f"- requests: histories of {config.history} ids, k = {config.k}",
+        f"- machine speed (`spin`, 10M Python additions, before the phases): "
+        f"{speed['spin_alone_s']} s alone, "
+        f"{' and '.join(map(str, speed['spin_two_at_once_s']))} s as two processes at once",
         "",
         "| phase | clients | s | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
         "| server CPU ms/req | of which ranking | server cores used | client CPU ms/req "
@@ -352,6 +377,7 @@ def main() -> None:
     config = LoadConfig(**args)
 
     manifest = json.loads((config.bundle / "bundle.json").read_text())
+    speed = machine_speed()
     bodies = request_bodies(config)
     port = free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{port}.log"
@@ -368,12 +394,13 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    report = markdown(config, results, manifest, health)
+    report = markdown(config, results, manifest, health, speed)
     print(report)
     if out:
         out.write_text(report)
     if json_path:
-        json_path.write_text(json.dumps([r.summary() for r in results], indent=2))
+        summaries = [{**r.summary(), "machine_speed": speed} for r in results]
+        json_path.write_text(json.dumps(summaries, indent=2))
 
 
 if __name__ == "__main__":

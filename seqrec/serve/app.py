@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -494,7 +493,6 @@ def app_from_env() -> FastAPI:
     config = ServeConfig(**json.loads(os.environ.get(ENV_CONFIG, "{}")))
     app = create_app(os.environ[ENV_BUNDLE], config)
     gc.freeze()  # the bundle's many objects stay out of the collector's scans (shorter pauses)
-    sys.setswitchinterval(float(os.environ.get("SEQREC_SWITCH", "0.005")))
     return app
 
 
