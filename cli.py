@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -481,6 +482,13 @@ def tune(
     console.print("written: " + ", ".join(str(path) for path in result.files))
 
 
+class Runtime(str, Enum):  # seqrec.serve.scoring.RUNTIMES
+    auto = "auto"
+    onnx = "onnx"
+    torchscript = "torchscript"
+    eager = "eager"
+
+
 @app.command()
 @user_errors
 def serve(
@@ -489,11 +497,19 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes (each loads the bundle).")] = 1,
     threads: Annotated[int, typer.Option(help="Torch threads per process.")] = 1,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            help="What computes the scores: auto tries ONNX Runtime, then a TorchScript trace; "
+            "each is kept only if it agrees with the eager model (/health says which runs)."
+        ),
+    ] = Runtime.auto,
 ):
     """Serve recommendations over HTTP (FastAPI + uvicorn) with a demo shop page at /."""
-    from seqrec.serve import run_server
+    from seqrec.serve import ServeConfig, run_server
 
-    run_server(bundle, host=host, port=port, workers=workers, threads=threads)
+    config = ServeConfig(runtime=runtime.value)
+    run_server(bundle, host=host, port=port, workers=workers, threads=threads, config=config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,3 +130,9 @@ def test_train_then_eval_on_a_catalogue_with_unseen_items(demo_shop, tiny_config
     metrics = json.loads(out.read_text())
     assert {"ndcg@10", "hr@10", "map@12", "recall@12", "cold:recall@12"} <= set(metrics)
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
+
+
+def test_serve_refuses_an_unknown_runtime(tmp_path):
+    result = runner.invoke(app, ["serve", "--bundle", str(tmp_path), "--runtime", "tensorrt"])
+    assert result.exit_code == 2
+    assert "tensorrt" in result.output and "Traceback" not in result.output

@@ -296,7 +296,9 @@ def live_server(bundle_path):
     port = free_port()
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "--bundle", str(bundle_path)]
     server = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*command, "--port", str(port), "--runtime", "onnx"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -336,3 +338,4 @@ def test_cli_server_answers_concurrent_requests(live_server, bundle):
         served = [item["score"] for item in response.json()["items"]]
         np.testing.assert_allclose(served, np.sort(scores[row])[::-1][:12], rtol=1e-5)
     assert health["requests_scored"] >= len(histories)
+    assert health["runtime"] == "onnx"  # as asked on the command line
