@@ -30,7 +30,6 @@ import logging
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from seqrec.features.cache import (
     hash_files,
     progress_task,
 )
+from seqrec.onnx_export import export_onnx, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -468,40 +468,14 @@ class ImageEncoder:
             self.module = self.module.to(memory_format=torch.channels_last)
 
     def _onnx_session(self, work_dir):
-        import onnxruntime as ort
-
         work_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
         name = f"{self.config.backbone}-{fingerprint({**self.settings, 'onnx': 2})}.onnx"
         path = work_dir / "onnx" / name
         if not path.is_file():
-            self._export_onnx(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between runs: those cores decode the next JPEGs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def _export_onnx(self, path: Path) -> None:
-        import io
-
-        size = self.config.size
-        dummy = torch.zeros(2, 3, size, size)
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                self.module,
-                (dummy,),
-                buffer,
-                dynamo=False,  # the TorchScript exporter needs no onnxscript
-                input_names=["images"],
-                output_names=["features"],
-                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=17,
-            )
-        atomic_write(path, lambda file: file.write(buffer.getvalue()))
+            size = self.config.size
+            model = export_onnx(self.module, torch.zeros(2, 3, size, size), "images", "features")
+            atomic_write(path, lambda file: file.write(model))
+        return onnx_session(str(path), self.threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Normalised float32 [B, 3, S, S] (see `normalise`) -> float32 [B, D]."""

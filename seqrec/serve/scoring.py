@@ -20,7 +20,6 @@ probe batches of several sizes and history lengths:
 
 from __future__ import annotations
 
-import io
 import logging
 import warnings
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from seqrec.data.sequences import histories_to_tensor
+from seqrec.onnx_export import export_onnx, onnx_session
 
 RUNTIMES = ("auto", "onnx", "torchscript", "eager")
 ONNX_TOLERANCE = 1e-5
@@ -85,28 +85,7 @@ class OnnxScores:
     """``scores`` exported to ONNX (batch size dynamic), run with ONNX Runtime."""
 
     def __init__(self, scores: ServedScores, example: torch.Tensor, threads: int = 1):
-        import onnxruntime as ort
-
-        buffer = io.BytesIO()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                scores.eval(),
-                (example,),
-                buffer,
-                dynamo=False,  # the TorchScript exporter needs no onnxscript
-                input_names=["seq"],
-                output_names=["scores"],
-                dynamic_axes={"seq": {0: "batch"}, "scores": {0: "batch"}},
-                opset_version=17,
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(export_onnx(scores, example, "seq", "scores"), threads)
 
     def __call__(self, seq: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {"seq": seq.numpy()})[0]  # [B, N] float32
