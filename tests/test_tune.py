@@ -39,6 +39,17 @@ def trials_in(storage: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False)
 
 
+def running_study_trials(storage: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    """`trials_in` while another process creates the study: none before the study exists (its
+    journal file can appear before the study's record is written)."""
+    if not storage.exists():
+        return []
+    try:
+        return trials_in(storage, name)
+    except KeyError:  # optuna: "Record does not exist." (not created yet)
+        return []
+
+
 def states(trials) -> list[str]:
     return [trial.state.name for trial in trials]
 
@@ -202,7 +213,7 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None:
             time.sleep(0.2)
-            trials = trials_in(journal, config.name) if journal.exists() else []
+            trials = running_study_trials(journal, config.name)
             if "COMPLETE" in states(trials) and states(trials)[-1] == "RUNNING":
                 break
         assert process.poll() is None, "the study ended before it could be killed"
