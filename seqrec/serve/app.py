@@ -12,13 +12,13 @@ Endpoints (schema at ``/openapi.json``, docs at ``/docs``):
 Rankings are `seqrec.evaluate.top_k` of the scores `Bundle.scorer` gives (run on the items
 scoring at least the k-th best, which gives the same list: `Recommender.top`), so a served list
 is the one ``seqrec eval`` ranks. Scoring is faster than calling the scorer per request: the
-input item matrix is computed once at start-up (the scorer recomputes it on every call), the
-history encoder runs as a frozen TorchScript trace when that gives bit-identical states, else
-with ONNX Runtime when that agrees to 1e-5 (`seqrec.serve.encoder`), and concurrent requests
-are ranked together: `MicroBatcher` hands the requests queued while the worker thread was busy
-to the model as one [B, max_len] batch. (Batches of different sizes may round a score
-differently in the last bit, as evaluation's own batches of 256 do; an ONNX encoder, in the
-last few digits.)
+item matrices are computed once at start-up (the scorer recomputes them on every call), the
+whole scoring graph runs in ONNX Runtime when its scores agree with the eager model's to 1e-5,
+else as a bit-identical TorchScript trace, else eager (`seqrec.serve.scoring`), and concurrent
+requests are ranked together: `MicroBatcher` hands the requests queued while the worker thread
+was busy to the model as one [B, max_len] batch. (Batches of different sizes may round a score
+differently in the last bit, as evaluation's own batches of 256 do; ONNX Runtime, in the last
+few digits.)
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
 ``max_body_bytes`` or a history / exclude list over its cap, 422 malformed JSON or values.
