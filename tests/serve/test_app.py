@@ -339,3 +339,80 @@ def test_cli_server_answers_concurrent_requests(live_server, bundle):
         np.testing.assert_allclose(served, np.sort(scores[row])[::-1][:12], rtol=1e-5)
     assert health["requests_scored"] >= len(histories)
     assert health["runtime"] == "onnx"  # as asked on the command line
+
+
+class FakeInner:
+    """The app behind `RecommendFastPath`: records what it was handed, answers 299."""
+
+    def __init__(self):
+        self.bodies = []
+
+    async def __call__(self, scope, receive, send):
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        self.bodies.append(b"".join(chunks))
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"inner"})
+
+
+def call_fast_path(chunks, content_type=b"application/json", path="/recommend", answer=None):
+    """Status, body and the inner app's record of one request through `RecommendFastPath`."""
+    from fastapi import HTTPException
+
+    from seqrec.serve.app import RecommendFastPath
+
+    async def default_answer(request):
+        if request.k == 99:
+            raise HTTPException(413, "over a cap")
+        return json.dumps({"k": request.k, "history": request.history}).encode()
+
+    inner = FakeInner()
+    middleware = RecommendFastPath(inner, answer or default_answer, max_bytes=64)
+    headers = [(b"content-type", content_type)] if content_type else []
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    return sent[0]["status"], sent[1]["body"], inner.bodies
+
+
+def test_fast_path_answers_good_requests_and_hands_the_rest_on_intact():
+    status, body, inner = call_fast_path([b'{"history": ["a",', b' "b"], "k": 3}'])
+    assert (status, json.loads(body), inner) == (200, {"k": 3, "history": ["a", "b"]}, [])
+    handed_on = {
+        "bad JSON": [b'{"history": ['],
+        "invalid value": [b'{"k": "3"}'],
+        "nested too deep": [b"[" * 100_000],
+        "over a cap": [b'{"k": 99}'],
+        "streamed over the size limit": [b'{"history": ["' + b"x" * 40, b"x" * 40 + b'"]}'],
+    }
+    for reason, chunks in handed_on.items():
+        status, body, inner = call_fast_path(chunks)
+        assert (status, body, inner) == (299, b"inner", [b"".join(chunks)]), reason
+    for content_type in (b"text/plain", None):
+        assert call_fast_path([b'{"k": 3}'], content_type=content_type)[2] == [b'{"k": 3}']
+    assert call_fast_path([b'{"k": 3}'], path="/items")[2] == [b'{"k": 3}']
+
+
+def test_fast_path_and_fastapi_route_give_the_same_answer(client, bundle):
+    history = ids_of(bundle, [5, 1, 7])
+    body = json.dumps({"history": [*history, "nope"], "k": 5, "exclude": history[:1]})
+    fast = client.post("/recommend", content=body, headers={"Content-Type": "application/json"})
+    routed = client.post(  # a JSON type the fast path leaves to FastAPI
+        "/recommend", content=body, headers={"Content-Type": "application/merge-patch+json"}
+    )
+    assert fast.status_code == routed.status_code == 200
+    assert fast.json() == routed.json() and fast.json()["unknown_ids"] == ["nope"]
