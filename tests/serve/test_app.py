@@ -1,4 +1,5 @@
-"""The HTTP service: evaluated rankings, fallback, unknown ids, bad requests, the CLI server."""
+"""The HTTP service, served by uvicorn on a loopback port: evaluated rankings, fallback, unknown
+ids, bad requests, the ASGI fast path, the CLI server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from seqrec.bundle import load_bundle
 from seqrec.evaluate import top_k
@@ -23,37 +23,17 @@ from seqrec.serve.app import MicroBatcher, RankQuery, Recommender, ServeConfig, 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_bundle(demo_shop, tiny_config, tmp_path_factory) -> Path:
-    """A 1-epoch bundle of the tiny demo shop, trained once per session (shared by test files)."""
-    from seqrec.config import apply_overrides
-    from seqrec.experiment import run_train
-
-    base = tmp_path_factory.getbasetemp()
-    path = base / "serve_bundle"
-    if not (path / "bundle.json").exists():
-        config = apply_overrides(
-            tiny_config,
-            {"train.epochs": 1, "model.repeat_bias": True, "model.content_affinity": True},
-        )
-        run_train(config, demo_shop, path, cache_dir=base / "serve_cache")
-    return path
-
-
-@pytest.fixture(scope="session")
-def bundle_path(demo_shop, tiny_config, tmp_path_factory) -> Path:
-    return tiny_bundle(demo_shop, tiny_config, tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def bundle(bundle_path):
     return load_bundle(bundle_path)
 
 
 @pytest.fixture(scope="module")
-def client(bundle):
+def client(bundle, serve_on_loopback):
+    """An HTTP client of the app served by uvicorn on a loopback port."""
     config = ServeConfig(max_history=40, max_exclude=200, max_body_bytes=4096)
-    with TestClient(create_app(bundle, config)) as test_client:
-        yield test_client
+    with serve_on_loopback(create_app(bundle, config)) as url, httpx.Client(base_url=url) as http:
+        yield http
 
 
 def recommend(client, **body) -> dict:
@@ -284,16 +264,12 @@ def test_micro_batcher_ranks_concurrent_requests_together(bundle):
     assert rankings[-1].source == "popularity"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(bundle_path):
     """``seqrec serve`` in a subprocess on a loopback port."""
-    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "--bundle", str(bundle_path)]
     server = subprocess.Popen(
         [*command, "--port", str(port), "--runtime", "onnx"],

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -34,36 +31,12 @@ if not shutil.which(CHROMIUM):
 
 
 @pytest.fixture(scope="module")
-def shop_url(demo_shop, tiny_config, tmp_path_factory):
+def shop_url(bundle_path, serve_on_loopback):
     """The app under uvicorn in a thread, on a free loopback port."""
-    import uvicorn
-
-    from seqrec.config import apply_overrides
-    from seqrec.experiment import run_train
     from seqrec.serve import create_app
 
-    path = os.environ.get("SEQREC_DEMO_BUNDLE")
-    if path is None:
-        base = tmp_path_factory.getbasetemp()
-        path = base / "serve_bundle"  # the bundle tests/serve/test_app.py trains, if it ran
-        if not (path / "bundle.json").exists():
-            config = apply_overrides(tiny_config, {"train.epochs": 1, "model.repeat_bias": True})
-            run_train(config, demo_shop, path, cache_dir=base / "serve_cache")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(path), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_on_loopback(create_app(os.environ.get("SEQREC_DEMO_BUNDLE", bundle_path))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

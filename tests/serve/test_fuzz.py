@@ -11,16 +11,8 @@ from seqrec.serve.app import ServeConfig, create_app
 
 
 @pytest.fixture(scope="module")
-def api_schema(demo_shop, tiny_config, tmp_path_factory):
-    from seqrec.config import apply_overrides
-    from seqrec.experiment import run_train
-
-    base = tmp_path_factory.getbasetemp()
-    path = base / "serve_bundle"  # the bundle tests/serve/test_app.py trains, if it ran first
-    if not (path / "bundle.json").exists():
-        config = apply_overrides(tiny_config, {"train.epochs": 1, "model.repeat_bias": True})
-        run_train(config, demo_shop, path, cache_dir=base / "serve_cache")
-    app = create_app(load_bundle(path), ServeConfig(max_history=60, max_body_bytes=8192))
+def api_schema(bundle_path):
+    app = create_app(load_bundle(bundle_path), ServeConfig(max_history=60, max_body_bytes=8192))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
