@@ -18,7 +18,9 @@ else as a bit-identical TorchScript trace, else eager (`seqrec.serve.scoring`), 
 requests are ranked together: `MicroBatcher` hands the requests queued while the worker thread
 was busy to the model as one [B, max_len] batch. (Batches of different sizes may round a score
 differently in the last bit, as evaluation's own batches of 256 do; ONNX Runtime, in the last
-few digits.)
+few digits.) A well-formed ``POST /recommend`` skips FastAPI's own layers (`RecommendFastPath`:
+same request model, same answer code); every other request, bad ones included, goes through
+FastAPI.
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
 ``max_body_bytes`` or a history / exclude list over its cap, 422 malformed JSON or values.
@@ -375,13 +377,14 @@ class BodySizeLimit:
 class RecommendFastPath:
     """ASGI middleware: a well-formed ``POST /recommend`` answered without FastAPI's layers.
 
-    FastAPI's routing, request object, dependency solving and response classes cost about as
-    much CPU as ranking a history does (benchmarks/results/serve_load.md). Here the body is
-    read, parsed and validated with the same `RecommendRequest` model the route declares, and
-    ``answer`` (the route's own code) writes the response. Anything else (another route, a body
-    that is not JSON, over the size limit or invalid, a request over a cap) goes, with the body
-    read so far, to the FastAPI app, which answers it exactly as without this path and still
-    documents the route in the OpenAPI schema.
+    FastAPI's routing, request object, dependency solving and response classes cost 0.09 to
+    0.15 ms of CPU per request, a tenth of a lone request's cost (``benchmarks/serve_asgi.py``;
+    figures in benchmarks/results/serve_load.md). Here the body is read, parsed and validated
+    with the same `RecommendRequest` model the route declares, and ``answer`` (the route's own
+    code) writes the response. Anything else (another route, a body that is not JSON, over the
+    size limit or invalid, a request over a cap) goes, with the body read so far, to the
+    FastAPI app, which answers it exactly as without this path and still documents the route
+    in the OpenAPI schema.
     """
 
     def __init__(self, app, answer, max_bytes: int):
