@@ -374,6 +374,10 @@ class BodySizeLimit:
         return await self.app(scope, counted_receive, send)
 
 
+# content types the fast path takes (others, JSON ones included, go through FastAPI)
+JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
+
+
 class RecommendFastPath:
     """ASGI middleware: a well-formed ``POST /recommend`` answered without FastAPI's layers.
 
@@ -425,9 +429,6 @@ class RecommendFastPath:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
-
-
-JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 
 
 def replay(messages: list[dict], receive):
