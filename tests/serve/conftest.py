@@ -59,3 +59,9 @@ def served(app):
 def serve_on_loopback():
     """`served`, for test modules (a conftest's functions are not importable under importlib)."""
     return served
+
+
+@pytest.fixture(scope="session")
+def pick_free_port():
+    """`free_port`, for test modules that start a server of their own."""
+    return free_port

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -265,11 +264,9 @@ def test_micro_batcher_ranks_concurrent_requests_together(bundle):
 
 
 @pytest.fixture(scope="module")
-def live_server(bundle_path):
+def live_server(bundle_path, pick_free_port):
     """``seqrec serve`` in a subprocess on a loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = pick_free_port()
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "--bundle", str(bundle_path)]
     server = subprocess.Popen(
         [*command, "--port", str(port), "--runtime", "onnx"],
@@ -334,19 +331,19 @@ class FakeInner:
         await send({"type": "http.response.body", "body": b"inner"})
 
 
-def call_fast_path(chunks, content_type=b"application/json", path="/recommend", answer=None):
+def call_fast_path(chunks, content_type=b"application/json", path="/recommend"):
     """Status, body and the inner app's record of one request through `RecommendFastPath`."""
     from fastapi import HTTPException
 
     from seqrec.serve.app import RecommendFastPath
 
-    async def default_answer(request):
+    async def answer(request):
         if request.k == 99:
             raise HTTPException(413, "over a cap")
         return json.dumps({"k": request.k, "history": request.history}).encode()
 
     inner = FakeInner()
-    middleware = RecommendFastPath(inner, answer or default_answer, max_bytes=64)
+    middleware = RecommendFastPath(inner, answer, max_bytes=64)
     headers = [(b"content-type", content_type)] if content_type else []
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     messages = [
