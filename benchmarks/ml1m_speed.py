@@ -3,11 +3,12 @@
     python benchmarks/ml1m_speed.py --data ../shared/data/ml-1m --epochs 3
 
 A benchmark, not a timed test. The model and training settings are those of
-experiments/ml1m.toml (ID-only transformer, dim 64, 2 layers, 1 head, 200 items of history, full
-cross-entropy, batch 128), with text features off (``use_text = false``: the ID-only model does
-not read them) and ``train.epochs`` set to ``--epochs``. Training goes through seqrec's own loop
-(`seqrec.experiment.train_on` -> `seqrec.train.fit`); an epoch's time is ``train_seconds`` of the
-history rows, validation excluded. Validation NDCG@10 ranks all items with seen items removed.
+experiments/ml1m.toml (ID-only transformer, 2 layers, 1 head, 200 items of history, full
+cross-entropy; width and batch size as that file says), with text features off
+(``use_text = false``: the ID-only model does not read them) and ``train.epochs`` set to
+``--epochs``. Training goes through seqrec's own loop (`seqrec.experiment.train_on` ->
+`seqrec.train.fit`); an epoch's time is ``train_seconds`` of the history rows, validation
+excluded. Validation NDCG@10 ranks all items with seen items removed.
 
 ``--profile-batches`` then times the phases of a few training steps on a fresh model (forward,
 cross-entropy, backward, optimiser) and the same steps with 1 thread and with the thread count
@@ -62,11 +63,12 @@ def profile_steps(config, prepared, batches: int, threads: int) -> dict:
     """Mean seconds per phase of ``batches`` training steps on a fresh model with ``threads``.
 
     The phases mirror `seqrec.train.TrainStep` and `fit`: forward = item matrix + transformer,
-    cross-entropy = logits over all items + loss, backward, optimiser = clipping + AdamW step.
+    cross-entropy = log-sum-exp over all items (`catalogue_cross_entropy`), backward, optimiser =
+    clipping + AdamW step.
     """
     import torch
 
-    from seqrec.losses import full_cross_entropy
+    from seqrec.losses import catalogue_cross_entropy
     from seqrec.models.recommender import build_model
     from seqrec.train import target_pairs, training_examples
 
@@ -90,8 +92,7 @@ def profile_steps(config, prepared, batches: int, threads: int) -> dict:
         items = model.input_item_matrix()  # [N, D]
         hidden = model(inputs, items)  # [B, L, D]
         t1 = time.perf_counter()
-        logits = hidden[rows, cols] @ items.T  # [M, N]
-        loss = full_cross_entropy(logits, targets)
+        loss = catalogue_cross_entropy(hidden[rows, cols], items, targets)  # over [M, N] logits
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

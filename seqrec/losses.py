@@ -116,6 +116,69 @@ def full_cross_entropy(
     return _mean(loss, mask)
 
 
+class _CatalogueCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy of ``hidden @ item_matrix.T`` computed ``chunk`` rows at a time.
+
+    Neither pass keeps the [M, N] logits: the forward pass stores one log-sum-exp per row and
+    the backward pass recomputes each chunk's logits into one reused [chunk, N] buffer, turns
+    them into softmax - one-hot in place and multiplies them out. On a CPU the [M, N] tensors of
+    the plain path (logits, log-softmax, the zero-filled gradient, its log-softmax backward),
+    fresh memory every step, cost more than the matrix products themselves.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, item_matrix, targets, chunk):
+        rows_total = hidden.shape[0]
+        with torch.autocast(hidden.device.type, enabled=False):
+            buffer = hidden.new_empty(min(chunk, rows_total), item_matrix.shape[0])  # [C, N]
+            log_norm = hidden.new_empty(rows_total)  # [M] log-sum-exp of each row's logits
+            for start in range(0, rows_total, chunk):
+                rows = slice(start, start + chunk)
+                logits = buffer[: len(hidden[rows])]
+                torch.mm(hidden[rows], item_matrix.T, out=logits)
+                peak = logits.amax(dim=-1, keepdim=True)  # [C, 1]
+                sums = logits.sub_(peak).exp_().sum(dim=-1)  # [C]
+                log_norm[rows] = sums.log_() + peak[:, 0]
+            target_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
+        ctx.save_for_backward(hidden, item_matrix, targets, log_norm)
+        ctx.chunk = chunk
+        return (log_norm - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        hidden, item_matrix, targets, log_norm = ctx.saved_tensors
+        rows_total = hidden.shape[0]
+        scale = grad_output / rows_total
+        grad_hidden = torch.empty_like(hidden)
+        grad_items = torch.zeros_like(item_matrix)
+        with torch.autocast(hidden.device.type, enabled=False):
+            buffer = hidden.new_empty(min(ctx.chunk, rows_total), item_matrix.shape[0])
+            for start in range(0, rows_total, ctx.chunk):
+                rows = slice(start, start + ctx.chunk)
+                probs = buffer[: len(hidden[rows])]  # [C, N]
+                torch.mm(hidden[rows], item_matrix.T, out=probs)  # logits
+                probs.sub_(log_norm[rows, None]).exp_()  # softmax
+                probs[torch.arange(len(probs), device=probs.device), targets[rows]] -= 1.0
+                probs.mul_(scale)  # d loss / d logits
+                torch.mm(probs, item_matrix, out=grad_hidden[rows])  # [C, D]
+                grad_items.addmm_(probs.T, hidden[rows])  # [N, D]
+        return grad_hidden, grad_items, None, None
+
+
+def catalogue_cross_entropy(
+    hidden: torch.Tensor, item_matrix: torch.Tensor, targets: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
+    """`full_cross_entropy` of the logits ``hidden @ item_matrix.T``, without building them.
+
+    hidden: [M, D], item_matrix: [N, D], targets: [M] item indices 0..N-1 -> scalar mean. Equal
+    to ``full_cross_entropy(hidden @ item_matrix.T, targets)`` in value and gradients, in
+    memory of ``chunk`` x N instead of M x N.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    return _CatalogueCrossEntropy.apply(hidden, item_matrix, targets, chunk)
+
+
 def sample_negatives(
     n_items: int,
     shape: tuple[int, ...],

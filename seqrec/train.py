@@ -163,6 +163,8 @@ def compute_loss(
     history_terms = history_terms or []
     n_items = item_matrix.shape[0]
     if config.loss == "ce":
+        if not history_terms:
+            return losses.catalogue_cross_entropy(hidden, item_matrix, targets)
         logits = hidden @ item_matrix.T  # [M, N]
         for term in history_terms:
             logits = logits + term.full(prefixes.seq, prefixes.rows, prefixes.cols, n_items)

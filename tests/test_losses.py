@@ -113,3 +113,31 @@ def test_sample_negatives_popularity():
     assert (indices != 1).all()  # zero weight is never sampled
     frequency = torch.bincount(indices, minlength=4).float() / 20000
     assert torch.allclose(frequency, probs, atol=0.02)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_catalogue_cross_entropy_equals_the_full_logits_path(chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(9, 6, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(13, 6, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 13, (9,))
+    lean = losses.catalogue_cross_entropy(hidden, items, targets, chunk=chunk)
+    lean_grads = torch.autograd.grad(lean, (hidden, items))
+    plain = losses.full_cross_entropy(hidden @ items.T, targets)
+    plain_grads = torch.autograd.grad(plain, (hidden, items))
+    assert lean.item() == pytest.approx(plain.item(), rel=1e-12)
+    for ours, reference in zip(lean_grads, plain_grads, strict=True):
+        assert torch.allclose(ours, reference, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda h, w: losses.catalogue_cross_entropy(h, w, targets, chunk=chunk), (hidden, items)
+    )
+
+
+def test_catalogue_cross_entropy_is_stable_for_large_logits():
+    hidden = torch.tensor([[100.0], [-100.0]])
+    items = torch.tensor([[1.0], [0.0], [-1.0]])
+    loss = losses.catalogue_cross_entropy(hidden, items, torch.tensor([0, 2]))
+    plain = losses.full_cross_entropy(hidden @ items.T, torch.tensor([0, 2]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(plain.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="chunk"):
+        losses.catalogue_cross_entropy(hidden, items, torch.tensor([0, 2]), chunk=0)

@@ -8,9 +8,14 @@ Attention is causal and never looks at padding.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from seqrec.models.dropout import Dropout
+from seqrec.models.dropout import dropout as apply_dropout
 
 
 class TransformerEncoder(nn.Module):
@@ -23,7 +28,7 @@ class TransformerEncoder(nn.Module):
         self.max_len = max_len
         self.position = nn.Embedding(max_len, dim)
         nn.init.normal_(self.position.weight, std=0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
@@ -59,18 +64,23 @@ class Block(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+            nn.Linear(dim, 4 * dim), nn.GELU(), Dropout(dropout), nn.Linear(4 * dim, dim)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, h: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         batch, length, dim = h.shape
         q, k, v = self.qkv(self.norm1(h)).split(dim, dim=-1)  # 3 x [B, L, D]
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
         # q, k, v: [B, H, L, D / H]
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
-        )  # [B, H, L, D / H]
+        if self.training and self.dropout_p > 0:
+            # SDPA's own attention dropout draws the slow Bernoulli mask (seqrec.models.dropout)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [B, H, L, L]
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = apply_dropout(scores.softmax(dim=-1), self.dropout_p)  # [B, H, L, L]
+            attended = weights @ v  # [B, H, L, D / H]
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         attended = attended.transpose(1, 2).reshape(batch, length, dim)  # [B, L, D]
         h = h + self.dropout(self.proj(attended))
         return h + self.dropout(self.ffn(self.norm2(h)))

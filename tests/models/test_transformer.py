@@ -59,3 +59,15 @@ def test_prefix_state_equals_state_of_shorter_history():
 def test_too_long_sequence_is_refused():
     with pytest.raises(ValueError, match="max_len"):
         make_encoder(max_len=4)(torch.randn(1, 5, D), torch.ones(1, 5, dtype=torch.bool))
+
+
+def test_training_attention_path_matches_sdpa_when_nothing_is_dropped():
+    # In training the attention weights are dropped by hand (not by SDPA); with a drop rate
+    # below the mask's resolution nothing is dropped, so both paths must give the same states.
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(D, layers=2, heads=2, dropout=1e-9, max_len=8)
+    x = torch.randn(3, 8, D)
+    mask = torch.arange(8)[None, :] >= torch.tensor([[0], [5], [8]])  # lengths 8, 3, 0
+    trained_path = encoder.train()(x, mask)
+    sdpa_path = encoder.eval()(x, mask)
+    assert torch.allclose(trained_path, sdpa_path, atol=1e-5)
