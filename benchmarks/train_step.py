@@ -45,7 +45,6 @@ def time_steps(args: argparse.Namespace) -> dict:
         key, _, raw = pair.partition("=")
         overrides[key.strip()] = tomllib.loads(f"value = {raw}")["value"]
     config = apply_overrides(load_config(args.config), overrides)
-    config.features.use_text = False  # the ID-only model does not read them
     prepared = prepare(config, args.data)
     examples = training_examples(prepared.split, config.model.max_len, config.train.target)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))

@@ -123,7 +123,9 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
     the backward pass recomputes each chunk's logits into one reused [chunk, N] buffer, turns
     them into softmax - one-hot in place and multiplies them out. On a CPU the [M, N] tensors of
     the plain path (logits, log-softmax, the zero-filled gradient, its log-softmax backward),
-    fresh memory every step, cost more than the matrix products themselves.
+    fresh memory every step, cost more than the matrix products themselves. It runs in the
+    inputs' dtype (float32 in training), with autocast off: under CUDA autocast its products
+    are not done in bfloat16.
     """
 
     @staticmethod
