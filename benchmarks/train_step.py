@@ -95,6 +95,8 @@ def write_markdown(runs: list[dict], path: Path) -> None:
         "",
         "Median seconds of one training step (forward, loss, backward, clipping, AdamW) of",
         "seqrec's `TrainStep` on the first batches of a fixed shuffle; one median per repeat.",
+        "A run labelled with a commit timed that commit's seqrec from a `git worktree` of it",
+        "(PYTHONPATH), with this script, on the same batches.",
         "",
         "| date (UTC) | label | model | batch | loss | positions/step | ms/step (each repeat) "
         "| machine, threads | load (1 min) |",
