@@ -2,11 +2,12 @@
 
 `nn.Dropout` draws one Bernoulli sample per element; in a torch.profiler run of a SASRec
 training step on ML-1M (2 cores), once the cross-entropy was chunked, that draw was the largest
-single cost, about a quarter of the step. Here one 64-bit random integer gives four 15-bit uniform numbers, and an element is
-kept when its number is at least ``round(p * 2**15)``: the drop rate is ``p`` to within 2**-16,
-and the kept elements are scaled so the expectation is unchanged. The draw uses torch's
-generator on the tensor's device, so ``torch.manual_seed`` makes it reproducible, as with
-`nn.Dropout`. `benchmarks/results/train_step.md` has the step times before and after.
+single cost, about a quarter of the step. Here one 64-bit random integer gives four 15-bit
+uniform numbers, and an element is kept when its number is at least ``round(p * 2**15)``:
+the drop rate is ``p`` to within 2**-16, and the kept elements are scaled so the expectation
+is unchanged. The draw uses torch's generator on the tensor's device, so ``torch.manual_seed``
+makes it reproducible, as with `nn.Dropout`. `benchmarks/results/train_step.md` has the step
+times before and after.
 """
 
 from __future__ import annotations
