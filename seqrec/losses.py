@@ -132,11 +132,11 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, item_matrix, targets, chunk):
         rows_total = hidden.shape[0]
         with torch.autocast(hidden.device.type, enabled=False):
-            buffer = hidden.new_empty(min(chunk, rows_total), item_matrix.shape[0])  # [C, N]
+            buffer = hidden.new_empty(min(chunk, rows_total), item_matrix.shape[0])
             log_norm = hidden.new_empty(rows_total)  # [M] log-sum-exp of each row's logits
             for start in range(0, rows_total, chunk):
                 rows = slice(start, start + chunk)
-                logits = buffer[: len(hidden[rows])]
+                logits = buffer[: min(chunk, rows_total - start)]  # [C, N]
                 torch.mm(hidden[rows], item_matrix.T, out=logits)
                 peak = logits.amax(dim=-1, keepdim=True)  # [C, 1]
                 sums = logits.sub_(peak).exp_().sum(dim=-1)  # [C]
@@ -157,7 +157,7 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
             buffer = hidden.new_empty(min(ctx.chunk, rows_total), item_matrix.shape[0])
             for start in range(0, rows_total, ctx.chunk):
                 rows = slice(start, start + ctx.chunk)
-                probs = buffer[: len(hidden[rows])]  # [C, N]
+                probs = buffer[: min(ctx.chunk, rows_total - start)]  # [C, N]
                 torch.mm(hidden[rows], item_matrix.T, out=probs)  # logits
                 probs.sub_(log_norm[rows, None]).exp_()  # softmax
                 probs[torch.arange(len(probs), device=probs.device), targets[rows]] -= 1.0
