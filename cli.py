@@ -117,17 +117,10 @@ SetOpt = Annotated[
 
 def _overrides(pairs: list[str] | None, **flags) -> dict:
     """Flag values keyed by dotted config path, plus --set KEY=VALUE pairs (values as TOML)."""
-    from seqrec.config import ConfigError, tomllib
+    from seqrec.config import parse_set
 
     overrides = {key.replace("__", "."): value for key, value in flags.items()}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dim=128")
-        try:
-            overrides[key.strip()] = tomllib.loads(f"value = {raw}")["value"]
-        except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = raw  # a bare word: take it as a string
+    overrides.update(parse_set(pairs or []))
     return overrides
 
 

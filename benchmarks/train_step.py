@@ -35,16 +35,12 @@ def time_steps(args: argparse.Namespace) -> dict:
 
     import seqrec
     from seqrec.bench import machine
-    from seqrec.config import apply_overrides, load_config, tomllib
+    from seqrec.config import apply_overrides, load_config, parse_set
     from seqrec.experiment import prepare
     from seqrec.models.recommender import build_model
     from seqrec.train import TrainStep, target_pairs, training_examples
 
-    overrides = {}
-    for pair in args.set:
-        key, _, raw = pair.partition("=")
-        overrides[key.strip()] = tomllib.loads(f"value = {raw}")["value"]
-    config = apply_overrides(load_config(args.config), overrides)
+    config = apply_overrides(load_config(args.config), parse_set(args.set))
     prepared = prepare(config, args.data)
     examples = training_examples(prepared.split, config.model.max_len, config.train.target)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))

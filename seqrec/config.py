@@ -46,6 +46,7 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("cosine", "constant"),
     "train.negative_sampling": ("uniform", "popularity"),
+    "train.negatives": ("catalogue", "trained"),
 }
 
 
@@ -181,6 +182,21 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(tomli_w.dumps(config_to_dict(config)))
+
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs -> {dotted key: value}; values are read as TOML, and a bare
+    word that is not TOML (``--set train.negatives=trained``) as a string."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dim=128")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"value = {raw}")["value"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = raw
+    return overrides
 
 
 def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:

@@ -42,6 +42,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     n_negatives: int = 256  # bce, sampled_softmax, gbce
     negative_sampling: str = "uniform"  # uniform | popularity
+    # which items the loss may score against the target: "catalogue" (every item) or "trained"
+    # (items with at least one training interaction; see `negative_pool`)
+    negatives: str = "catalogue"
     gbce_t: float = 0.75
     target: str = "next_item"  # next_item | next_basket (see `target_pairs`)
     last_targets: int = 0  # train only on each sequence's last N targets (items/baskets); 0 = all
@@ -150,6 +153,23 @@ class Prefixes:
     cols: torch.Tensor  # [M]
 
 
+def negative_pool(split: Split, negatives: str) -> torch.Tensor | None:
+    """[P] sorted indices of the items a loss may use as negatives; None means all N items.
+
+    ``"trained"`` keeps the items with at least one interaction in ``split.train``. An item
+    nobody has interacted with yet (a new arrival) says nothing about shoppers' taste; as a
+    negative of every training example it teaches the model that items like it are never
+    bought, which is what a catalogue full of new arrivals must not learn. Every training
+    target is in the pool by construction.
+    """
+    if negatives == "catalogue":
+        return None
+    if negatives != "trained":
+        raise ValueError(f"unknown negatives {negatives!r}; choose catalogue or trained")
+    counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
+    return torch.from_numpy(np.flatnonzero(counts)).long()
+
+
 def compute_loss(
     config: TrainConfig,
     hidden: torch.Tensor,  # [M, D] states at positions with a target
@@ -159,16 +179,31 @@ def compute_loss(
     sampling_probs: torch.Tensor | None,
     history_terms: list | None = None,  # the model's `history_terms()`: repeat bias, affinity
     prefixes: Prefixes | None = None,  # needed with ``history_terms``
+    pool: torch.Tensor | None = None,  # [P] items that may be negatives (`negative_pool`)
 ) -> torch.Tensor:
+    """The training loss of one batch. With a ``pool``, only its items compete with the
+    target: the softmax runs over the pool (``ce``) or negatives are drawn from it; every
+    target must be in it."""
     history_terms = history_terms or []
     n_items = item_matrix.shape[0]
     if config.loss == "ce":
+        if pool is not None:
+            pool = pool.to(hidden.device)
+            targets = torch.searchsorted(pool, targets)  # position of each target in the pool
         if not history_terms:
+            if pool is not None:
+                item_matrix = item_matrix[pool]  # [P, D]
             return losses.catalogue_cross_entropy(hidden, item_matrix, targets)
         logits = hidden @ item_matrix.T  # [M, N]
         for term in history_terms:
             logits = logits + term.full(prefixes.seq, prefixes.rows, prefixes.cols, n_items)
+        if pool is not None:
+            logits = logits[:, pool]  # [M, P]
         return losses.full_cross_entropy(logits, targets)
+    n_candidates = n_items if pool is None else len(pool)
+    if pool is not None and sampling_probs is None:
+        sampling_probs = torch.zeros(n_items)
+        sampling_probs[pool] = 1.0 / len(pool)
     negatives, log_q_neg = losses.sample_negatives(
         n_items, (config.n_negatives,), generator, probs=sampling_probs
     )  # [K], [K]; shared by every position in the batch
@@ -182,7 +217,7 @@ def compute_loss(
     if config.loss == "bce":
         return losses.bce_sampled(pos_logits, neg_logits)
     if config.loss == "gbce":
-        return losses.gbce(pos_logits, neg_logits, n_items, config.n_negatives, config.gbce_t)
+        return losses.gbce(pos_logits, neg_logits, n_candidates, config.n_negatives, config.gbce_t)
     if config.loss == "sampled_softmax":
         if sampling_probs is None:
             log_q = torch.full((n_items,), -math.log(n_items), device=hidden.device)
@@ -215,9 +250,16 @@ def _atomic_save(obj, path: Path) -> None:
 class TrainStep(torch.nn.Module):
     """One batch -> loss, as a module so DistributedDataParallel sees the whole computation."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, sampling_probs):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        sampling_probs: torch.Tensor | None,
+        pool: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.model, self.config, self.sampling_probs = model, config, sampling_probs
+        self.pool = pool  # [P] items that may be negatives; None = all
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         inputs = batch[:, 0, :-1]  # [B, L]
@@ -236,6 +278,7 @@ class TrainStep(torch.nn.Module):
             self.sampling_probs,
             history_terms=model.history_terms(),
             prefixes=Prefixes(inputs, rows, cols),
+            pool=self.pool,
         )
 
 
@@ -282,12 +325,16 @@ def fit(
     if world > 1:
         valid_task = valid_task.subset(np.arange(rank, len(valid_task), world))
 
+    pool = negative_pool(split, config.negatives)
     sampling_probs = None
     if config.negative_sampling == "popularity":
         counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
-        sampling_probs = torch.tensor((counts + 1) / (counts + 1).sum(), dtype=torch.float32)
+        weights = counts + 1.0
+        if pool is not None:
+            weights = np.where(counts > 0, weights, 0.0)
+        sampling_probs = torch.tensor(weights / weights.sum(), dtype=torch.float32)
 
-    step_module = TrainStep(model, config, sampling_probs)
+    step_module = TrainStep(model, config, sampling_probs, pool)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

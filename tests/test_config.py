@@ -8,6 +8,7 @@ from seqrec.config import (
     apply_overrides,
     config_from_dict,
     load_config,
+    parse_set,
     save_config,
 )
 
@@ -69,3 +70,16 @@ def test_overrides_are_type_checked_and_leave_the_original_alone():
 def test_names_outside_their_choices_are_refused_when_read(key, value):
     with pytest.raises(ConfigError, match=f"{key} = '{value}' is not one of"):
         apply_overrides(ExperimentConfig(), {key: value})
+
+
+def test_parse_set_reads_toml_values_and_bare_words():
+    pairs = ["model.dim=128", "train.lr=3e-4", "train.negatives=trained", "x.y=[1, 2]"]
+    overrides = parse_set(pairs)
+    assert overrides == {
+        "model.dim": 128,
+        "train.lr": 3e-4,
+        "train.negatives": "trained",
+        "x.y": [1, 2],
+    }
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set(["model.dim"])

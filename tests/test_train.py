@@ -144,3 +144,57 @@ def test_next_basket_training_runs_and_learns(prepared, tiny_config):
     outcome = train_on(config, prepared)
     losses = [row["loss"] for row in outcome.train.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_negative_pool_keeps_the_items_with_a_training_interaction(prepared):
+    from seqrec.train import negative_pool
+
+    split = prepared.split
+    assert negative_pool(split, "catalogue") is None
+    pool = negative_pool(split, "trained")
+    trained = np.unique(split.train["item_idx"].to_numpy())
+    assert pool.tolist() == trained.tolist()
+    assert len(pool) < split.n_items  # the demo shop launches items after the training period
+    with pytest.raises(ValueError, match="negatives"):
+        negative_pool(split, "popular")
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "gbce", "bce"])
+def test_a_negative_pool_leaves_items_outside_it_out_of_the_loss(loss):
+    from seqrec import losses as seqrec_losses
+    from seqrec.train import TrainConfig, compute_loss
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 4, generator=generator)  # [M, D]
+    items = torch.randn(10, 4, generator=generator, requires_grad=True)  # [N, D]
+    targets = torch.tensor([1, 3, 3, 8, 1, 5])
+    pool = torch.tensor([1, 2, 3, 5, 8])
+    config = TrainConfig(loss=loss, n_negatives=4)  # gBCE allows at most P - 1
+    loss_value = compute_loss(config, hidden, targets, items, generator, None, pool=pool)
+    loss_value.backward()
+    outside = torch.tensor([0, 4, 6, 7, 9])
+    assert torch.all(items.grad[outside] == 0)  # never scored: no gradient
+    assert torch.all(items.grad[targets].abs().sum(-1) > 0)
+    if loss == "ce":  # the softmax over the pool's items only
+        assert torch.all(items.grad[pool].abs().sum(-1) > 0)
+        logits = hidden @ items.detach()[pool].T  # [M, P]
+        expected = seqrec_losses.full_cross_entropy(logits, torch.searchsorted(pool, targets))
+        assert float(loss_value.detach()) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_trained_negatives_train_a_model_with_history_terms(prepared, tiny_config):
+    config = apply_overrides(
+        tiny_config,
+        {
+            "model.repeat_bias": True,
+            "train.negatives": "trained",
+            "train.epochs": 4,
+            "train.patience": 0,
+        },
+    )
+    outcome = train_on(config, prepared)
+    losses = [row["loss"] for row in outcome.train.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    # the full softmax over the same model and batches is a larger sum: its loss is higher
+    catalogue = train_on(apply_overrides(config, {"train.negatives": "catalogue"}), prepared)
+    assert catalogue.train.history[0]["loss"] > outcome.train.history[0]["loss"]

@@ -56,6 +56,9 @@ class ModelConfig:
     # rank the shopper's own history items above every other item (ordered by their scores), as
     # the repeat-purchase heuristic does; applied when recommending, not in the training loss
     history_first: bool = False
+    # with history_first: how many history items go first (the ones scored highest); the rest
+    # compete with every other item. 0 = all of them
+    history_slots: int = 0
 
 
 class SequenceRecommender(nn.Module):
@@ -148,8 +151,21 @@ class SequenceRecommender(nn.Module):
             # write to an item carries the same value, so repeats and padding are harmless
             index = torch.where(seq > 0, seq, latest).sub(1).clamp_min(0)  # [B, L]
             lift = (spread + 1.0) * (latest > 0)  # [B, 1]
-            scores = scores.scatter(1, index, scores.gather(1, index) + lift)  # [B, N]
+            if self.config.history_slots:
+                scores = scores + lift * self._first_slots(scores, index)
+            else:
+                scores = scores.scatter(1, index, scores.gather(1, index) + lift)  # [B, N]
         return scores
+
+    def _first_slots(self, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """[B, N] 1.0 at the ``history_slots`` best-scored distinct items of each history
+        (``index`` [B, L], 0-based, padding already replaced by the latest item), else 0.0."""
+        in_history = torch.zeros_like(scores, dtype=torch.bool).scatter(1, index, True)  # [B, N]
+        ranked = torch.where(in_history, scores, torch.full_like(scores, -torch.inf))
+        slots = min(self.config.history_slots, scores.shape[1])
+        best = ranked.topk(slots, dim=1)  # [B, S]
+        first = torch.zeros_like(scores).scatter(1, best.indices, 1.0)  # [B, N]
+        return first * in_history  # an ordinary item never fills a slot a short history left
 
 
 def build_model(
@@ -162,6 +178,8 @@ def build_model(
     """
     if features is not None and features.modalities() and features.n_items != n_items:
         raise ValueError(f"features describe {features.n_items} items, not {n_items}")
+    if config.history_slots < 0:
+        raise ValueError(f"history_slots must be 0 (all) or more, got {config.history_slots}")
     if config.item_net.dim not in (None, config.dim):
         raise ValueError(f"item_net.dim {config.item_net.dim} differs from dim {config.dim}")
     item_config = dataclasses.replace(config.item_net, dim=config.dim)

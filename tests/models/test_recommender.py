@@ -132,6 +132,26 @@ def test_history_first_ranks_every_history_item_above_the_rest_in_score_order():
     assert torch.equal(after[rest], before[rest])  # other items are untouched
 
 
+@pytest.mark.parametrize("slots", [1, 2, 5])
+def test_history_slots_lift_only_the_best_scored_history_items(slots):
+    torch.manual_seed(0)
+    plain = build_model(make_config("gru"), make_features(), N)
+    config = dataclasses.replace(make_config("gru"), history_first=True, history_slots=slots)
+    first = build_model(config, make_features(), N)
+    first.load_state_dict(plain.state_dict())
+    seq = torch.tensor([[0, 0, 4, 9, 2, 4], [0, 0, 0, 0, 0, 0]])  # items 3, 8, 1, 3; none
+    with torch.no_grad():
+        before = plain.recommend_scores(seq, plain.item_matrix())
+        after = first.recommend_scores(seq, first.item_matrix())
+    by_score = sorted([1, 3, 8], key=lambda item: -before[0, item].item())
+    lifted = by_score[:slots]  # a history shorter than the slots lifts all it has
+    top = after[0].argsort(descending=True)[: len(lifted)].tolist()
+    assert top == lifted
+    rest = [item for item in range(N) if item not in lifted]
+    assert torch.equal(after[0, rest], before[0, rest])  # the other history items compete
+    assert torch.equal(after[1], before[1])  # an empty history: nothing lifted
+
+
 def test_finish_scores_equals_the_dense_definition():
     """Bonuses scattered where they fall give the scores of the dense [B, N] formulation:
     every history term's `last` added, then each history item lifted above all others."""

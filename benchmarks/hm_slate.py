@@ -1,0 +1,75 @@
+"""How much of a 12-item slate a shopper's own history takes on the H&M split.
+
+    python benchmarks/hm_slate.py --data ../shared/data/hm
+
+`history_first` ranks every item a customer has already bought above all others, as the
+repeat-purchase heuristic does. A customer with 12 or more distinct items in their history then
+gets a slate of repeats only, and a cold target (an article nobody bought before) cannot be
+recommended to them. This script counts those customers at the validation and test stages and
+prints a Markdown table; `benchmarks/results/hm.md` quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+
+import numpy as np
+
+from seqrec.bench import machine
+from seqrec.data.load import load_dataset
+from seqrec.data.split import SplitConfig, split_dataset
+
+
+def slate_rows(data: Path, k: int) -> list[dict]:
+    split = split_dataset(load_dataset(data), SplitConfig("leave_last_basket_out"))
+    rows = []
+    for stage in ("valid", "test"):
+        task = split.task(stage)
+        cold = task.cold_items()
+        distinct = np.array([len(np.unique(history)) for history in task.histories()])  # [U]
+        full = distinct >= k
+        per_customer = np.array([int(cold[targets].sum()) for targets in task.targets()])  # [U]
+        has_cold = per_customer > 0
+        cold_blocked = int(per_customer[full].sum())
+        rows.append(
+            {
+                "stage": stage,
+                "customers": len(task),
+                "full": int(full.sum()),
+                "with_cold": int(has_cold.sum()),
+                "with_cold_full": int((has_cold & full).sum()),
+                "cold_targets": int(per_customer.sum()),
+                "cold_blocked": cold_blocked,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--k", type=int, default=12)
+    args = parser.parse_args()
+    rows = slate_rows(args.data, args.k)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"`python benchmarks/hm_slate.py --data {args.data}`; {machine()}; {stamp}\n")
+    print(
+        f"| stage | customers | history of {args.k}+ distinct items | customers with a cold "
+        f"target | of them with {args.k}+ history items | cold targets | of them held by "
+        "such customers |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['stage']} | {row['customers']} | {row['full']} "
+            f"({row['full'] / row['customers']:.0%}) | {row['with_cold']} | "
+            f"{row['with_cold_full']} ({row['with_cold_full'] / max(1, row['with_cold']):.0%}) | "
+            f"{row['cold_targets']} | {row['cold_blocked']} "
+            f"({row['cold_blocked'] / max(1, row['cold_targets']):.0%}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
