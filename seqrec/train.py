@@ -43,7 +43,7 @@ class TrainConfig:
     n_negatives: int = 256  # bce, sampled_softmax, gbce
     negative_sampling: str = "uniform"  # uniform | popularity
     # which items the loss may score against the target: "catalogue" (every item) or "trained"
-    # (items with at least one training interaction; see `negative_pool`)
+    # (items with at least one training interaction; see `negative_distribution`)
     negatives: str = "catalogue"
     gbce_t: float = 0.75
     target: str = "next_item"  # next_item | next_basket (see `target_pairs`)
@@ -153,21 +153,34 @@ class Prefixes:
     cols: torch.Tensor  # [M]
 
 
-def negative_pool(split: Split, negatives: str) -> torch.Tensor | None:
-    """[P] sorted indices of the items a loss may use as negatives; None means all N items.
+def negative_distribution(
+    split: Split, config: TrainConfig
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(pool, sampling_probs) of the items a loss may use as negatives, from one count.
 
-    ``"trained"`` keeps the items with at least one interaction in ``split.train``. An item
-    nobody has interacted with yet (a new arrival) says nothing about shoppers' taste; as a
-    negative of every training example it teaches the model that items like it are never
-    bought, which is what a catalogue full of new arrivals must not learn. Every training
-    target is in the pool by construction.
+    pool: [P] sorted item indices, or None for all N items. ``negatives = "trained"`` keeps the
+    items with at least one interaction in ``split.train``. An item nobody has interacted with
+    yet (a new arrival) says nothing about shoppers' taste; as a negative of every training
+    example it teaches the model that items like it are never bought, which is what a catalogue
+    full of new arrivals must not learn. Every training target is in the pool by construction.
+    sampling_probs: [N] probabilities the sampled losses draw negatives with (zero outside the
+    pool), or None for uniform over all N items.
     """
-    if negatives == "catalogue":
-        return None
-    if negatives != "trained":
-        raise ValueError(f"unknown negatives {negatives!r}; choose catalogue or trained")
+    if config.negatives not in ("catalogue", "trained"):
+        raise ValueError(f"unknown negatives {config.negatives!r}; choose catalogue or trained")
     counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
-    return torch.from_numpy(np.flatnonzero(counts)).long()
+    pool = None
+    if config.negatives == "trained":
+        pool = torch.from_numpy(np.flatnonzero(counts)).long()
+    if config.negative_sampling == "popularity":
+        weights = counts + 1.0
+    elif pool is not None:
+        weights = np.ones(split.n_items)
+    else:
+        return None, None
+    if pool is not None:
+        weights = np.where(counts > 0, weights, 0.0)
+    return pool, torch.tensor(weights / weights.sum(), dtype=torch.float32)
 
 
 def compute_loss(
@@ -179,16 +192,16 @@ def compute_loss(
     sampling_probs: torch.Tensor | None,
     history_terms: list | None = None,  # the model's `history_terms()`: repeat bias, affinity
     prefixes: Prefixes | None = None,  # needed with ``history_terms``
-    pool: torch.Tensor | None = None,  # [P] items that may be negatives (`negative_pool`)
+    pool: torch.Tensor | None = None,  # [P] items that may be negatives, on hidden's device
 ) -> torch.Tensor:
-    """The training loss of one batch. With a ``pool``, only its items compete with the
-    target: the softmax runs over the pool (``ce``) or negatives are drawn from it; every
-    target must be in it."""
+    """The training loss of one batch. With a ``pool`` (`negative_distribution`), only its
+    items compete with the target: the softmax runs over the pool (``ce``), and the sampled
+    losses draw negatives from ``sampling_probs``, which must then be zero outside it. Every
+    target must be in the pool."""
     history_terms = history_terms or []
     n_items = item_matrix.shape[0]
     if config.loss == "ce":
         if pool is not None:
-            pool = pool.to(hidden.device)
             targets = torch.searchsorted(pool, targets)  # position of each target in the pool
         if not history_terms:
             if pool is not None:
@@ -200,10 +213,9 @@ def compute_loss(
         if pool is not None:
             logits = logits[:, pool]  # [M, P]
         return losses.full_cross_entropy(logits, targets)
-    n_candidates = n_items if pool is None else len(pool)
     if pool is not None and sampling_probs is None:
-        sampling_probs = torch.zeros(n_items)
-        sampling_probs[pool] = 1.0 / len(pool)
+        raise ValueError("a negative pool needs sampling_probs over it (negative_distribution)")
+    n_candidates = n_items if pool is None else len(pool)
     negatives, log_q_neg = losses.sample_negatives(
         n_items, (config.n_negatives,), generator, probs=sampling_probs
     )  # [K], [K]; shared by every position in the batch
@@ -325,14 +337,9 @@ def fit(
     if world > 1:
         valid_task = valid_task.subset(np.arange(rank, len(valid_task), world))
 
-    pool = negative_pool(split, config.negatives)
-    sampling_probs = None
-    if config.negative_sampling == "popularity":
-        counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
-        weights = counts + 1.0
-        if pool is not None:
-            weights = np.where(counts > 0, weights, 0.0)
-        sampling_probs = torch.tensor(weights / weights.sum(), dtype=torch.float32)
+    pool, sampling_probs = negative_distribution(split, config)
+    if pool is not None:
+        pool = pool.to(device)
 
     step_module = TrainStep(model, config, sampling_probs, pool)
     if world > 1:

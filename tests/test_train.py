@@ -147,16 +147,21 @@ def test_next_basket_training_runs_and_learns(prepared, tiny_config):
 
 
 def test_negative_pool_keeps_the_items_with_a_training_interaction(prepared):
-    from seqrec.train import negative_pool
+    from seqrec.train import TrainConfig, negative_distribution
 
     split = prepared.split
-    assert negative_pool(split, "catalogue") is None
-    pool = negative_pool(split, "trained")
+    assert negative_distribution(split, TrainConfig()) == (None, None)
+    pool, probs = negative_distribution(split, TrainConfig(negatives="trained"))
     trained = np.unique(split.train["item_idx"].to_numpy())
     assert pool.tolist() == trained.tolist()
     assert len(pool) < split.n_items  # the demo shop launches items after the training period
+    assert torch.nonzero(probs).flatten().tolist() == trained.tolist()  # draws stay in the pool
+    config = TrainConfig(negatives="trained", negative_sampling="popularity")
+    assert torch.nonzero(negative_distribution(split, config)[1]).flatten().tolist() == (
+        trained.tolist()
+    )
     with pytest.raises(ValueError, match="negatives"):
-        negative_pool(split, "popular")
+        negative_distribution(split, TrainConfig(negatives="popular"))
 
 
 @pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "gbce", "bce"])
@@ -170,7 +175,9 @@ def test_a_negative_pool_leaves_items_outside_it_out_of_the_loss(loss):
     targets = torch.tensor([1, 3, 3, 8, 1, 5])
     pool = torch.tensor([1, 2, 3, 5, 8])
     config = TrainConfig(loss=loss, n_negatives=4)  # gBCE allows at most P - 1
-    loss_value = compute_loss(config, hidden, targets, items, generator, None, pool=pool)
+    probs = torch.zeros(10)
+    probs[pool] = 1.0 / len(pool)  # uniform over the pool, as `negative_distribution` gives
+    loss_value = compute_loss(config, hidden, targets, items, generator, probs, pool=pool)
     loss_value.backward()
     outside = torch.tensor([0, 4, 6, 7, 9])
     assert torch.all(items.grad[outside] == 0)  # never scored: no gradient
