@@ -144,8 +144,9 @@ def _epoch_printer(label: str = ""):
             for name, value in row.items()
             if name.startswith("valid:") and name.split("@")[0] in ("valid:ndcg", "valid:hr")
         )
+        stage = "refit " if row.get("refit") else ""
         console.print(
-            f"{label}epoch {row['epoch'] + 1:>3}  loss {row['loss']:.4f}  "
+            f"{label}{stage}epoch {row['epoch'] + 1:>3}  loss {row['loss']:.4f}  "
             f"{row['train_seconds']:.1f}s ({row['sequences_per_second']:.0f} seq/s)  {metrics}"
         )
 
@@ -277,7 +278,8 @@ def train(
     if outcome.test is None:  # a rank other than 0: rank 0 reports
         return
     console.print(_metrics_table("validation (chosen epoch)", _headline(outcome.valid.metrics)))
-    console.print(_metrics_table("test", _headline(outcome.test.metrics), outcome.test.ci))
+    test_title = "test" if outcome.refit is None else "test (model refit on train + valid)"
+    console.print(_metrics_table(test_title, _headline(outcome.test.metrics), outcome.test.ci))
     console.print(f"bundle written to [bold]{outcome.bundle}[/]")
 
 
@@ -309,6 +311,11 @@ def eval_(
     if n_new:
         console.print(f"{n_new:,} items unknown to the bundle were encoded from their content")
     task = split_dataset(dataset, split_config).task(stage)
+    if stage == "valid" and config.train.refit:
+        console.print(
+            "[yellow]warning:[/] this bundle's model was refit on train + valid, so its "
+            "validation figures are not held-out figures"
+        )
     result = evaluate(
         ModelScorer(model, config.model.max_len),
         task,

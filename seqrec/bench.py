@@ -160,7 +160,8 @@ def run_bench(
                 outcome.test,
                 valid_metric=outcome.train.best_metric,
                 seconds=time.perf_counter() - begin,
-                notes=f"best epoch {outcome.train.best_epoch + 1}",
+                notes=f"best epoch {outcome.train.best_epoch + 1}"
+                + ("" if outcome.refit is None else ", refit on train + valid"),
             )
         )
     report.seconds = time.perf_counter() - started
@@ -209,8 +210,13 @@ def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
         f"{report.config.eval.remove_seen}; test users: {counts.get('users', 0)}, "
         f"users with a cold target: {counts.get('cold:users', 0)}",
         "- ranking over the whole catalogue; baselines fitted on train + valid, models trained "
-        "on train with the epoch chosen on validation "
-        f"({report.config.eval.main_metric}); 95% bootstrap CIs over users in brackets",
+        f"on train with the epoch chosen on validation ({report.config.eval.main_metric})"
+        + (
+            ", then trained again from scratch on train + valid for that many epochs (refit)"
+            if report.config.train.refit
+            else ""
+        )
+        + "; 95% bootstrap CIs over users in brackets",
         "",
         "| ranker | kind | valid "
         + report.config.eval.main_metric

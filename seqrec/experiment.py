@@ -41,7 +41,8 @@ class Prepared:
 @dataclass
 class Outcome:
     model: SequenceRecommender
-    train: TrainResult
+    train: TrainResult  # the run that chose the epoch on validation
+    refit: TrainResult | None  # with train.refit: the model trained on train + valid
     valid: EvalResult | None  # None on ranks other than 0 under torchrun
     test: EvalResult | None
     bundle: Path | None
@@ -82,16 +83,20 @@ def train_on(
 ) -> Outcome:
     """Train one model on prepared data; write a bundle when ``out_dir`` is given.
 
-    ``features`` overrides the prepared features (modality ablations use a subset).
+    ``features`` overrides the prepared features (modality ablations use a subset). With
+    ``config.train.refit``, the epoch chosen on validation is trained again from scratch on
+    train + valid, the data the baselines are fitted on for test; validation figures stay those
+    of the model that chose the epoch, test figures and the bundle are the refit model's.
     """
     torch.manual_seed(config.train.seed)
     features = prepared.features if features is None else features
     model = build_model(config.model, features, prepared.dataset.n_items)
-    checkpoint = None
+    checkpoint = refit_checkpoint = None
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = out_dir / "checkpoint.pt"
+        refit_checkpoint = out_dir / "refit_checkpoint.pt"
 
     def validate(scorer: ModelScorer, task: EvalTask) -> dict[str, float]:
         result = evaluate_model(config, scorer, task, bootstrap=0)
@@ -108,24 +113,48 @@ def train_on(
         on_epoch=on_epoch,
     )
     model.load_state_dict(result.state_dict)
+    chosen, refit, trained_on = model, None, prepared.split.train
+    if config.train.refit:
+        torch.manual_seed(config.train.seed)
+        model = build_model(config.model, features, prepared.dataset.n_items)
+        refit_split = prepared.split.with_valid_in_train()
+        refit = fit(
+            model,
+            refit_split,
+            config.train,
+            max_len=config.model.max_len,
+            validate=validate,
+            main_metric=config.eval.main_metric,
+            checkpoint_path=refit_checkpoint,
+            on_epoch=on_epoch,
+            fixed_epochs=result.best_epoch + 1,
+        )
+        model.load_state_dict(refit.state_dict)
+        trained_on = refit_split.train
+    chosen.cpu().eval()
     model.cpu().eval()
     if not distributed.is_main():  # rank 0 alone evaluates on test and writes the bundle
         distributed.barrier()
-        return Outcome(model, result, None, None, None)
-    scorer = ModelScorer(model, config.model.max_len)
-    valid = evaluate_model(config, scorer, prepared.split.task("valid"))
-    test = evaluate_model(config, scorer, prepared.split.task("test"))
+        return Outcome(model, result, refit, None, None, None)
+    valid = evaluate_model(
+        config, ModelScorer(chosen, config.model.max_len), prepared.split.task("valid")
+    )
+    test = evaluate_model(
+        config, ModelScorer(model, config.model.max_len), prepared.split.task("test")
+    )
     bundle = None
     if out_dir is not None:
         popularity = np.bincount(
-            prepared.split.train["item_idx"].to_numpy(), minlength=prepared.dataset.n_items
+            trained_on["item_idx"].to_numpy(), minlength=prepared.dataset.n_items
         )
         metrics = {
             "best_epoch": result.best_epoch,
+            "refit_epochs": None if refit is None else len(refit.history),
             "valid": valid.metrics,
             "test": test.metrics,
             "test_ci": {name: list(bounds) for name, bounds in test.ci.items()},
             "history": result.history,
+            "refit_history": None if refit is None else refit.history,
         }
         bundle = save_bundle(
             out_dir,
@@ -138,8 +167,9 @@ def train_on(
             prepared.featurizer,
         )
         checkpoint.unlink(missing_ok=True)
+        refit_checkpoint.unlink(missing_ok=True)
     distributed.barrier()
-    return Outcome(model, result, valid, test, bundle)
+    return Outcome(model, result, refit, valid, test, bundle)
 
 
 def run_train(

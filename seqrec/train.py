@@ -49,6 +49,9 @@ class TrainConfig:
     target: str = "next_item"  # next_item | next_basket (see `target_pairs`)
     last_targets: int = 0  # train only on each sequence's last N targets (items/baskets); 0 = all
     patience: int = 5  # epochs without validation improvement before stopping; 0 = never stop
+    # after the epoch is chosen on validation, train a fresh model on train + valid for that many
+    # epochs of the same schedule and use it for test and the bundle (see `experiment.train_on`)
+    refit: bool = False
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     valid_users: int = 0  # validate on a seeded sample of this many users; 0 = all
@@ -308,10 +311,13 @@ def fit(
     main_metric: str,
     checkpoint_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    fixed_epochs: int | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``split.train``; pick the epoch by ``main_metric`` on ``split.valid``.
 
     ``validate(scorer, task)`` returns validation metrics and counts (see `seqrec.evaluate`).
+    With ``fixed_epochs``, nothing is validated: the first ``fixed_epochs`` epochs of the
+    ``config.epochs`` schedule are trained and the last weights kept (a refit on train + valid).
     With a ``checkpoint_path``, a run found there is resumed. Under torchrun, each rank trains
     on its share of every batch (``batch_size`` is the total over ranks) and validates a share
     of the users; only rank 0 writes the checkpoint.
@@ -320,6 +326,8 @@ def fit(
         raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
     if config.target not in TARGETS:
         raise ValueError(f"unknown target {config.target!r}; choose one of {TARGETS}")
+    if fixed_epochs is not None and not 1 <= fixed_epochs <= config.epochs:
+        raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
     device = pick_device(config.device)
     if device.type == "cuda" and distributed.launched_by_torchrun():
         device = torch.device("cuda", distributed.local_device_index())
@@ -328,13 +336,13 @@ def fit(
     torch.manual_seed(config.seed)
     model.to(device)
     examples = training_examples(split, max_len, config.target)  # [U, 2, L + 1]
-    valid_task = split.task("valid")
-    if config.valid_users and len(valid_task) > config.valid_users:
+    valid_task = split.task("valid") if fixed_epochs is None else None
+    if valid_task is not None and config.valid_users and len(valid_task) > config.valid_users:
         rows = np.random.default_rng(config.seed).choice(
             len(valid_task), config.valid_users, replace=False
         )
         valid_task = valid_task.subset(np.sort(rows))
-    if world > 1:
+    if valid_task is not None and world > 1:
         valid_task = valid_task.subset(np.arange(rank, len(valid_task), world))
 
     pool, sampling_probs = negative_distribution(split, config)
@@ -369,8 +377,8 @@ def fit(
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
 
     bad_epochs = len(history) - 1 - best["epoch"]  # epochs since the best one
-    for epoch in range(start_epoch, config.epochs):
-        if config.patience and bad_epochs >= config.patience:
+    for epoch in range(start_epoch, config.epochs if fixed_epochs is None else fixed_epochs):
+        if fixed_epochs is None and config.patience and bad_epochs >= config.patience:
             break
         started = time.perf_counter()
         torch.manual_seed(_epoch_seed(config.seed, epoch, rank))  # dropout
@@ -397,16 +405,20 @@ def fit(
             total_positions += positions
         train_seconds = time.perf_counter() - started
 
-        metrics = validate(ModelScorer(model, max_len, device), valid_task)
         row = {
             "epoch": epoch,
             "loss": total_loss / max(1, total_positions),
             "train_seconds": train_seconds,
             "sequences_per_second": len(examples) / train_seconds,
-            **{f"valid:{name}": value for name, value in metrics.items()},
         }
+        if valid_task is None:  # a refit keeps its last epoch
+            metrics = {main_metric: math.nan}
+            row["refit"] = True
+        else:
+            metrics = validate(ModelScorer(model, max_len, device), valid_task)
+            row.update({f"valid:{name}": value for name, value in metrics.items()})
         history.append(row)
-        if metrics[main_metric] > best["metric"]:
+        if valid_task is None or metrics[main_metric] > best["metric"]:
             weights = {
                 key: value.detach().cpu().clone() for key, value in model.state_dict().items()
             }

@@ -294,7 +294,8 @@ class Objective:
             self.on_start()
         metric = self.settings.metric
         overrides = trial_overrides(trial, self.params)
-        overrides.update({"eval.main_metric": metric, "eval.bootstrap": 0})
+        # a trial's value is its validation figure: a refit on train + valid would add nothing
+        overrides.update({"eval.main_metric": metric, "eval.bootstrap": 0, "train.refit": False})
         config = apply_overrides(self.base, overrides)
         prepared = self.prepared(config)
         started = time.perf_counter()

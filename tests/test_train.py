@@ -205,3 +205,47 @@ def test_trained_negatives_train_a_model_with_history_terms(prepared, tiny_confi
     # the full softmax over the same model and batches is a larger sum: its loss is higher
     catalogue = train_on(apply_overrides(config, {"train.negatives": "catalogue"}), prepared)
     assert catalogue.train.history[0]["loss"] > outcome.train.history[0]["loss"]
+
+
+def test_refit_trains_the_chosen_epochs_again_on_train_plus_valid(prepared, tiny_config, tmp_path):
+    from seqrec.bundle import load_bundle
+
+    base = apply_overrides(tiny_config, {"train.epochs": 4, "train.patience": 0})
+    plain = train_on(base, prepared)
+    config = apply_overrides(base, {"train.refit": True})
+    outcome = train_on(config, prepared, out_dir=tmp_path / "bundle")
+
+    def untimed(rows):
+        return [{key: row[key] for key in row if "second" not in key} for row in rows]
+
+    assert untimed(outcome.train.history) == untimed(plain.train.history)  # same choosing run
+    assert outcome.valid.metrics == plain.valid.metrics  # validation: the choosing model's
+    refit_rows = outcome.refit.history
+    assert len(refit_rows) == outcome.train.best_epoch + 1
+    assert all(row["refit"] for row in refit_rows)
+    assert not any(key.startswith("valid:") for row in refit_rows for key in row)
+    # same seed and initialisation, more data: the refit's first epoch sees other sequences
+    assert refit_rows[0]["loss"] != outcome.train.history[0]["loss"]
+    assert outcome.test.metrics != plain.test.metrics
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.metrics["refit_epochs"] == len(refit_rows)
+    histories = [np.array([0, 5, 7]), np.array([3])]
+    expected = ModelScorer(outcome.model, config.model.max_len).score(histories)
+    assert np.allclose(bundle.scorer().score(histories), expected, atol=1e-5)
+    assert not (tmp_path / "bundle" / "refit_checkpoint.pt").exists()
+
+
+def test_fit_for_fixed_epochs_never_validates(prepared, tiny_config):
+    from seqrec.models.recommender import build_model
+    from seqrec.train import fit
+
+    def validate(scorer, task):
+        raise AssertionError("a fixed-epoch run must not validate")
+
+    model = build_model(tiny_config.model, prepared.features, prepared.dataset.n_items)
+    split = prepared.split.with_valid_in_train()
+    result = fit(model, split, tiny_config.train, 12, validate, "ndcg@10", fixed_epochs=1)
+    assert len(result.history) == 1 and np.isnan(result.best_metric)
+    for bad in (0, tiny_config.train.epochs + 1):
+        with pytest.raises(ValueError, match="fixed_epochs"):
+            fit(model, split, tiny_config.train, 12, validate, "ndcg@10", fixed_epochs=bad)

@@ -98,6 +98,12 @@ class Split:
             return sort_interactions(pd.concat([self.train, self.valid], ignore_index=True))
         raise ValueError(f"unknown stage {stage!r}; use 'valid' or 'test'")
 
+    def with_valid_in_train(self) -> Split:
+        """What a refit trains on: the validation interactions join ``train``; none are left."""
+        return Split(
+            self.method, self.fit_interactions("test"), self.valid.iloc[:0], self.test, self.n_items
+        )
+
     def task(self, stage: str) -> EvalTask:
         fit = self.fit_interactions(stage)
         held_out = self.valid if stage == "valid" else self.test

@@ -115,3 +115,12 @@ def test_eval_task_histories_and_targets_line_up():
     sub = task.subset(np.array([1, 0]))
     assert list(sub.users) == [task.users[1], task.users[0]]
     assert list(sub.histories()[0]) == list(histories[1])
+
+
+def test_a_refit_split_moves_validation_into_train():
+    split = split_dataset(random_dataset(seed=4), SplitConfig("leave_last_out"))
+    refit = split.with_valid_in_train()
+    assert len(refit.train) == len(split.train) + len(split.valid) and len(refit.valid) == 0
+    assert refit.train.equals(split.fit_interactions("test"))
+    assert refit.test is split.test
+    assert refit.task("test").fit.equals(split.task("test").fit)  # test sees the same history
