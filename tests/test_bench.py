@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+
 from seqrec.bench import ablation_config, run_bench, write_report
 from seqrec.config import apply_overrides
 from seqrec.experiment import prepare
@@ -30,3 +32,14 @@ def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
         low, high = row["ci"]["ndcg@12"]
         assert low <= row["test"]["ndcg@12"] <= high
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_refit_bench_says_so_in_its_rows_and_header(demo_shop, tiny_config, tmp_path):
+    config = apply_overrides(tiny_config, {"train.epochs": 2, "train.refit": True})
+    prepared = prepare(config, demo_shop, cache_dir=tmp_path / "cache")
+    report = run_bench(config, prepared, models=["gru"], ablations=[], include_baselines=False)
+    (row,) = report.rows
+    assert row.notes.endswith("refit on train + valid")
+    assert np.isfinite(row.valid_metric)  # the choosing run's validation figure
+    table = write_report(report, tmp_path / "results", "tiny")[0].read_text()
+    assert "trained again from scratch on train + valid" in table
