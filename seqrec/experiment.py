@@ -102,31 +102,29 @@ def train_on(
         result = evaluate_model(config, scorer, task, bootstrap=0)
         return distributed.reduce_metrics(result.metrics, result.counts)
 
-    result = fit(
-        model,
-        prepared.split,
-        config.train,
-        max_len=config.model.max_len,
-        validate=validate,
-        main_metric=config.eval.main_metric,
-        checkpoint_path=checkpoint,
-        on_epoch=on_epoch,
-    )
+    def run_fit(model: SequenceRecommender, split: Split, **options) -> TrainResult:
+        return fit(
+            model,
+            split,
+            config.train,
+            max_len=config.model.max_len,
+            validate=validate,
+            main_metric=config.eval.main_metric,
+            on_epoch=on_epoch,
+            **options,
+        )
+
+    result = run_fit(model, prepared.split, checkpoint_path=checkpoint)
     model.load_state_dict(result.state_dict)
     chosen, refit, trained_on = model, None, prepared.split.train
     if config.train.refit:
         torch.manual_seed(config.train.seed)
         model = build_model(config.model, features, prepared.dataset.n_items)
         refit_split = prepared.split.with_valid_in_train()
-        refit = fit(
+        refit = run_fit(
             model,
             refit_split,
-            config.train,
-            max_len=config.model.max_len,
-            validate=validate,
-            main_metric=config.eval.main_metric,
             checkpoint_path=refit_checkpoint,
-            on_epoch=on_epoch,
             fixed_epochs=result.best_epoch + 1,
         )
         model.load_state_dict(refit.state_dict)
