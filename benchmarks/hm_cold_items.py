@@ -1,0 +1,239 @@
+"""What "cold" means on the H&M subset: which articles lack a training purchase, and why.
+
+    python benchmarks/hm_cold_items.py --data ../shared/data/hm
+
+The subset's catalogue holds the articles its 910 customers bought, and nothing else. So an
+article without a purchase in a stage's fit table is one that is bought later, at that stage or
+the next one: "has no training purchase" predicts "is a target". A real shop's catalogue also
+holds articles nobody buys. This script counts that, describes the cold targets (same product as
+a history article? a product never sold before?), and measures how far a ranker that used the
+coldness itself would go: TF-IDF content KNN with every cold article put first. No ranker of
+this project reads coldness; the figure shows what `cold:recall@12` is worth on this subset as
+a goal. Writes benchmarks/results/hm_cold_items.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.metrics import roc_auc_score
+
+from seqrec.baselines import ContentKNN, RepeatThenContentKNN, lexicographic, repeat_first
+from seqrec.bench import machine
+from seqrec.data.load import load_dataset
+from seqrec.data.split import SplitConfig, split_dataset
+from seqrec.evaluate import evaluate
+from seqrec.features.text import TextConfig, encode_text, item_texts
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT_COLUMNS = [
+    "prod_name",
+    "product_type_name",
+    "colour_group_name",
+    "graphical_appearance_name",
+    "section_name",
+    "garment_group_name",
+    "detail_desc",
+]
+COLUMNS = ["ndcg@12", "recall@12", "cold:recall@12", "warm:recall@12"]
+
+
+class ColdFirst:
+    """Diagnostic only: the articles without a purchase in the fit table above all others,
+    each group ordered by ``model``. It reads what the subset's construction leaks."""
+
+    def __init__(self, model, repeats_first: bool = False):
+        self.model = model
+        self.repeats_first = repeats_first  # the customer's own articles above the cold ones
+
+    def fit(self, interactions, n_items):
+        self.model.fit(interactions, n_items)
+        bought = np.zeros(n_items, dtype=bool)
+        bought[interactions["item_idx"].to_numpy()] = True
+        self.cold_ = (~bought).astype(np.float64)  # [N]
+        return self
+
+    def score(self, histories):
+        scores = lexicographic([self.cold_, self.model.score(histories)])  # [B, N]
+        return repeat_first(scores, histories, "recency") if self.repeats_first else scores
+
+
+def stage_rows(split) -> list[dict]:
+    tasks = {stage: split.task(stage) for stage in ("valid", "test")}
+    later = {"valid": tasks["test"], "test": None}
+    rows = []
+    for stage, task in tasks.items():
+        cold = task.cold_items()  # [N]
+        here = np.zeros(task.n_items, dtype=bool)
+        here[task.target_items] = True
+        after = np.zeros(task.n_items, dtype=bool)
+        if later[stage] is not None:
+            after[later[stage].target_items] = True
+        rows.append(
+            {
+                "stage": stage,
+                "catalogue": task.n_items,
+                "cold": int(cold.sum()),
+                "cold_here": int((cold & here).sum()),
+                "cold_later": int((cold & ~here & after).sum()),
+                "cold_never": int((cold & ~here & ~after).sum()),
+            }
+        )
+    return rows
+
+
+def target_rows(split, product: np.ndarray) -> list[dict]:
+    rows = []
+    for stage in ("valid", "test"):
+        task = split.task(stage)
+        cold = task.cold_items()
+        sold = np.zeros(product.max() + 1, dtype=bool)
+        sold[product[~cold]] = True
+        n_targets = n_cold = same_product = new_product = 0
+        for history, targets in zip(task.histories(), task.targets(), strict=True):
+            in_history = set(product[history].tolist())
+            n_targets += len(targets)
+            for item in targets[cold[targets]]:
+                n_cold += 1
+                same_product += product[item] in in_history
+                new_product += not sold[product[item]]
+        rows.append(
+            {
+                "stage": stage,
+                "targets": n_targets,
+                "cold": n_cold,
+                "same_product": same_product,
+                "new_product": new_product,
+            }
+        )
+    return rows
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.0%})" if whole else str(part)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    dataset = load_dataset(args.data)
+    split = split_dataset(dataset, SplitConfig("leave_last_basket_out"))
+    product = dataset.items["item_id"].astype(str).str[:7].astype(np.int64).to_numpy()  # [N]
+
+    lines = [
+        "# H&M: what the cold articles are",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- machine: {machine()}",
+        "- date: " + datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "",
+        "A cold article has no purchase in the stage's fit table (valid: train; test: train +",
+        "valid). The catalogue holds only articles these customers bought, so each cold article",
+        "is bought at the stage itself or the next one:",
+        "",
+        "| stage | catalogue | cold articles | bought at this stage | bought at the next stage "
+        "only | never bought later |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in stage_rows(split):
+        lines.append(
+            f"| {row['stage']} | {row['catalogue']} | {row['cold']} | "
+            f"{percent(row['cold_here'], row['cold'])} | {percent(row['cold_later'], row['cold'])}"
+            f" | {percent(row['cold_never'], row['cold'])} |"
+        )
+    lines += [
+        "",
+        "The cold targets, by their product code (the first 7 digits of the article id; the",
+        "articles of one product are its colours and prints):",
+        "",
+        "| stage | targets | cold targets | same product as a history article | product never "
+        "sold before |",
+        "|---|---|---|---|---|",
+    ]
+    for row in target_rows(split, product):
+        lines.append(
+            f"| {row['stage']} | {row['targets']} | {percent(row['cold'], row['targets'])} | "
+            f"{percent(row['same_product'], row['cold'])} | "
+            f"{percent(row['new_product'], row['cold'])} |"
+        )
+
+    lines += [
+        "",
+        "Can the item features tell a cold article from a warm one? AUC of each feature as a",
+        'score for "cold" (0.5 = no signal); price is the median price paid over the file\'s',
+        "purchases (`seqrec.data.load`), so a cold article's comes from its held-out sale:",
+        "",
+        "| stage | AUC of price | articles without an image, cold / warm |",
+        "|---|---|---|",
+    ]
+    price = dataset.items["price"].to_numpy()
+    no_image = dataset.items["image_path"].isna().to_numpy()
+    for stage in ("valid", "test"):
+        cold = split.task(stage).cold_items()
+        lines.append(
+            f"| {stage} | {roc_auc_score(cold, price):.3f} | "
+            f"{int(no_image[cold].sum())} / {int(no_image[~cold].sum())} |"
+        )
+
+    task = split.task("test")
+    text = encode_text(
+        item_texts(dataset.items, TEXT_COLUMNS),
+        TextConfig(
+            encoder="tfidf",
+            min_df=1,
+            max_features=0,
+            stop_words="english",
+            svd_dim=0,
+            ngram_range=(1, 1),
+            sublinear_tf=False,
+            column_names="no",
+        ),
+    )
+    tfidf = sp.csr_matrix(text)
+    rankers = {
+        "TF-IDF content KNN (the bench baseline)": ContentKNN(tfidf, last_n=5),
+        "repeat, then TF-IDF content KNN (the bench baseline)": RepeatThenContentKNN(tfidf, 5),
+        "cold articles first, then TF-IDF content KNN (reads coldness)": ColdFirst(
+            ContentKNN(tfidf, last_n=5)
+        ),
+        "repeat, then cold articles, then TF-IDF content KNN (reads coldness)": ColdFirst(
+            ContentKNN(tfidf, last_n=5), repeats_first=True
+        ),
+    }
+    lines += [
+        "",
+        "Test stage (910 customers, all 17,033 articles, k = 12, pessimistic ties, 95%",
+        "bootstrap CIs over customers):",
+        "",
+        "| ranker | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for name, ranker in rankers.items():
+        result = evaluate(
+            ranker.fit(task.fit, task.n_items), task, ks=(12,), bootstrap=args.bootstrap
+        )
+        cells = []
+        for column in COLUMNS:
+            low, high = result.ci.get(column, (np.nan, np.nan))
+            cells.append(f"{result.metrics[column]:.4f} [{low:.4f}, {high:.4f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Wall time {time.perf_counter() - started:.0f} s."]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "hm_cold_items.md").write_text(report)
+
+
+if __name__ == "__main__":
+    main()
