@@ -188,6 +188,13 @@ def _metrics_table(title: str, metrics: dict, ci: dict | None = None):
     return table
 
 
+def _cold_warning(counts: dict) -> None:
+    from seqrec.evaluate import cold_items_note
+
+    if note := cold_items_note(counts):
+        console.print(f"[yellow]warning:[/] {note}")
+
+
 @app.command()
 @user_errors
 def encode(
@@ -280,6 +287,7 @@ def train(
     console.print(_metrics_table("validation (chosen epoch)", _headline(outcome.valid.metrics)))
     test_title = "test" if outcome.refit is None else "test (model refit on train + valid)"
     console.print(_metrics_table(test_title, _headline(outcome.test.metrics), outcome.test.ci))
+    _cold_warning(outcome.test.counts)
     console.print(f"bundle written to [bold]{outcome.bundle}[/]")
 
 
@@ -325,6 +333,7 @@ def eval_(
     )
     title = f"{stage} ({len(task):,} users)"
     console.print(_metrics_table(title, _headline(result.metrics), result.ci))
+    _cold_warning(result.counts)
     if json_path is not None:
         json_path.write_text(json.dumps(result.metrics, indent=2))
 
@@ -365,6 +374,8 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
     )
     report.command = "seqrec " + " ".join(sys.argv[1:])
     console.print(_bench_table(report.rows, table_columns(experiment)[:6]))
+    if report.rows:
+        _cold_warning(report.rows[0].test.counts)
     paths = write_report(report, out_dir, name)
     console.print("report: " + ", ".join(str(path) for path in paths))
     return report

@@ -24,7 +24,7 @@ import numpy as np
 
 from seqrec import baselines
 from seqrec.config import ExperimentConfig, config_to_dict
-from seqrec.evaluate import EvalResult, evaluate
+from seqrec.evaluate import EvalResult, cold_items_note, evaluate
 from seqrec.experiment import Prepared, evaluate_model, train_on
 from seqrec.features.text import TextConfig, TextEncoder, item_texts
 
@@ -209,6 +209,9 @@ def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
         f"- split: {report.config.split.method}; remove seen items: "
         f"{report.config.eval.remove_seen}; test users: {counts.get('users', 0)}, "
         f"users with a cold target: {counts.get('cold:users', 0)}",
+        f"- cold items (no interaction in train + valid): {counts.get('cold:items', 0)}, of "
+        f"them test targets: {counts.get('cold:target_items', 0)}"
+        + (f" (warning: {note})" if (note := cold_items_note(counts)) else ""),
         "- ranking over the whole catalogue; baselines fitted on train + valid, models trained "
         f"on train with the epoch chosen on validation ({report.config.eval.main_metric})"
         + (

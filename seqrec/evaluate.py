@@ -39,7 +39,9 @@ class EvalResult:
     ``user_rows[group]`` (group "all", "warm" or "cold"); metrics: name -> mean;
     ci: name -> (low, high) 95% bootstrap interval;
     counts: ``users``, ``targets``, ``warm:users``, ``warm:targets``, ``cold:users``,
-    ``cold:targets``, ``dropped_targets`` (targets excluded as seen items);
+    ``cold:targets``, ``dropped_targets`` (targets excluded as seen items), ``cold:items``
+    (catalogue items without a fit interaction) and ``cold:target_items`` (of them, the ones
+    some user's target; see `cold_items_note`);
     ranks: [T] pessimistic rank of every target of the task (0 = dropped).
     """
 
@@ -59,6 +61,27 @@ class EvalResult:
             low, high = self.ci.get(name, (np.nan, np.nan))
             lines.append(f"{name:<22} {self.metrics[name]:.4f}  [{low:.4f}, {high:.4f}]")
         return "\n".join(lines)
+
+
+def cold_items_note(
+    counts: dict[str, int], threshold: float = 0.5, min_items: int = 10
+) -> str | None:
+    """A warning when most cold items (at least ``min_items`` of them) are targets, else None.
+
+    When a catalogue holds only the items its users interacted with (a subset built from
+    interactions), an item without a fit interaction is one that is interacted with later:
+    "cold" then predicts "target", and any ranker or feature that tells cold items apart
+    scores cold (and overall) metrics no real catalogue would give it.
+    """
+    n_cold = counts.get("cold:items", 0)
+    targeted = counts.get("cold:target_items", 0)
+    if n_cold < min_items or targeted / n_cold < threshold:
+        return None
+    return (
+        f"{targeted} of the {n_cold} cold items ({targeted / n_cold:.0%}) are targets: the "
+        "catalogue holds few items nobody interacts with, so anything that tells a cold item "
+        "from a warm one predicts the targets here"
+    )
 
 
 def exclusion_mask(histories: list[np.ndarray], n_items: int) -> np.ndarray:
@@ -128,9 +151,12 @@ def evaluate(
             scores, t_rows[lo:hi] - start, task.target_items[lo:hi], excluded
         )
 
-    cold = task.cold_items()[task.target_items]  # [T]
+    cold_items = task.cold_items()  # [N]
+    cold = cold_items[task.target_items]  # [T]
     result = EvalResult(stage=task.stage, ks=tuple(ks), ranks=ranks)
     result.counts["dropped_targets"] = int((ranks == 0).sum())
+    result.counts["cold:items"] = int(cold_items.sum())
+    result.counts["cold:target_items"] = len(np.unique(task.target_items[cold]))
     for prefix in GROUPS:
         keep = ranks > 0
         if prefix == "warm:":

@@ -26,6 +26,11 @@ def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
     assert [path.suffix for path in paths] == [".md", ".json", ".png"]
     table = paths[0].read_text()
     assert "| popularity | baseline |" in table and "machine:" in table and "command:" in table
+    counts = report.rows[0].test.counts
+    assert (
+        f"- cold items (no interaction in train + valid): {counts['cold:items']}, of them test "
+        f"targets: {counts['cold:target_items']}" in table
+    )
     rows = json.loads(paths[1].read_text())["rows"]
     assert {row["name"] for row in rows} == set(names)
     for row in rows:

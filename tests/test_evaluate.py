@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from seqrec.data.split import make_task
-from seqrec.evaluate import evaluate, top_k
+from seqrec.evaluate import cold_items_note, evaluate, top_k
 from seqrec.metrics import target_ranks
 
 
@@ -55,6 +55,20 @@ def test_metric_names_counts_and_cis(tiny):
     low, high = result.ci["mrr"]
     assert low <= result.metrics["mrr"] <= high
     assert result.ranks.tolist() == [1, 3, 2, 2]  # task order: a (2, 4), b (0), c (5)
+
+
+def test_cold_item_counts_and_the_warning_when_cold_means_target(tiny):
+    task, scorer = tiny
+    counts = evaluate(scorer, task, ks=(1,), bootstrap=0).counts
+    # items 3, 4, 5 have no fit interaction; 4 and 5 are targets
+    assert counts["cold:items"] == 3 and counts["cold:target_items"] == 2
+    note = cold_items_note(counts, min_items=3)
+    assert note is not None and note.startswith("2 of the 3 cold items (67%)")
+    assert cold_items_note(counts) is None  # fewer than 10 cold items: too few to tell
+    assert cold_items_note({"cold:items": 30, "cold:target_items": 14}) is None
+    assert cold_items_note({"cold:items": 30, "cold:target_items": 15}) is not None
+    assert cold_items_note({"cold:items": 0, "cold:target_items": 0}) is None
+    assert cold_items_note({}) is None
 
 
 def test_cold_and_warm_breakdown(tiny):
