@@ -371,6 +371,7 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
             + "  ".join(f"{c} {row.test.metrics[c]:.4f}" for c in table_columns(experiment)[:4])
         ),
         on_epoch=lambda label, row: _epoch_printer(f"  {label}: ")(row),
+        cache_dir=cache_dir,
     )
     report.command = "seqrec " + " ".join(sys.argv[1:])
     console.print(_bench_table(report.rows, table_columns(experiment)[:6]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import platform
 import sys
@@ -24,9 +25,13 @@ import numpy as np
 
 from seqrec import baselines
 from seqrec.config import ExperimentConfig, config_to_dict
+from seqrec.data.dataset import DataError
 from seqrec.evaluate import EvalResult, cold_items_note, evaluate
 from seqrec.experiment import Prepared, evaluate_model, train_on
+from seqrec.features.build import FeatureConfig, fit_item_features
 from seqrec.features.text import TextConfig, TextEncoder, item_texts
+
+log = logging.getLogger(__name__)
 
 ABLATIONS = ("id_only", "text_only", "image_only", "concat", "product", "attention")
 
@@ -54,7 +59,32 @@ def _window(time_unit: str, days: int) -> int | None:
     return {"day": days, "second": days * 86400}.get(time_unit)
 
 
-def baseline_rankers(prepared: Prepared) -> dict[str, object]:
+def sentence_vectors(prepared: Prepared, cache_dir: Path | None = None) -> np.ndarray | None:
+    """[N, D] pretrained sentence-encoder vectors of the item texts, for the text-embedding
+    content KNN baseline: the model's own when it uses the sentence encoder, otherwise encoded
+    here with the default (packaged) one, through the feature cache. None when the items have
+    no text or the sentence model cannot be loaded (the reason is logged)."""
+    featurizer = prepared.featurizer
+    if prepared.features.text is not None and featurizer.config.text.encoder == "sentence":
+        return prepared.features.text.numpy()
+    if not prepared.dataset.schema.text_columns:
+        return None
+    config = FeatureConfig(
+        text=TextConfig(encoder="sentence", device=featurizer.config.text.device),
+        use_image=False,
+        use_categories=False,
+        use_numeric=False,
+        text_columns=featurizer.config.text_columns,
+    )
+    try:
+        built = fit_item_features(prepared.dataset, config, cache_dir=cache_dir)
+    except DataError as error:
+        log.warning("no text-embedding content KNN baseline: %s", error)
+        return None
+    return None if built.features.text is None else built.features.text.numpy()
+
+
+def baseline_rankers(prepared: Prepared, cache_dir: Path | None = None) -> dict[str, object]:
     """The heuristics every model must beat, fitted later on the task's fit table only."""
     dataset, features = prepared.dataset, prepared.features
     rankers: dict[str, object] = {"popularity": baselines.Popularity()}
@@ -81,8 +111,9 @@ def baseline_rankers(prepared: Prepared) -> dict[str, object]:
         vectors = tfidf.pipeline.transform(texts)  # [N, V] sparse TF-IDF
         rankers["TF-IDF content KNN"] = baselines.ContentKNN(vectors, last_n=5)
         rankers["repeat, then TF-IDF content KNN"] = baselines.RepeatThenContentKNN(vectors, 5)
-    if features.text is not None and prepared.featurizer.config.text.encoder == "sentence":
-        rankers["text-embedding content KNN"] = baselines.ContentKNN(features.text.numpy(), 5)
+    sentences = sentence_vectors(prepared, cache_dir)
+    if sentences is not None:
+        rankers["text-embedding content KNN"] = baselines.ContentKNN(sentences, 5)
     if features.image is not None:
         rankers["image-embedding content KNN"] = baselines.ContentKNN(features.image.numpy(), 5)
     return rankers
@@ -112,6 +143,7 @@ def run_bench(
     include_baselines: bool = True,
     on_row: Callable[[BenchRow], None] | None = None,
     on_epoch: Callable[[str, dict], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> BenchReport:
     started = time.perf_counter()
     report = BenchReport(config=config, dataset=prepared.dataset.name)
@@ -123,7 +155,7 @@ def run_bench(
             on_row(row)
 
     if include_baselines:
-        for name, ranker in baseline_rankers(prepared).items():
+        for name, ranker in baseline_rankers(prepared, cache_dir).items():
             begin = time.perf_counter()
             ranker.fit(test_task.fit, prepared.dataset.n_items)
             result = evaluate_model(config, ranker, test_task)

@@ -2,8 +2,10 @@ import json
 
 import numpy as np
 
+from seqrec import bench
 from seqrec.bench import ablation_config, run_bench, write_report
 from seqrec.config import apply_overrides
+from seqrec.data.dataset import DataError
 from seqrec.experiment import prepare
 
 
@@ -17,9 +19,18 @@ def test_ablation_configs_change_only_the_item_net(tiny_config):
 def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
     config = apply_overrides(tiny_config, {"train.epochs": 1})
     prepared = prepare(config, demo_shop, cache_dir=tmp_path / "cache")
-    report = run_bench(config, prepared, models=["gru"], ablations=["id_only", "image_only"])
+    report = run_bench(
+        config,
+        prepared,
+        models=["gru"],
+        ablations=["id_only", "image_only"],
+        cache_dir=tmp_path / "cache",
+    )
     names = [row.name for row in report.rows]
     assert "popularity" in names and "TF-IDF content KNN" in names and "gru" in names
+    # the model reads TF-IDF text; the pretrained-text baseline is encoded for the bench
+    assert tiny_config.features.text.encoder == "tfidf"
+    assert "text-embedding content KNN" in names
     assert "transformer: id_only" in names
     assert not any("image_only" in name for name in names)  # no image features: skipped
     paths = write_report(report, tmp_path / "results", "tiny")
@@ -48,3 +59,18 @@ def test_a_refit_bench_says_so_in_its_rows_and_header(demo_shop, tiny_config, tm
     assert np.isfinite(row.valid_metric)  # the choosing run's validation figure
     table = write_report(report, tmp_path / "results", "tiny")[0].read_text()
     assert "trained again from scratch on train + valid" in table
+
+
+def test_the_text_embedding_baseline_is_skipped_when_no_sentence_model_loads(
+    demo_shop, tiny_config, tmp_path, monkeypatch, caplog
+):
+    prepared = prepare(tiny_config, demo_shop, cache_dir=tmp_path / "cache")
+
+    def unavailable(*args, **kwargs):
+        raise DataError("cannot load the sentence model 'all-MiniLM-L6-v2'")
+
+    monkeypatch.setattr(bench, "fit_item_features", unavailable)
+    assert bench.sentence_vectors(prepared, tmp_path / "cache") is None
+    assert "cannot load the sentence model" in caplog.text
+    names = bench.baseline_rankers(prepared, tmp_path / "cache")
+    assert "text-embedding content KNN" not in names and "TF-IDF content KNN" in names
