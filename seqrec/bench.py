@@ -26,7 +26,7 @@ import numpy as np
 from seqrec import baselines
 from seqrec.config import ExperimentConfig, config_to_dict
 from seqrec.data.dataset import DataError
-from seqrec.evaluate import EvalResult, cold_items_note, evaluate
+from seqrec.evaluate import EvalResult, cold_items_note, evaluate, paired_difference
 from seqrec.experiment import Prepared, evaluate_model, train_on
 from seqrec.features.build import FeatureConfig, fit_item_features
 from seqrec.features.text import TextConfig, TextEncoder, item_texts
@@ -226,6 +226,32 @@ def table_columns(config: ExperimentConfig) -> list[str]:
     ] + [f"ndcg@{other}" for other in config.eval.ks if other != k]
 
 
+def paired_rows(report: BenchReport) -> list[dict]:
+    """Each model and ablation row against the baseline with the highest test main metric:
+    ``{"name", "against", "differences": {metric: (mean, low, high)}}`` for the main metric,
+    recall and cold recall (`seqrec.evaluate.paired_difference`). Empty without both kinds."""
+    columns = table_columns(report.config)
+    main, recall, cold = columns[0], columns[2], f"cold:{columns[2]}"
+    baseline_rows = [row for row in report.rows if row.kind == "baseline"]
+    model_rows = [row for row in report.rows if row.kind != "baseline"]
+    if not baseline_rows or not model_rows:
+        return []
+    best = max(baseline_rows, key=lambda row: np.nan_to_num(row.test.metrics[main], nan=-1.0))
+    bootstrap = report.config.eval.bootstrap
+    return [
+        {
+            "name": row.name,
+            "against": best.name,
+            "differences": {
+                metric: paired_difference(row.test, best.test, metric, bootstrap)
+                for metric in (main, recall, cold)
+                if metric != cold or best.test.counts.get("cold:users", 0)
+            },
+        }
+        for row in model_rows
+    ]
+
+
 def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = table_columns(report.config)
@@ -276,6 +302,25 @@ def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
             + " | ".join(cells)
             + f" | {row.seconds:.0f} | {row.notes} |"
         )
+    paired = paired_rows(report)
+    if paired:
+        reference = paired[0]["against"]
+        names = list(paired[0]["differences"])
+        lines += [
+            "",
+            f"Paired differences against the best baseline on test {main} ({reference}): each",
+            "row's value minus the baseline's over the same users, 95% paired bootstrap CI",
+            "(users resampled together for both rankers); a CI that excludes 0 separates them.",
+            "",
+            "| ranker | " + " | ".join(f"{column} difference" for column in names) + " |",
+            "|" + "---|" * (len(names) + 1),
+        ]
+        for entry in paired:
+            cells = [
+                f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+                for mean, low, high in entry["differences"].values()
+            ]
+            lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
     md_path = out_dir / f"{name}.md"
     md_path.write_text("\n".join(lines) + "\n")
     json_path = out_dir / f"{name}.json"
@@ -300,6 +345,7 @@ def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
                     }
                     for row in report.rows
                 ],
+                "paired": paired,
             },
             indent=2,
         )

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from seqrec import bench
 from seqrec.bench import ablation_config, run_bench, write_report
@@ -48,6 +49,20 @@ def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
         low, high = row["ci"]["ndcg@12"]
         assert low <= row["test"]["ndcg@12"] <= high
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
+    # paired differences: every model row against the baseline with the best test ndcg@12
+    paired = json.loads(paths[1].read_text())["paired"]
+    baseline_rows = [row for row in report.rows if row.kind == "baseline"]
+    best = max(baseline_rows, key=lambda row: row.test.metrics["ndcg@12"])
+    assert [entry["name"] for entry in paired] == [
+        row.name for row in report.rows if row.kind != "baseline"
+    ]
+    for entry in paired:
+        assert entry["against"] == best.name
+        row = next(row for row in report.rows if row.name == entry["name"])
+        mean, low, high = entry["differences"]["ndcg@12"]
+        assert mean == pytest.approx(row.test.metrics["ndcg@12"] - best.test.metrics["ndcg@12"])
+        assert low <= mean <= high
+    assert f"Paired differences against the best baseline on test ndcg@12 ({best.name})" in table
 
 
 def test_a_refit_bench_says_so_in_its_rows_and_header(demo_shop, tiny_config, tmp_path):

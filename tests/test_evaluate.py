@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from seqrec.data.split import make_task
-from seqrec.evaluate import cold_items_note, evaluate, top_k
+from seqrec.evaluate import cold_items_note, evaluate, paired_difference, top_k
 from seqrec.metrics import target_ranks
 
 
@@ -161,3 +161,25 @@ def test_top_k_is_the_ranking_evaluate_uses():
     for row in range(20):
         position = {item: pos + 1 for pos, item in enumerate(ranked[row].tolist())}
         assert [position[t] for t in targets[row].tolist()] == ranks[row].tolist()
+
+
+def test_paired_difference_is_the_mean_of_per_user_differences(tiny):
+    task, scorer = tiny
+    other = TableScorer(
+        {
+            (0, 1): [0.9, 0.8, 0.1, 0.5, 0.3, 0.0],  # a: warm 2 falls to rank 5, cold 4 rank 4
+            (1, 2): [0.9, 0.1, 0.8, 0.3, 0.4, 0.5],  # b: warm 0 now at rank 1
+            (0,): [0.0, 0.1, 0.2, 0.3, 0.9, 0.5],  # c: unchanged
+        }
+    )
+    first = evaluate(scorer, task, ks=(3,), bootstrap=0)
+    second = evaluate(other, task, ks=(3,), bootstrap=0)
+    mean, low, high = paired_difference(first, second, "recall@3", bootstrap=500)
+    # recall@3 per user: first a 1.0, b 1.0, c 1.0; second a 0.0, b 1.0, c 1.0
+    assert mean == pytest.approx(1 / 3)
+    assert mean == pytest.approx(first.metrics["recall@3"] - second.metrics["recall@3"])
+    assert 0.0 <= low <= mean <= high <= 1.0
+    # cold group: users a (item 4) and c (item 5); a's cold item is at rank 3, then 4
+    cold_mean, _, _ = paired_difference(first, second, "cold:recall@3", bootstrap=0)
+    assert cold_mean == pytest.approx((1.0 - 0.0 + 0.0) / 2)
+    assert paired_difference(first, first, "ndcg@3", bootstrap=200) == (0.0, 0.0, 0.0)
