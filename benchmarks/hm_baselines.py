@@ -32,20 +32,12 @@ from seqrec.baselines import (
     RepeatThenPopularity,
     lexicographic,
 )
-from seqrec.data.load import load_dataset
+from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_COLUMNS = [
-    "prod_name",
-    "product_type_name",
-    "colour_group_name",
-    "graphical_appearance_name",
-    "section_name",
-    "garment_group_name",
-    "detail_desc",
-]
+TEXT_COLUMNS = HM_TEXT_COLUMNS  # the columns `seqrec` reads for H&M text
 COLUMNS = ["ndcg@12", "map@12", "recall@12", "hr@12", "cold:recall@12"]
 HEADERS = ["NDCG@12", "MAP@12", "Recall@12", "HR@12", "cold Recall@12"]
 # data README: (ndcg, map, recall, hr, cold recall) computed independently of the project

@@ -27,21 +27,13 @@ from sklearn.metrics import roc_auc_score
 
 from seqrec.baselines import ContentKNN, RepeatThenContentKNN, lexicographic, repeat_first
 from seqrec.bench import machine
-from seqrec.data.load import load_dataset
+from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
 from seqrec.features.text import TextConfig, encode_text, item_texts
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_COLUMNS = [
-    "prod_name",
-    "product_type_name",
-    "colour_group_name",
-    "graphical_appearance_name",
-    "section_name",
-    "garment_group_name",
-    "detail_desc",
-]
+TEXT_COLUMNS = HM_TEXT_COLUMNS  # the columns `seqrec` reads for H&M text
 COLUMNS = ["ndcg@12", "recall@12", "cold:recall@12", "warm:recall@12"]
 
 
