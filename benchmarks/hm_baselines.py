@@ -35,9 +35,9 @@ from seqrec.baselines import (
 from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
+from seqrec.features.text import TextConfig, encode_text, item_texts
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_COLUMNS = HM_TEXT_COLUMNS  # the columns `seqrec` reads for H&M text
 COLUMNS = ["ndcg@12", "map@12", "recall@12", "hr@12", "cold:recall@12"]
 HEADERS = ["NDCG@12", "MAP@12", "Recall@12", "HR@12", "cold Recall@12"]
 # data README: (ndcg, map, recall, hr, cold recall) computed independently of the project
@@ -95,20 +95,7 @@ def machine() -> str:
 
 
 def tfidf_vectors(items, stop_words: str, ngram_range=(1, 1), min_df=1, sublinear=False):
-    """[N, V] sparse TF-IDF rows of the H&M text columns (the features module when present)."""
-    try:
-        from seqrec.features.text import TextConfig, encode_text, item_texts
-    except ImportError:  # features module absent: sklearn directly
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        texts = items[TEXT_COLUMNS].fillna("").astype(str).agg(". ".join, axis=1).tolist()
-        vectorizer = TfidfVectorizer(
-            stop_words=stop_words or None,
-            ngram_range=ngram_range,
-            min_df=min_df,
-            sublinear_tf=sublinear,
-        )
-        return vectorizer.fit_transform(texts)
+    """[N, V] sparse TF-IDF rows of the H&M text columns, through the features module."""
     config = TextConfig(
         encoder="tfidf",
         ngram_range=ngram_range,
@@ -119,7 +106,7 @@ def tfidf_vectors(items, stop_words: str, ngram_range=(1, 1), min_df=1, sublinea
         svd_dim=0,
         column_names="no",
     )
-    return sp.csr_matrix(encode_text(item_texts(items, TEXT_COLUMNS), config))
+    return sp.csr_matrix(encode_text(item_texts(items, HM_TEXT_COLUMNS), config))
 
 
 class StrictOrder:
@@ -237,7 +224,7 @@ def main() -> None:
         f"last basket: {len(task.fit):,} rows); {len(task)} customers, {len(task.target_items):,} "
         f"targets ({cold.mean():.1%} cold), ranked against all {task.n_items:,} articles, seen "
         f"items kept, ties ranked pessimistically. TF-IDF: `TfidfVectorizer(stop_words='english')`"
-        f" over {', '.join(TEXT_COLUMNS)} ({tfidf.shape[1]:,} terms).",
+        f" over {', '.join(HM_TEXT_COLUMNS)} ({tfidf.shape[1]:,} terms).",
         "",
         "## The six reference rankers",
         "",

@@ -33,7 +33,6 @@ from seqrec.evaluate import evaluate
 from seqrec.features.text import TextConfig, encode_text, item_texts
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_COLUMNS = HM_TEXT_COLUMNS  # the columns `seqrec` reads for H&M text
 COLUMNS = ["ndcg@12", "recall@12", "cold:recall@12", "warm:recall@12"]
 
 
@@ -180,7 +179,7 @@ def main() -> None:
 
     task = split.task("test")
     text = encode_text(
-        item_texts(dataset.items, TEXT_COLUMNS),
+        item_texts(dataset.items, HM_TEXT_COLUMNS),
         TextConfig(
             encoder="tfidf",
             min_df=1,
