@@ -360,6 +360,7 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
 
     with _progress() as progress:
         prepared = prepare(experiment, data, cache_dir=cache_dir, progress=progress)
+    columns = table_columns(experiment.eval.ks)
     report = run_bench(
         experiment,
         prepared,
@@ -368,13 +369,13 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
         include_baselines=baselines,
         on_row=lambda row: console.print(
             f"[bold]{row.name}[/] ({row.kind}, {row.seconds:.0f}s): "
-            + "  ".join(f"{c} {row.test.metrics[c]:.4f}" for c in table_columns(experiment)[:4])
+            + "  ".join(f"{c} {row.test.metrics[c]:.4f}" for c in columns[:4])
         ),
         on_epoch=lambda label, row: _epoch_printer(f"  {label}: ")(row),
         cache_dir=cache_dir,
     )
     report.command = "seqrec " + " ".join(sys.argv[1:])
-    console.print(_bench_table(report.rows, table_columns(experiment)[:6]))
+    console.print(_bench_table(report.rows, columns[:6]))
     if report.rows:
         _cold_warning(report.rows[0].test.counts)
     paths = write_report(report, out_dir, name)
@@ -415,6 +416,18 @@ def bench(
         cache_dir,
         baselines,
     )
+
+
+@app.command()
+@user_errors
+def report(
+    json_path: Annotated[Path, typer.Argument(help="A bench report's JSON file.")],
+):
+    """Render a bench report's markdown and chart again from its JSON; notes are kept."""
+    from seqrec.bench import rewrite_report
+
+    paths = rewrite_report(json_path)
+    console.print("report: " + ", ".join(str(path) for path in paths))
 
 
 @app.command()

@@ -3,8 +3,9 @@
 Every ranker goes through the same harness (`seqrec.evaluate.evaluate`): full-catalogue ranking
 of the test targets, fitted on ``train`` + ``valid`` for baselines, trained on ``train`` with the
 epoch chosen on ``valid`` for models. Nothing is chosen on test. `write_report` writes
-``<name>.md`` (table with 95% bootstrap CIs, the command, machine, wall time), ``<name>.json``
-and ``<name>.png`` (bar chart with error bars).
+``<name>.json`` (every figure, the command, machine, date, wall time) and renders from it
+``<name>.md`` (table with 95% bootstrap CIs; notes a person adds below its marker line are kept
+when the report is written again) and ``<name>.png`` (bar chart with error bars).
 """
 
 from __future__ import annotations
@@ -212,25 +213,21 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def table_columns(config: ExperimentConfig) -> list[str]:
-    k = max(config.eval.ks)
-    return [
-        f"ndcg@{k}",
-        f"map@{k}",
-        f"recall@{k}",
-        f"hr@{k}",
-        f"precision@{k}",
-        f"f1@{k}",
-        "mrr",
-        f"cold:recall@{k}",
-    ] + [f"ndcg@{other}" for other in config.eval.ks if other != k]
+def table_columns(ks: list[int], with_cold: bool = True) -> list[str]:
+    """The report's metric columns at the largest k; ``cold:recall@k`` only ``with_cold``."""
+    k = max(ks)
+    return (
+        [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"hr@{k}", f"precision@{k}", f"f1@{k}", "mrr"]
+        + ([f"cold:recall@{k}"] if with_cold else [])
+        + [f"ndcg@{other}" for other in ks if other != k]
+    )
 
 
 def paired_rows(report: BenchReport) -> list[dict]:
     """Each model and ablation row against the baseline with the highest test main metric:
     ``{"name", "against", "differences": {metric: (mean, low, high)}}`` for the main metric,
     recall and cold recall (`seqrec.evaluate.paired_difference`). Empty without both kinds."""
-    columns = table_columns(report.config)
+    columns = table_columns(report.config.eval.ks)
     main, recall, cold = columns[0], columns[2], f"cold:{columns[2]}"
     baseline_rows = [row for row in report.rows if row.kind == "baseline"]
     model_rows = [row for row in report.rows if row.kind != "baseline"]
@@ -252,63 +249,100 @@ def paired_rows(report: BenchReport) -> list[dict]:
     ]
 
 
-def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    columns = table_columns(report.config)
-    main = columns[0]
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    counts = report.rows[0].test.counts if report.rows else {}
+# Everything above this line in ``<name>.md`` is written by `write_document`; whatever a person
+# adds below it is kept when the report is written again (a rerun, or `seqrec report`).
+NOTES_MARKER = "<!-- notes below this line are kept when seqrec writes this report again -->"
+
+
+def report_document(report: BenchReport, name: str) -> dict:
+    """The report as plain data, the content of ``<name>.json``: the markdown and the chart are
+    rendered from this alone (`render_markdown`, `write_document`)."""
+    return {
+        "name": name,
+        "dataset": report.dataset,
+        "command": report.command or " ".join(sys.argv),
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": report.seconds,
+        "config": config_to_dict(report.config),
+        "rows": [
+            {
+                "name": row.name,
+                "kind": row.kind,
+                "valid_metric": row.valid_metric,
+                "seconds": row.seconds,
+                "notes": row.notes,
+                "test": row.test.metrics,
+                "ci": {key: list(value) for key, value in row.test.ci.items()},
+                "counts": row.test.counts,
+            }
+            for row in report.rows
+        ],
+        "paired": paired_rows(report),
+    }
+
+
+def render_markdown(document: dict) -> str:
+    """``<name>.md`` above the notes marker: header, table with CIs, paired differences. The
+    cold-recall column is left out when no test target is cold (it would read nan)."""
+    config, rows = document["config"], document["rows"]
+    counts = rows[0]["counts"] if rows else {}
+    any_cold = any(row["counts"].get("cold:users", 0) for row in rows)
+    columns = table_columns(config["eval"]["ks"], with_cold=any_cold)
+    main, recall = columns[0], columns[2]
+    main_metric = config["eval"]["main_metric"]
+    note = cold_items_note(counts)
     lines = [
-        f"# {name}: benchmark on `{report.dataset}`",
+        f"# {document['name']}: benchmark on `{document['dataset']}`",
         "",
-        f"- command: `{report.command or ' '.join(sys.argv)}`",
-        f"- machine: {machine()}",
-        f"- date: {now}; wall time {report.seconds:.0f} s",
-        f"- split: {report.config.split.method}; remove seen items: "
-        f"{report.config.eval.remove_seen}; test users: {counts.get('users', 0)}, "
+        f"- command: `{document['command']}`",
+        f"- machine: {document['machine']}",
+        f"- date: {document['date']}; wall time {document['seconds']:.0f} s",
+        f"- split: {config['split']['method']}; remove seen items: "
+        f"{config['eval']['remove_seen']}; test users: {counts.get('users', 0)}, "
         f"users with a cold target: {counts.get('cold:users', 0)}",
-        f"- cold items (no interaction in train + valid): {counts.get('cold:items', 0)}, of "
-        f"them test targets: {counts.get('cold:target_items', 0)}"
-        + (f" (warning: {note})" if (note := cold_items_note(counts)) else ""),
+    ]
+    if "cold:items" in counts:  # reports older than the cold-item counts lack them
+        lines.append(
+            f"- cold items (no interaction in train + valid): {counts['cold:items']}, of them "
+            f"test targets: {counts['cold:target_items']}" + (f" (warning: {note})" if note else "")
+        )
+    lines += [
         "- ranking over the whole catalogue; baselines fitted on train + valid, models trained "
-        f"on train with the epoch chosen on validation ({report.config.eval.main_metric})"
+        f"on train with the epoch chosen on validation ({main_metric})"
         + (
             ", then trained again from scratch on train + valid for that many epochs (refit)"
-            if report.config.train.refit
+            if config["train"].get("refit", False)  # reports older than refit lack the key
             else ""
         )
         + "; 95% bootstrap CIs over users in brackets",
         "",
-        "| ranker | kind | valid "
-        + report.config.eval.main_metric
-        + " | "
-        + " | ".join(columns)
-        + " | seconds | notes |",
+        f"| ranker | kind | valid {main_metric} | " + " | ".join(columns) + " | seconds | notes |",
         "|" + "---|" * (len(columns) + 5),
     ]
-    for row in report.rows:
+    nan = float("nan")
+    for row in rows:
         cells = []
         for column in columns:
-            value = row.test.metrics.get(column, float("nan"))
-            low, high = row.test.ci.get(column, (float("nan"), float("nan")))
-            cells.append(
-                f"{value:.4f} [{low:.4f}, {high:.4f}]"
-                if column in (main, f"cold:{columns[2]}", columns[2])
-                else f"{value:.4f}"
-            )
-        valid = "" if row.valid_metric is None else f"{row.valid_metric:.4f}"
+            value = row["test"].get(column, nan)
+            if column in (main, recall, f"cold:{recall}"):
+                low, high = row["ci"].get(column, (nan, nan))
+                cells.append(f"{value:.4f} [{low:.4f}, {high:.4f}]")
+            else:
+                cells.append(f"{value:.4f}")
+        valid = "" if row["valid_metric"] is None else f"{row['valid_metric']:.4f}"
         lines.append(
-            f"| {row.name} | {row.kind} | {valid} | "
+            f"| {row['name']} | {row['kind']} | {valid} | "
             + " | ".join(cells)
-            + f" | {row.seconds:.0f} | {row.notes} |"
+            + f" | {row['seconds']:.0f} | {row['notes']} |"
         )
-    paired = paired_rows(report)
+    paired = document.get("paired") or []
     if paired:
-        reference = paired[0]["against"]
         names = list(paired[0]["differences"])
         lines += [
             "",
-            f"Paired differences against the best baseline on test {main} ({reference}): each",
+            f"Paired differences against the best baseline on test {main} "
+            f"({paired[0]['against']}): each",
             "row's value minus the baseline's over the same users, 95% paired bootstrap CI",
             "(users resampled together for both rankers); a CI that excludes 0 separates them.",
             "",
@@ -321,61 +355,86 @@ def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
                 for mean, low, high in entry["differences"].values()
             ]
             lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def kept_notes(md_path: Path) -> str:
+    """What follows the notes marker in an existing report, marker included; '' without one."""
+    if not md_path.is_file():
+        return ""
+    text = md_path.read_text()
+    at = text.find(NOTES_MARKER)
+    return "" if at < 0 else text[at:]
+
+
+def write_document(document: dict, out_dir: Path) -> list[Path]:
+    """``<name>.md`` (notes below the marker of an existing one kept), ``.json`` and ``.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = document["name"]
     md_path = out_dir / f"{name}.md"
-    md_path.write_text("\n".join(lines) + "\n")
+    notes = kept_notes(md_path) or NOTES_MARKER + "\n"
+    md_path.write_text(render_markdown(document) + "\n" + notes)
     json_path = out_dir / f"{name}.json"
-    json_path.write_text(
-        json.dumps(
-            {
-                "command": report.command or " ".join(sys.argv),
-                "machine": machine(),
-                "date": now,
-                "seconds": report.seconds,
-                "config": config_to_dict(report.config),
-                "rows": [
-                    {
-                        "name": row.name,
-                        "kind": row.kind,
-                        "valid_metric": row.valid_metric,
-                        "seconds": row.seconds,
-                        "notes": row.notes,
-                        "test": row.test.metrics,
-                        "ci": {key: list(value) for key, value in row.test.ci.items()},
-                        "counts": row.test.counts,
-                    }
-                    for row in report.rows
-                ],
-                "paired": paired,
-            },
-            indent=2,
-        )
-    )
+    json_path.write_text(json.dumps(document, indent=2))
     png_path = out_dir / f"{name}.png"
-    _plot(report, main, png_path)
+    _plot(document, png_path)
     return [md_path, json_path, png_path]
 
 
-def _plot(report: BenchReport, metric: str, path: Path) -> None:
+def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
+    return write_document(report_document(report, name), out_dir)
+
+
+def rewrite_report(json_path: Path) -> list[Path]:
+    """Render ``<name>.md`` and ``.png`` again from a report's JSON, in its folder (after a
+    change to the report's format); the figures are the JSON's, nothing is rerun."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise DataError(f"report not found: {json_path}")
+    try:
+        document = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{json_path} is not valid JSON: {error}") from None
+    missing = [
+        key
+        for key in ("name", "dataset", "command", "machine", "date", "seconds", "config", "rows")
+        if key not in document
+    ]
+    if missing:
+        raise DataError(f"{json_path} is not a seqrec bench report: it lacks {', '.join(missing)}")
+    return write_document(document, json_path.parent)
+
+
+def _plot(document: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [row.name for row in report.rows]
-    values = np.array([row.test.metrics.get(metric, np.nan) for row in report.rows])
-    bounds = np.array([row.test.ci.get(metric, (np.nan, np.nan)) for row in report.rows])
+    metric = table_columns(document["config"]["eval"]["ks"])[0]
+    rows = document["rows"]
+    names = [row["name"] for row in rows]
+    values = np.array([row["test"].get(metric, np.nan) for row in rows])
+    bounds = np.array([row["ci"].get(metric, (np.nan, np.nan)) for row in rows]).reshape(-1, 2)
     errors = np.abs(np.stack([values - bounds[:, 0], bounds[:, 1] - values]))
     colours = {"baseline": "#9e9e9e", "model": "#1f77b4", "ablation": "#ff7f0e"}
     fig, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
-    axis.barh(
-        names, values, xerr=errors, color=[colours[row.kind] for row in report.rows], capsize=3
-    )
+    axis.barh(names, values, xerr=errors, color=[colours[row["kind"]] for row in rows], capsize=3)
     axis.invert_yaxis()
     axis.set_xlabel(f"test {metric} (95% bootstrap CI)")
-    axis.set_title(f"{report.dataset}: full-catalogue ranking")
+    axis.set_title(f"{document['dataset']}: full-catalogue ranking")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-__all__ = ["ABLATIONS", "BenchReport", "BenchRow", "run_bench", "write_report", "evaluate"]
+__all__ = [
+    "ABLATIONS",
+    "BenchReport",
+    "BenchRow",
+    "evaluate",
+    "report_document",
+    "rewrite_report",
+    "run_bench",
+    "write_report",
+]

@@ -108,7 +108,7 @@ def train_on(
             split,
             config.train,
             max_len=config.model.max_len,
-            validate=validate,
+            validate=None if "fixed_epochs" in options else validate,
             main_metric=config.eval.main_metric,
             on_epoch=on_epoch,
             **options,

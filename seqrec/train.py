@@ -307,7 +307,7 @@ def fit(
     split: Split,
     config: TrainConfig,
     max_len: int,
-    validate: Callable[[ModelScorer, EvalTask], dict[str, float]],
+    validate: Callable[[ModelScorer, EvalTask], dict[str, float]] | None,
     main_metric: str,
     checkpoint_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
@@ -316,8 +316,9 @@ def fit(
     """Train ``model`` on ``split.train``; pick the epoch by ``main_metric`` on ``split.valid``.
 
     ``validate(scorer, task)`` returns validation metrics and counts (see `seqrec.evaluate`).
-    With ``fixed_epochs``, nothing is validated: the first ``fixed_epochs`` epochs of the
-    ``config.epochs`` schedule are trained and the last weights kept (a refit on train + valid).
+    With ``fixed_epochs``, nothing is validated (``validate`` may be None): the first
+    ``fixed_epochs`` epochs of the ``config.epochs`` schedule are trained and the last weights
+    kept (a refit on train + valid).
     With a ``checkpoint_path``, a run found there is resumed. Under torchrun, each rank trains
     on its share of every batch (``batch_size`` is the total over ranks) and validates a share
     of the users; only rank 0 writes the checkpoint.
@@ -328,6 +329,8 @@ def fit(
         raise ValueError(f"unknown target {config.target!r}; choose one of {TARGETS}")
     if fixed_epochs is not None and not 1 <= fixed_epochs <= config.epochs:
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
+    if fixed_epochs is None and validate is None:
+        raise ValueError("fit needs a validate callback to choose the epoch, or fixed_epochs")
     device = pick_device(config.device)
     if device.type == "cuda" and distributed.launched_by_torchrun():
         device = torch.device("cuda", distributed.local_device_index())

@@ -89,3 +89,52 @@ def test_the_text_embedding_baseline_is_skipped_when_no_sentence_model_loads(
     assert "cannot load the sentence model" in caplog.text
     names = bench.baseline_rankers(prepared, tmp_path / "cache")
     assert "text-embedding content KNN" not in names and "TF-IDF content KNN" in names
+
+
+def test_the_markdown_is_rendered_from_the_json_and_keeps_notes_below_the_marker(
+    demo_shop, tiny_config, tmp_path
+):
+    prepared = prepare(tiny_config, demo_shop, cache_dir=tmp_path / "cache")
+    report = run_bench(tiny_config, prepared, models=[], ablations=[], cache_dir=tmp_path / "cache")
+    md_path, json_path, png_path = write_report(report, tmp_path / "results", "tiny")
+    written = md_path.read_text()
+    assert written.rstrip("\n").endswith(bench.NOTES_MARKER)
+    notes = "\nThe popularity row is a sanity check, not a target.\n"
+    md_path.write_text(written + notes)
+    # rendering again from the JSON alone gives the same table and keeps the person's notes
+    png_path.unlink()
+    assert bench.rewrite_report(json_path) == [md_path, json_path, png_path]
+    assert md_path.read_text() == written + notes and png_path.exists()
+    # so does a rerun of the bench into the same folder
+    write_report(report, tmp_path / "results", "tiny")
+    assert md_path.read_text().endswith(bench.NOTES_MARKER + "\n" + notes)
+
+
+def test_the_cold_column_is_left_out_when_no_test_target_is_cold(demo_shop, tiny_config, tmp_path):
+    prepared = prepare(tiny_config, demo_shop, cache_dir=tmp_path / "cache")
+    report = run_bench(tiny_config, prepared, models=[], ablations=[], include_baselines=True)
+    document = bench.report_document(report, "tiny")
+    for row in document["rows"]:
+        row["counts"]["cold:users"] = 3
+    assert "| cold:recall@12 |" in bench.render_markdown(document)
+    for row in document["rows"]:
+        row["counts"]["cold:users"] = 0
+    table = bench.render_markdown(document)
+    assert "cold:recall@12" not in table and "nan" not in table
+    header = next(line for line in table.splitlines() if line.startswith("| ranker"))
+    first_row = next(line for line in table.splitlines() if line.startswith("| popularity |"))
+    assert header.count("|") == first_row.count("|")
+
+
+def test_rewriting_a_file_that_is_not_a_bench_report_names_the_problem(tmp_path):
+    with pytest.raises(DataError, match="report not found"):
+        bench.rewrite_report(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        bench.rewrite_report(broken)
+    other = tmp_path / "other.json"
+    other.write_text('{"rows": []}')
+    with pytest.raises(DataError, match="not a seqrec bench report: it lacks name, dataset"):
+        bench.rewrite_report(other)
+    assert other.read_text() == '{"rows": []}'  # nothing the user gave is changed

@@ -136,3 +136,11 @@ def test_serve_refuses_an_unknown_runtime(tmp_path):
     result = runner.invoke(app, ["serve", "--bundle", str(tmp_path), "--runtime", "tensorrt"])
     assert result.exit_code == 2
     assert "tensorrt" in result.output and "Traceback" not in result.output
+
+
+def test_report_names_a_file_that_is_not_a_bench_report(tmp_path):
+    other = tmp_path / "metrics.json"
+    other.write_text('{"ndcg@10": 0.1}')
+    result = runner.invoke(app, ["report", str(other)])
+    assert result.exit_code == 2
+    assert "not a seqrec bench report" in result.output and "Traceback" not in result.output

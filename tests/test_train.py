@@ -246,6 +246,11 @@ def test_fit_for_fixed_epochs_never_validates(prepared, tiny_config):
     split = prepared.split.with_valid_in_train()
     result = fit(model, split, tiny_config.train, 12, validate, "ndcg@10", fixed_epochs=1)
     assert len(result.history) == 1 and np.isnan(result.best_metric)
+    # a fixed-epoch run needs no callback at all
+    result = fit(model, split, tiny_config.train, 12, None, "ndcg@10", fixed_epochs=1)
+    assert len(result.history) == 1 and result.history[0]["refit"]
     for bad in (0, tiny_config.train.epochs + 1):
         with pytest.raises(ValueError, match="fixed_epochs"):
             fit(model, split, tiny_config.train, 12, validate, "ndcg@10", fixed_epochs=bad)
+    with pytest.raises(ValueError, match="validate callback"):
+        fit(model, split, tiny_config.train, 12, None, "ndcg@10")
