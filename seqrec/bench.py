@@ -372,7 +372,12 @@ def write_document(document: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = document["name"]
     md_path = out_dir / f"{name}.md"
-    notes = kept_notes(md_path) or NOTES_MARKER + "\n"
+    notes = kept_notes(md_path)
+    if md_path.is_file() and not notes:  # a report without the marker: nothing to tell apart
+        backup = md_path.with_name(f"{name}.md.bak")
+        md_path.replace(backup)
+        log.warning("%s had no notes marker; the previous file is kept as %s", md_path, backup)
+    notes = notes or NOTES_MARKER + "\n"
     md_path.write_text(render_markdown(document) + "\n" + notes)
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(document, indent=2))

@@ -108,6 +108,11 @@ def test_the_markdown_is_rendered_from_the_json_and_keeps_notes_below_the_marker
     # so does a rerun of the bench into the same folder
     write_report(report, tmp_path / "results", "tiny")
     assert md_path.read_text().endswith(bench.NOTES_MARKER + "\n" + notes)
+    # a report without the marker (hand-edited, or from an older seqrec) is kept beside it
+    md_path.write_text("# tiny\n\nhand-written analysis\n")
+    write_report(report, tmp_path / "results", "tiny")
+    assert md_path.with_name("tiny.md.bak").read_text() == "# tiny\n\nhand-written analysis\n"
+    assert md_path.read_text().rstrip("\n").endswith(bench.NOTES_MARKER)
 
 
 def test_the_cold_column_is_left_out_when_no_test_target_is_cold(demo_shop, tiny_config, tmp_path):
