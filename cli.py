@@ -421,7 +421,9 @@ def bench(
 @app.command()
 @user_errors
 def report(
-    json_path: Annotated[Path, typer.Argument(help="A bench report's JSON file.")],
+    json_path: Annotated[
+        Path, typer.Argument(help="A bench report's JSON file.", metavar="REPORT.json")
+    ],
 ):
     """Render a bench report's markdown and chart again from its JSON; notes are kept."""
     from seqrec.bench import rewrite_report

@@ -394,6 +394,9 @@ def rewrite_report(json_path: Path) -> list[Path]:
     """Render ``<name>.md`` and ``.png`` again from a report's JSON, in its folder (after a
     change to the report's format); the figures are the JSON's, nothing is rerun."""
     json_path = Path(json_path)
+    if json_path.is_dir():
+        reports = ", ".join(sorted(path.name for path in json_path.glob("*.json"))) or "none"
+        raise DataError(f"{json_path} is a folder; give one report's JSON file (there: {reports})")
     if not json_path.is_file():
         raise DataError(f"report not found: {json_path}")
     try:

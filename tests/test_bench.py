@@ -134,6 +134,9 @@ def test_the_cold_column_is_left_out_when_no_test_target_is_cold(demo_shop, tiny
 def test_rewriting_a_file_that_is_not_a_bench_report_names_the_problem(tmp_path):
     with pytest.raises(DataError, match="report not found"):
         bench.rewrite_report(tmp_path / "missing.json")
+    (tmp_path / "hm.json").write_text("{}")
+    with pytest.raises(DataError, match=r"is a folder; give one report's JSON file \(there: hm"):
+        bench.rewrite_report(tmp_path)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
