@@ -254,6 +254,10 @@ def paired_rows(report: BenchReport) -> list[dict]:
 NOTES_MARKER = "<!-- notes below this line are kept when seqrec writes this report again -->"
 
 
+# what `render_markdown` reads from a report document ("paired" is optional)
+REPORT_KEYS = ("name", "dataset", "command", "machine", "date", "seconds", "config", "rows")
+
+
 def report_document(report: BenchReport, name: str) -> dict:
     """The report as plain data, the content of ``<name>.json``: the markdown and the chart are
     rendered from this alone (`render_markdown`, `write_document`)."""
@@ -358,26 +362,20 @@ def render_markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def kept_notes(md_path: Path) -> str:
-    """What follows the notes marker in an existing report, marker included; '' without one."""
-    if not md_path.is_file():
-        return ""
-    text = md_path.read_text()
-    at = text.find(NOTES_MARKER)
-    return "" if at < 0 else text[at:]
-
-
 def write_document(document: dict, out_dir: Path) -> list[Path]:
     """``<name>.md`` (notes below the marker of an existing one kept), ``.json`` and ``.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = document["name"]
     md_path = out_dir / f"{name}.md"
-    notes = kept_notes(md_path)
-    if md_path.is_file() and not notes:  # a report without the marker: nothing to tell apart
-        backup = md_path.with_name(f"{name}.md.bak")
-        md_path.replace(backup)
-        log.warning("%s had no notes marker; the previous file is kept as %s", md_path, backup)
-    notes = notes or NOTES_MARKER + "\n"
+    notes = NOTES_MARKER + "\n"  # the marker and what a person wrote below it
+    if md_path.is_file():
+        previous = md_path.read_text()
+        if (at := previous.find(NOTES_MARKER)) >= 0:
+            notes = previous[at:]
+        else:  # without the marker, generated and written text cannot be told apart
+            backup = md_path.with_name(f"{name}.md.bak")
+            md_path.replace(backup)
+            log.warning("%s had no notes marker; the previous file is kept as %s", md_path, backup)
     md_path.write_text(render_markdown(document) + "\n" + notes)
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(document, indent=2))
@@ -403,11 +401,7 @@ def rewrite_report(json_path: Path) -> list[Path]:
         document = json.loads(json_path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(f"{json_path} is not valid JSON: {error}") from None
-    missing = [
-        key
-        for key in ("name", "dataset", "command", "machine", "date", "seconds", "config", "rows")
-        if key not in document
-    ]
+    missing = [key for key in REPORT_KEYS if key not in document]
     if missing:
         raise DataError(f"{json_path} is not a seqrec bench report: it lacks {', '.join(missing)}")
     return write_document(document, json_path.parent)

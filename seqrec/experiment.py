@@ -102,13 +102,15 @@ def train_on(
         result = evaluate_model(config, scorer, task, bootstrap=0)
         return distributed.reduce_metrics(result.metrics, result.counts)
 
-    def run_fit(model: SequenceRecommender, split: Split, **options) -> TrainResult:
+    def run_fit(
+        model: SequenceRecommender, split: Split, validate_with=validate, **options
+    ) -> TrainResult:
         return fit(
             model,
             split,
             config.train,
             max_len=config.model.max_len,
-            validate=None if "fixed_epochs" in options else validate,
+            validate=validate_with,
             main_metric=config.eval.main_metric,
             on_epoch=on_epoch,
             **options,
@@ -124,6 +126,7 @@ def train_on(
         refit = run_fit(
             model,
             refit_split,
+            validate_with=None,  # a refit trains a fixed number of epochs
             checkpoint_path=refit_checkpoint,
             fixed_epochs=result.best_epoch + 1,
         )
