@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     help="seqrec: multimodal sequential recommender for fashion shops.",
@@ -55,7 +56,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except (DataError, FileNotFoundError) as error:
-            err_console.print(f"[bold red]error:[/] {error}")
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -89,7 +90,7 @@ def data_stats(
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
     for note in dataset.report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     if json_path is not None:
         json_path.write_text(json.dumps(stats, indent=2))
 
@@ -106,7 +107,7 @@ def data_demo(
     from seqrec.data.demo import DemoConfig, write_demo_shop
 
     path = write_demo_shop(out, DemoConfig(seed=seed, n_items=items, n_users=users))
-    console.print(f"demo shop written to [bold]{path}[/]")
+    console.print(f"demo shop written to [bold]{escape(str(path))}[/]")
 
 
 SetOpt = Annotated[
@@ -192,7 +193,7 @@ def _cold_warning(counts: dict) -> None:
     from seqrec.evaluate import cold_items_note
 
     if note := cold_items_note(counts):
-        console.print(f"[yellow]warning:[/] {note}")
+        console.print(f"[yellow]warning:[/] {escape(note)}")
 
 
 @app.command()
@@ -228,14 +229,14 @@ def encode(
             paths = dataset.items[image_column].tolist()
             rank, world = distributed.rank(), distributed.world_size()
             report = encode_image_shard(paths, experiment.features.image, cache, rank, world)
-            console.print(f"rank {rank}: {report.summary()}")
+            console.print(f"rank {rank}: {report.summary()}", markup=False)
         distributed.barrier()
         if not distributed.is_main():
             return
     with _progress() as progress:
         built = fit_item_features(dataset, experiment.features, cache_dir, progress=progress)
     for line in built.report.lines():
-        console.print(line)
+        console.print(line, markup=False)
 
 
 @app.command()
@@ -277,7 +278,7 @@ def train(
         ),
     )
     if (out / "checkpoint.pt").exists() and distributed.is_main():
-        console.print(f"resuming from {out / 'checkpoint.pt'}")
+        console.print(f"resuming from {out / 'checkpoint.pt'}", markup=False)
     with _progress() as progress:
         outcome = run_train(
             experiment, data, out, cache_dir, progress=progress, on_epoch=_epoch_printer()
@@ -288,7 +289,12 @@ def train(
     test_title = "test" if outcome.refit is None else "test (model refit on train + valid)"
     console.print(_metrics_table(test_title, _headline(outcome.test.metrics), outcome.test.ci))
     _cold_warning(outcome.test.counts)
-    console.print(f"bundle written to [bold]{outcome.bundle}[/]")
+    console.print(f"bundle written to [bold]{escape(str(outcome.bundle))}[/]")
+
+
+class Stage(str, Enum):  # seqrec.data.split: the held-out part to evaluate
+    test = "test"
+    valid = "valid"
 
 
 @app.command("eval")
@@ -297,7 +303,7 @@ def eval_(
     bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder from seqrec train.")],
     data: DataOpt,
     split: Annotated[str | None, typer.Option(help="Split method (default: the bundle's).")] = None,
-    stage: Annotated[str, typer.Option(help="test | valid")] = "test",
+    stage: Annotated[Stage, typer.Option(help="Which held-out part to rank.")] = Stage.test,
     remove_seen: Annotated[
         bool | None, typer.Option(help="Remove history items (default: the bundle's protocol).")
     ] = None,
@@ -318,8 +324,8 @@ def eval_(
     model, n_new = model_for_catalogue(loaded, dataset.items, cache_dir)
     if n_new:
         console.print(f"{n_new:,} items unknown to the bundle were encoded from their content")
-    task = split_dataset(dataset, split_config).task(stage)
-    if stage == "valid" and config.train.refit:
+    task = split_dataset(dataset, split_config).task(stage.value)
+    if stage is Stage.valid and config.train.refit:
         console.print(
             "[yellow]warning:[/] this bundle's model was refit on train + valid, so its "
             "validation figures are not held-out figures"
@@ -331,7 +337,7 @@ def eval_(
         remove_seen=config.eval.remove_seen if remove_seen is None else remove_seen,
         bootstrap=config.eval.bootstrap,
     )
-    title = f"{stage} ({len(task):,} users)"
+    title = f"{stage.value} ({len(task):,} users)"
     console.print(_metrics_table(title, _headline(result.metrics), result.ci))
     _cold_warning(result.counts)
     if json_path is not None:
@@ -355,9 +361,10 @@ def _bench_table(rows, columns):
 
 
 def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, baselines=True):
-    from seqrec.bench import run_bench, table_columns, write_report
+    from seqrec.bench import check_runs, run_bench, table_columns, write_report
     from seqrec.experiment import prepare
 
+    check_runs(models, ablations)  # before the features are encoded
     with _progress() as progress:
         prepared = prepare(experiment, data, cache_dir=cache_dir, progress=progress)
     columns = table_columns(experiment.eval.ks)
@@ -368,7 +375,7 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
         ablations=ablations,
         include_baselines=baselines,
         on_row=lambda row: console.print(
-            f"[bold]{row.name}[/] ({row.kind}, {row.seconds:.0f}s): "
+            f"[bold]{escape(row.name)}[/] ({row.kind}, {row.seconds:.0f}s): "
             + "  ".join(f"{c} {row.test.metrics[c]:.4f}" for c in columns[:4])
         ),
         on_epoch=lambda label, row: _epoch_printer(f"  {label}: ")(row),
@@ -379,7 +386,7 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
     if report.rows:
         _cold_warning(report.rows[0].test.counts)
     paths = write_report(report, out_dir, name)
-    console.print("report: " + ", ".join(str(path) for path in paths))
+    console.print("report: " + ", ".join(str(path) for path in paths), markup=False)
     return report
 
 
@@ -429,7 +436,7 @@ def report(
     from seqrec.bench import rewrite_report
 
     paths = rewrite_report(json_path)
-    console.print("report: " + ", ".join(str(path) for path in paths))
+    console.print("report: " + ", ".join(str(path) for path in paths), markup=False)
 
 
 @app.command()
@@ -443,7 +450,7 @@ def demo(
     from seqrec.data.demo import DemoConfig, write_demo_shop
 
     shop = write_demo_shop(out / "shop", DemoConfig())
-    console.print(f"demo shop written to {shop}")
+    console.print(f"demo shop written to {shop}", markup=False)
     config_path = Path(__file__).resolve().parent / "experiments" / "demo.toml"
     experiment = load_config(config_path) if config_path.exists() else _experiment(None, {})
     _run_bench(
@@ -506,7 +513,7 @@ def tune(
     if result.failed_on_start:
         console.print(f"trials of dead processes marked failed: {result.failed_on_start}")
     console.print(best_trials_table(result))
-    console.print("written: " + ", ".join(str(path) for path in result.files))
+    console.print("written: " + ", ".join(str(path) for path in result.files), markup=False)
 
 
 class Runtime(str, Enum):  # seqrec.serve.scoring.RUNTIMES
@@ -521,9 +528,11 @@ class Runtime(str, Enum):  # seqrec.serve.scoring.RUNTIMES
 def serve(
     bundle: Annotated[Path, typer.Option("--bundle", help="Bundle folder from seqrec train.")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes (each loads the bundle).")] = 1,
-    threads: Annotated[int, typer.Option(help="Torch threads per process.")] = 1,
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Server processes (each loads the bundle).", min=1)
+    ] = 1,
+    threads: Annotated[int, typer.Option(help="Torch threads per process.", min=1)] = 1,
     runtime: Annotated[
         Runtime,
         typer.Option(

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from seqrec import baselines
-from seqrec.config import ExperimentConfig, config_to_dict
+from seqrec.config import ConfigError, ExperimentConfig, config_to_dict
 from seqrec.data.dataset import DataError
 from seqrec.evaluate import EvalResult, cold_items_note, evaluate, paired_difference
 from seqrec.experiment import Prepared, evaluate_model, train_on
 from seqrec.features.build import FeatureConfig, fit_item_features
 from seqrec.features.text import TextConfig, TextEncoder, item_texts
+from seqrec.models.recommender import BACKBONES
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,17 @@ def ablation_config(config: ExperimentConfig, ablation: str) -> ExperimentConfig
     return dataclasses.replace(config, model=model)
 
 
+def check_runs(models: list[str], ablations: list[str]) -> None:
+    """Raise a `ConfigError` naming every unknown model or ablation, before anything runs."""
+    unknown = [f"model {name!r}" for name in models if name not in BACKBONES]
+    unknown += [f"ablation {name!r}" for name in ablations if name not in ABLATIONS]
+    if unknown:
+        raise ConfigError(
+            f"unknown {', '.join(unknown)}; models: {', '.join(BACKBONES)}; "
+            f"ablations: {', '.join(ABLATIONS)}"
+        )
+
+
 def run_bench(
     config: ExperimentConfig,
     prepared: Prepared,
@@ -146,6 +158,7 @@ def run_bench(
     on_epoch: Callable[[str, dict], None] | None = None,
     cache_dir: Path | None = None,
 ) -> BenchReport:
+    check_runs(models, ablations)
     started = time.perf_counter()
     report = BenchReport(config=config, dataset=prepared.dataset.name)
     test_task = prepared.split.task("test")
@@ -172,9 +185,9 @@ def run_bench(
     ]
     for ablation in ablations:
         modalities = prepared.features.modalities()
-        if ablation == "text_only" and "text" not in modalities:
-            continue
-        if ablation == "image_only" and "image" not in modalities:
+        needed = {"text_only": "text", "image_only": "image"}.get(ablation)
+        if needed is not None and needed not in modalities:
+            log.warning("ablation %s skipped: the items have no %s features", ablation, needed)
             continue
         runs.append(
             (f"{config.model.model}: {ablation}", "ablation", ablation_config(config, ablation))

@@ -596,8 +596,10 @@ def run_study(
     for values in settings.enqueue:
         _enqueued(values, settings, config)
     n_trials = n_trials if n_trials is not None else settings.trials
-    if n_trials is None or n_trials < 1:
+    if n_trials is None:
         raise ConfigError("give the number of trials (--trials N, or tune.trials in the config)")
+    if n_trials < 1:
+        raise ConfigError(f"the number of trials must be >= 1, got {n_trials}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir) if out_dir is not None else Path("runs/tune") / config.name

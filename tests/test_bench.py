@@ -17,7 +17,16 @@ def test_ablation_configs_change_only_the_item_net(tiny_config):
     assert product.model.item_net.fusion == "product" and product.train == tiny_config.train
 
 
-def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
+def test_unknown_models_and_ablations_are_refused_naming_each():
+    bench.check_runs(["gru", "mlp"], ["id_only", "attention"])  # known: no error
+    with pytest.raises(DataError) as caught:
+        bench.check_runs(["gru", "lstm"], ["text_only", "sum"])
+    message = str(caught.value)
+    assert "model 'lstm'" in message and "ablation 'sum'" in message
+    assert "'gru'" not in message and "'text_only'" not in message
+
+
+def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path, caplog):
     config = apply_overrides(tiny_config, {"train.epochs": 1})
     prepared = prepare(config, demo_shop, cache_dir=tmp_path / "cache")
     report = run_bench(
@@ -34,6 +43,7 @@ def test_bench_writes_markdown_json_and_chart(demo_shop, tiny_config, tmp_path):
     assert "text-embedding content KNN" in names
     assert "transformer: id_only" in names
     assert not any("image_only" in name for name in names)  # no image features: skipped
+    assert "ablation image_only skipped: the items have no image features" in caplog.text
     paths = write_report(report, tmp_path / "results", "tiny")
     assert [path.suffix for path in paths] == [".md", ".json", ".png"]
     table = paths[0].read_text()

@@ -47,6 +47,15 @@ def test_data_stats_on_real_data(shared_data, tmp_path):
             ["train", "--data", "/nonexistent", "--out", "x", "--config", "/no/such.toml"],
             "such.toml",
         ),
+        (["eval", "--bundle", "b", "--data", "d", "--stage", "nope"], "'nope' is not one of"),
+        (
+            ["serve", "--bundle", "b", "--port", "70000"],
+            "'--port': Input should be less than or equal to 65535",
+        ),
+        (
+            ["serve", "--bundle", "b", "--threads", "0"],
+            "'--threads': Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_user_errors_are_one_clear_message(args, message):
@@ -54,6 +63,17 @@ def test_user_errors_are_one_clear_message(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_bench_refuses_an_unknown_model_before_running_anything(demo_shop, tmp_path):
+    out = tmp_path / "results"
+    result = runner.invoke(
+        app,
+        ["bench", "--data", str(demo_shop), "--out", str(out), "--models", "gru,lstm"],
+    )
+    assert result.exit_code == 2
+    assert "model 'lstm'" in result.output and "Traceback" not in result.output
+    assert not out.exists()  # no baseline ran, no report was written
 
 
 def test_bad_config_key_names_the_key(demo_shop, tmp_path):

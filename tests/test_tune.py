@@ -123,7 +123,18 @@ def test_cli_reports_a_bad_space_as_one_message(demo_shop, tmp_path, tiny_config
         app, ["tune", "--config", str(path), "--data", str(demo_shop), "--trials", "2"]
     )
     assert result.exit_code == 2
-    assert "model.lyers" in result.output and "Traceback" not in result.output
+    # the message's "[tune.space]" is printed as written, not read as rich markup
+    assert "[tune.space] model.lyers" in result.output and "Traceback" not in result.output
+
+
+def test_cli_refuses_a_number_of_trials_below_one(demo_shop, tmp_path, tiny_config):
+    path = tmp_path / "space.toml"
+    save_config(with_tune(tiny_config, {"train.lr": {"low": 1e-3, "high": 1e-2}}), path)
+    result = runner.invoke(
+        app, ["tune", "--config", str(path), "--data", str(demo_shop), "--trials", "0"]
+    )
+    assert result.exit_code == 2
+    assert "trials must be >= 1, got 0" in result.output and "Traceback" not in result.output
 
 
 # --- studies on the tiny demo shop ----------------------------------------------------------
