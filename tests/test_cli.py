@@ -23,6 +23,21 @@ def test_data_stats_json_on_the_demo_shop(demo_shop, tmp_path):
     assert stats["images"] == stats["items"]
 
 
+def test_data_stats_says_items_without_their_image_are_kept(demo_shop, tmp_path):
+    shop = tmp_path / "shop"
+    shutil.copytree(demo_shop, shop)
+    first_image = pd.read_csv(shop / "items.csv")["image"][0]
+    (shop / first_image).unlink()
+    out = tmp_path / "stats.json"
+    result = runner.invoke(app, ["data", "stats", str(shop), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(out.read_text())
+    assert stats["rejected_missing_image"] == 1
+    assert stats["items"] == len(pd.read_csv(shop / "items.csv"))  # the item is still there
+    assert stats["images"] == stats["items"] - 1
+    assert "they stay in the catalogue" in " ".join(result.output.split())
+
+
 def test_data_stats_on_real_data(shared_data, tmp_path):
     out = tmp_path / "hm.json"
     result = runner.invoke(app, ["data", "stats", str(shared_data / "hm"), "--json", str(out)])
