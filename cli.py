@@ -91,11 +91,6 @@ def data_stats(
     console.print(table)
     for note in dataset.report.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    if missing := dataset.report.rejected.get("missing_image"):
-        console.print(
-            f"[yellow]note:[/] rejected_missing_image counts {missing:,} items whose image file "
-            "is missing; they stay in the catalogue, encoded without an image"
-        )
     if json_path is not None:
         json_path.write_text(json.dumps(stats, indent=2))
 

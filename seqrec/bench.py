@@ -36,6 +36,7 @@ from seqrec.models.recommender import BACKBONES
 log = logging.getLogger(__name__)
 
 ABLATIONS = ("id_only", "text_only", "image_only", "concat", "product", "attention")
+ONE_MODALITY = {"text_only": "text", "image_only": "image"}  # ablation -> the modality it keeps
 
 
 @dataclass
@@ -125,10 +126,8 @@ def ablation_config(config: ExperimentConfig, ablation: str) -> ExperimentConfig
     item_net = config.model.item_net
     if ablation == "id_only":
         item_net = dataclasses.replace(item_net, modalities=[], use_id_embedding=True)
-    elif ablation == "text_only":
-        item_net = dataclasses.replace(item_net, modalities=["text"])
-    elif ablation == "image_only":
-        item_net = dataclasses.replace(item_net, modalities=["image"])
+    elif ablation in ONE_MODALITY:
+        item_net = dataclasses.replace(item_net, modalities=[ONE_MODALITY[ablation]])
     elif ablation in ("concat", "product", "attention"):
         item_net = dataclasses.replace(item_net, modalities=None, fusion=ablation)
     else:
@@ -183,9 +182,9 @@ def run_bench(
         )
         for model in models
     ]
+    modalities = prepared.features.modalities()
     for ablation in ablations:
-        modalities = prepared.features.modalities()
-        needed = {"text_only": "text", "image_only": "image"}.get(ablation)
+        needed = ONE_MODALITY.get(ablation)
         if needed is not None and needed not in modalities:
             log.warning("ablation %s skipped: the items have no %s features", ablation, needed)
             continue

@@ -142,7 +142,15 @@ class Problems:
         return count
 
     def check(self, on_error: str, name: str) -> None:
-        """Under on_error="fail", raise one DataError listing every kind of problem seen."""
+        """Under on_error="fail", raise one DataError listing every kind of problem seen; under
+        "skip", note that items counted as ``missing_image`` were kept (without image)."""
+        missing = self.report.rejected.get("missing_image")
+        if on_error != "fail" and missing:
+            example = self.examples["missing_image"]
+            self.report.notes.append(
+                f"{missing:,} items have no image file (e.g. {example}); they stay in the "
+                "catalogue, encoded without an image"
+            )
         if on_error != "fail" or not self.report.rejected:
             return
         lines = [f"{name}: the input has problems (on_error='fail'; use 'skip' to drop them):"]
