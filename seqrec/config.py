@@ -30,7 +30,7 @@ from seqrec.data.load import FORMATS, ON_ERROR
 from seqrec.data.split import METHODS, SplitConfig
 from seqrec.features.build import FeatureConfig
 from seqrec.features.fusion import FUSIONS
-from seqrec.models.recommender import BACKBONES, ModelConfig
+from seqrec.models.recommender import BACKBONES, HISTORY_ORDERS, ModelConfig
 from seqrec.train import LOSSES, TARGETS, TrainConfig
 
 # Keys whose value is one of a few names: refused when the config is read, not mid-run.
@@ -40,6 +40,7 @@ CHOICES: dict[str, tuple] = {
     "split.method": METHODS,
     "features.text.encoder": ("tfidf", "sentence"),
     "model.model": BACKBONES,
+    "model.history_order": HISTORY_ORDERS,
     "model.item_net.fusion": FUSIONS,
     "train.loss": LOSSES,
     "train.target": TARGETS,

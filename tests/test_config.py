@@ -62,6 +62,7 @@ def test_overrides_are_type_checked_and_leave_the_original_alone():
         ("train.loss", "hinge"),
         ("train.target", "next_week"),
         ("model.model", "lstm"),
+        ("model.history_order", "frequency"),
         ("model.item_net.fusion", "sum"),
         ("split.method", "random"),
         ("features.text.encoder", "bert"),

@@ -32,10 +32,11 @@ from seqrec.models.affinity import AFFINITY_MODALITIES, ContentAffinity
 from seqrec.models.gru import GRUEncoder
 from seqrec.models.item_net import ItemNet, ItemNetConfig
 from seqrec.models.mlp import MLPEncoder
-from seqrec.models.repeat import RepeatBias
+from seqrec.models.repeat import RepeatBias, seen_later
 from seqrec.models.transformer import TransformerEncoder
 
 BACKBONES = ("gru", "transformer", "mlp")
+HISTORY_ORDERS = ("score", "recency")
 
 
 @dataclass
@@ -56,9 +57,12 @@ class ModelConfig:
     # rank the shopper's own history items above every other item (ordered by their scores), as
     # the repeat-purchase heuristic does; applied when recommending, not in the training loss
     history_first: bool = False
-    # with history_first: how many history items go first (the ones scored highest); the rest
-    # compete with every other item. 0 = all of them
+    # with history_first: how many history items go first (the first in history_order); the
+    # rest compete with every other item. 0 = all of them
     history_slots: int = 0
+    # with history_first: the order of the history items at the top. "score": their own scores;
+    # "recency": the latest purchase first, as the repeat-purchase heuristic orders them
+    history_order: str = "score"
 
 
 class SequenceRecommender(nn.Module):
@@ -145,6 +149,8 @@ class SequenceRecommender(nn.Module):
             bonuses = torch.cat([bonuses for _, bonuses in entries], dim=1)  # [B, S]
             scores = scores.scatter_add(1, items, bonuses)  # [B, N]
         if self.config.history_first:
+            if self.config.history_order == "recency":
+                return self._recency_first(scores, seq)
             spread = scores.amax(dim=1, keepdim=True) - scores.amin(dim=1, keepdim=True)  # [B, 1]
             latest = seq[:, -1:]  # [B, 1], 0 only for an empty history
             # every history item (padding stands for the latest item) goes above the rest: each
@@ -156,6 +162,26 @@ class SequenceRecommender(nn.Module):
             else:
                 scores = scores.scatter(1, index, scores.gather(1, index) + lift)  # [B, N]
         return scores
+
+    def _recency_first(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """[B, N] scores with the history items of ``seq`` [B, L] above every other item, the
+        latest purchase first (``history_slots``: only that many of the latest go first).
+
+        Each history item's key is 1 + the position of its latest occurrence (1..L, distinct
+        within a row; 0 for other items); a lifted item scores ``row max + 1 + key``.
+        """
+        length = seq.shape[1]
+        latest = (seq > 0) & ~seen_later(seq, seq > 0)  # [B, L] latest occurrence of each item
+        positions = torch.arange(1, length + 1, device=seq.device, dtype=scores.dtype)  # [L]
+        index = seq.sub(1).clamp_min(0)  # [B, L] padding writes 0 to item 0: harmless
+        key = torch.zeros_like(scores).scatter_add(1, index, positions * latest)  # [B, N]
+        first = key > 0  # [B, N] in the history
+        if self.config.history_slots:
+            slots = min(self.config.history_slots, scores.shape[1])
+            threshold = key.topk(slots, dim=1).values[:, -1:]  # [B, 1] 0 if the history is short
+            first = first & (key >= threshold)
+        top = scores.amax(dim=1, keepdim=True)  # [B, 1]
+        return torch.where(first, top + 1.0 + key, scores)
 
     def _first_slots(self, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """[B, N] 1.0 at the ``history_slots`` best-scored distinct items of each history
@@ -178,6 +204,8 @@ def build_model(
     """
     if features is not None and features.modalities() and features.n_items != n_items:
         raise ValueError(f"features describe {features.n_items} items, not {n_items}")
+    if config.history_order not in HISTORY_ORDERS:
+        raise ValueError(f"unknown history_order {config.history_order!r}; use {HISTORY_ORDERS}")
     if config.history_slots < 0:
         raise ValueError(f"history_slots must be 0 (all) or more, got {config.history_slots}")
     if config.item_net.dim not in (None, config.dim):

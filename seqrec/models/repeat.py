@@ -26,6 +26,18 @@ from torch import nn
 SCALE = 10.0
 
 
+def seen_later(history: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """[M, L] bool: True where the item at position j occurs again at a visible j' > j.
+
+    history [M, L] (item_idx + 1), visible [M, L] bool. ``visible & ~seen_later(...)`` marks
+    the latest visible occurrence of each item.
+    """
+    length = history.shape[1]
+    same = history[:, :, None] == history[:, None, :]  # [M, L, L] same item at j and j'
+    later = torch.ones(length, length, dtype=torch.bool, device=history.device).triu(1)  # j' > j
+    return (same & later & visible[:, None, :]).any(dim=2)  # [M, L]
+
+
 class RepeatBias(nn.Module):
     def __init__(self, max_len: int):
         super().__init__()
@@ -42,10 +54,7 @@ class RepeatBias(nn.Module):
         history = seq[rows]  # [M, L]
         distance = cols[:, None] - positions[None, :]  # [M, L] steps back from the query
         visible = (distance >= 0) & (history > 0)  # [M, L]
-        same = history[:, :, None] == history[:, None, :]  # [M, L, L] same item at j and j'
-        later = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)  # j' > j
-        seen_again = (same & later & visible[:, None, :]).any(dim=2)  # [M, L]
-        visible = visible & ~seen_again  # the latest visible occurrence of each item
+        visible = visible & ~seen_later(history, visible)  # the latest visible occurrence
         weights = SCALE * self.weight[distance.clamp(0, length - 1)] * visible  # [M, L]
         items = torch.where(visible, history - 1, torch.full_like(history, -1))  # [M, L]
         return items, weights

@@ -152,6 +152,57 @@ def test_history_slots_lift_only_the_best_scored_history_items(slots):
     assert torch.equal(after[1], before[1])  # an empty history: nothing lifted
 
 
+def recency_pair(**kwargs):
+    """A plain model and one with the same weights that lifts the history by recency."""
+    torch.manual_seed(0)
+    plain = build_model(make_config("gru"), make_features(), N)
+    config = dataclasses.replace(
+        make_config("gru"), history_first=True, history_order="recency", **kwargs
+    )
+    first = build_model(config, make_features(), N)
+    first.load_state_dict(plain.state_dict())
+    return plain, first
+
+
+# items 3, 8, 1, 3 again (0-based): latest first is 3, 1, 8; then an empty history
+RECENCY_SEQ = torch.tensor([[0, 0, 4, 9, 2, 4], [0, 0, 0, 0, 0, 0]])
+
+
+def test_recency_order_ranks_the_latest_history_item_first_whatever_its_score():
+    plain, first = recency_pair()
+    with torch.no_grad():
+        before = plain.recommend_scores(RECENCY_SEQ, plain.item_matrix())
+        after = first.recommend_scores(RECENCY_SEQ, first.item_matrix())
+        # the same ranking holds when the scores put the history items in the opposite order
+        flipped = before.clone()
+        flipped[0, [3, 1, 8]] = torch.tensor([-5.0, -4.0, -3.0])
+        flipped_after = first.finish_scores(flipped, RECENCY_SEQ)
+    assert after[0].argsort(descending=True)[:3].tolist() == [3, 1, 8]
+    assert flipped_after[0].argsort(descending=True)[:3].tolist() == [3, 1, 8]
+    rest = [item for item in range(N) if item not in (1, 3, 8)]
+    assert torch.equal(after[0, rest], before[0, rest])  # other items are untouched
+    assert torch.equal(after[1], before[1])  # an empty history: nothing lifted
+
+
+@pytest.mark.parametrize("slots", [1, 2, 5])
+def test_recency_order_with_slots_lifts_only_the_latest_history_items(slots):
+    plain, first = recency_pair(history_slots=slots)
+    with torch.no_grad():
+        before = plain.recommend_scores(RECENCY_SEQ, plain.item_matrix())
+        after = first.recommend_scores(RECENCY_SEQ, first.item_matrix())
+    lifted = [3, 1, 8][:slots]
+    assert after[0].argsort(descending=True)[: len(lifted)].tolist() == lifted
+    rest = [item for item in range(N) if item not in lifted]
+    assert torch.equal(after[0, rest], before[0, rest])  # the other history items compete
+    assert torch.equal(after[1], before[1])
+
+
+def test_unknown_history_order_is_refused():
+    config = dataclasses.replace(make_config("gru"), history_order="frequency")
+    with pytest.raises(ValueError, match="unknown history_order 'frequency'"):
+        build_model(config, make_features(), N)
+
+
 def test_finish_scores_equals_the_dense_definition():
     """Bonuses scattered where they fall give the scores of the dense [B, N] formulation:
     every history term's `last` added, then each history item lifted above all others."""

@@ -9,6 +9,7 @@ import torch
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models import ItemNetConfig, ModelConfig, build_model
+from seqrec.models.recommender import HISTORY_ORDERS
 from seqrec.serve import scoring
 from seqrec.serve.scoring import ONNX_TOLERANCE, ServedScores, fast_scores
 
@@ -104,11 +105,21 @@ def test_unknown_runtime_is_refused():
         fast_scores(served(tiny_model("mlp")), MAX_LEN, N, "tensorrt")
 
 
-def test_history_terms_and_history_first_survive_export():
-    """The exported graph keeps the score terms: a history item is served first."""
+@pytest.mark.parametrize("order", HISTORY_ORDERS)
+def test_history_terms_and_history_first_survive_export(order):
+    """The exported graph keeps the score terms and the history order: a history item is
+    served first, and the scores are the model's."""
     model = tiny_model("gru")
+    model.config.history_order = order
     scores, used = fast_scores(served(model), MAX_LEN, N, "onnx")
     assert used == "onnx"
     seq = histories_to_tensor([np.array([4, 9, 4])], MAX_LEN)
     top = np.argsort(-scores(seq)[0], kind="stable")[:2]
     assert sorted(top.tolist()) == [4, 9]
+    if order == "recency":
+        assert top.tolist() == [4, 9]  # the latest purchase first
+    seq = histories(16, seed=3)  # random histories, with repeats, some cut to max_len
+    with torch.no_grad():
+        expected = model.recommend_scores(seq, model.item_matrix()).numpy()
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(scores(seq), expected, rtol=0, atol=ONNX_TOLERANCE * scale)
