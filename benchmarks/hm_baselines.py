@@ -13,6 +13,7 @@ reference rankers with 95% bootstrap CIs and relative differences, then the vari
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -22,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from seqrec.baselines import (
     ContentKNN,
@@ -32,10 +32,10 @@ from seqrec.baselines import (
     RepeatThenPopularity,
     lexicographic,
 )
+from seqrec.bench import CONTENT_TFIDF, cpu_model, tfidf_terms
 from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
-from seqrec.features.text import TextConfig, encode_text, item_texts
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["ndcg@12", "map@12", "recall@12", "hr@12", "cold:recall@12"]
@@ -84,29 +84,21 @@ NOTES = """## Findings
 
 
 def machine() -> str:
-    model = "unknown"
-    with open("/proc/cpuinfo") as file:
-        for line in file:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     cores = len(os.sched_getaffinity(0))
     return f"{model}, {cores} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
 def tfidf_vectors(items, stop_words: str, ngram_range=(1, 1), min_df=1, sublinear=False):
-    """[N, V] sparse TF-IDF rows of the H&M text columns, through the features module."""
-    config = TextConfig(
-        encoder="tfidf",
+    """[N, V] sparse TF-IDF rows of the H&M text columns: the bench's with some settings changed."""
+    config = dataclasses.replace(
+        CONTENT_TFIDF,
+        stop_words=stop_words,
         ngram_range=ngram_range,
         min_df=min_df,
-        max_features=0,
-        stop_words=stop_words,
         sublinear_tf=sublinear,
-        svd_dim=0,
-        column_names="no",
     )
-    return sp.csr_matrix(encode_text(item_texts(items, HM_TEXT_COLUMNS), config))
+    return tfidf_terms(items, HM_TEXT_COLUMNS, config)
 
 
 class StrictOrder:
@@ -150,7 +142,7 @@ def relative(value: float, reference: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hm")
+    parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()

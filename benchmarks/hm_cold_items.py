@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 from seqrec.baselines import ContentKNN, RepeatThenContentKNN, lexicographic, repeat_first
-from seqrec.bench import machine
+from seqrec.bench import machine, tfidf_terms
 from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
-from seqrec.features.text import TextConfig, encode_text, item_texts
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["ndcg@12", "recall@12", "cold:recall@12", "warm:recall@12"]
@@ -178,20 +176,7 @@ def main() -> None:
         )
 
     task = split.task("test")
-    text = encode_text(
-        item_texts(dataset.items, HM_TEXT_COLUMNS),
-        TextConfig(
-            encoder="tfidf",
-            min_df=1,
-            max_features=0,
-            stop_words="english",
-            svd_dim=0,
-            ngram_range=(1, 1),
-            sublinear_tf=False,
-            column_names="no",
-        ),
-    )
-    tfidf = sp.csr_matrix(text)
+    tfidf = tfidf_terms(dataset.items, HM_TEXT_COLUMNS)  # the bench's content KNN input
     rankers = {
         "TF-IDF content KNN (the bench baseline)": ContentKNN(tfidf, last_n=5),
         "repeat, then TF-IDF content KNN (the bench baseline)": RepeatThenContentKNN(tfidf, 5),

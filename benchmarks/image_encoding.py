@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqrec.bench import cpu_model
 from seqrec.features.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -53,12 +54,7 @@ GOAL = 60.0  # images/s
 
 
 def machine() -> dict:
-    model = "unknown"
-    with open("/proc/cpuinfo") as file:
-        for line in file:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     return {
         "cpu": model,
         "cores": len(os.sched_getaffinity(0)),

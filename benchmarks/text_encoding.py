@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqrec.bench import cpu_model
 from seqrec.data.load import load_dataset
 from seqrec.features.text import TextConfig, TextEncoder, item_texts, uses_column_names
 
@@ -29,12 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    model = "unknown"
-    with open("/proc/cpuinfo") as file:
-        for line in file:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     return {
         "cpu": model,
         "cores": len(os.sched_getaffinity(0)),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from seqrec import baselines
 from seqrec.config import ConfigError, ExperimentConfig, config_to_dict
@@ -87,6 +88,26 @@ def sentence_vectors(prepared: Prepared, cache_dir: Path | None = None) -> np.nd
     return None if built.features.text is None else built.features.text.numpy()
 
 
+# plain word TF-IDF (sklearn's defaults plus English stop words), as in the reference figures
+# of the H&M subset's README (benchmarks/hm_baselines.py compares variants)
+CONTENT_TFIDF = TextConfig(
+    encoder="tfidf",
+    ngram_range=(1, 1),
+    min_df=1,
+    max_features=0,
+    sublinear_tf=False,
+    svd_dim=0,
+    column_names="no",
+)
+
+
+def tfidf_terms(items, columns: list[str], config: TextConfig = CONTENT_TFIDF):
+    """[N, V] sparse, L2-normalised TF-IDF rows of the items' text columns: what the TF-IDF
+    content KNN baselines compare."""
+    texts = item_texts(items, columns)
+    return sp.csr_matrix(TextEncoder(config).fit(texts).pipeline.transform(texts))
+
+
 def baseline_rankers(prepared: Prepared, cache_dir: Path | None = None) -> dict[str, object]:
     """The heuristics every model must beat, fitted later on the task's fit table only."""
     dataset, features = prepared.dataset, prepared.features
@@ -98,20 +119,7 @@ def baseline_rankers(prepared: Prepared, cache_dir: Path | None = None) -> dict[
     rankers["item co-occurrence KNN"] = baselines.ItemKNN()
     columns = dataset.schema.text_columns
     if columns:
-        texts = item_texts(dataset.items, columns)
-        # plain word TF-IDF (sklearn's defaults plus English stop words), as in the reference
-        # figures of the H&M subset's README (benchmarks/hm_baselines.py compares variants)
-        plain = TextConfig(
-            encoder="tfidf",
-            ngram_range=(1, 1),
-            min_df=1,
-            max_features=0,
-            sublinear_tf=False,
-            svd_dim=0,
-            column_names="no",
-        )
-        tfidf = TextEncoder(plain).fit(texts)
-        vectors = tfidf.pipeline.transform(texts)  # [N, V] sparse TF-IDF
+        vectors = tfidf_terms(dataset.items, columns)  # [N, V] sparse TF-IDF
         rankers["TF-IDF content KNN"] = baselines.ContentKNN(vectors, last_n=5)
         rankers["repeat, then TF-IDF content KNN"] = baselines.RepeatThenContentKNN(vectors, 5)
     sentences = sentence_vectors(prepared, cache_dir)
@@ -213,16 +221,19 @@ def run_bench(
     return report
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The processor's model name as /proc/cpuinfo gives it (else what platform knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def table_columns(ks: list[int], with_cold: bool = True) -> list[str]:
