@@ -54,8 +54,8 @@ class ModelConfig:
     content_affinity: bool = False  # add a learned bonus for items like the recent history
     affinity_window: int = 5  # history steps the affinity starts from (it learns the rest)
     affinity_neighbours: int = 100  # most similar items kept per item and modality
-    # rank the shopper's own history items above every other item (ordered by their scores), as
-    # the repeat-purchase heuristic does; applied when recommending, not in the training loss
+    # rank the shopper's own history items above every other item (in history_order), as the
+    # repeat-purchase heuristic does; applied when recommending, not in the training loss
     history_first: bool = False
     # with history_first: how many history items go first (the first in history_order); the
     # rest compete with every other item. 0 = all of them
