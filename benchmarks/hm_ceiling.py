@@ -84,8 +84,7 @@ def blended(scores: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndar
     return scores["content"] + sum(weight * scores[name] for name, weight in weights.items())
 
 
-def target_shares(split, stage: str) -> dict:
-    task = split.task(stage)
+def target_shares(task) -> dict:
     cold = task.cold_items()
     repeats = warm = colds = 0
     for history, targets in zip(task.histories(), task.targets(), strict=True):
@@ -129,11 +128,9 @@ def signals(split, stage: str, tfidf) -> tuple[object, dict[str, np.ndarray]]:
     return task, scores
 
 
-def model_halves(bundle_path: Path, split, stage: str, content: np.ndarray) -> dict:
+def model_halves(scorer, task, content: np.ndarray) -> dict:
     """The model's ranking, each half swapped for the heuristic's, and content + w * model."""
-    task = split.task(stage)
     histories = task.histories()
-    scorer = load_bundle(bundle_path).scorer()
     model = np.concatenate(
         [scorer.score(histories[start : start + 256]) for start in range(0, len(task), 256)]
     ).astype(np.float64)  # [U, N] the model's final scores (its own history order)
@@ -172,10 +169,10 @@ def main() -> None:
         "command": shlex.join(["python", *sys.argv]),
         "machine": machine(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "targets": {stage: target_shares(split, stage) for stage in ("valid", "test")},
         "blends": [],
     }
     stages = {stage: signals(split, stage, tfidf) for stage in ("valid", "test")}
+    document["targets"] = {stage: target_shares(task) for stage, (task, _) in stages.items()}
     names = list(GRID)
     for weights in itertools.product(*GRID.values()):
         row = {"weights": dict(zip(names, weights, strict=True))}
@@ -194,9 +191,10 @@ def main() -> None:
     document["best on test"] = max(document["blends"], key=lambda row: row["test"]["ndcg@12"])
     if args.bundle is not None:
         document["bundle"] = str(args.bundle)
+        scorer = load_bundle(args.bundle).scorer()
         document["halves"] = {
-            stage: model_halves(args.bundle, split, stage, stages[stage][1]["content"])
-            for stage in ("valid", "test")
+            stage: model_halves(scorer, task, scores["content"])
+            for stage, (task, scores) in stages.items()
         }
     document["seconds"] = round(time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)
