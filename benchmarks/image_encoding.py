@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -33,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec.bench import cpu_model
 from seqrec.features.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,20 +46,10 @@ from seqrec.features.image import (
     load_image,
     normalise,
 )
+from seqrec.report import machine_facts, machine_line, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL = 60.0  # images/s
-
-
-def machine() -> dict:
-    model = cpu_model()
-    return {
-        "cpu": model,
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": __import__("onnxruntime").__version__,
-    }
 
 
 def naive_loop(paths: list[str], config: ImageConfig) -> tuple[float, float]:
@@ -144,7 +132,9 @@ def main() -> None:
     results: dict = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_facts(
+            torch=torch.__version__, onnxruntime=__import__("onnxruntime").__version__
+        ),
         "load_average_before": os.getloadavg(),
         "config": config.__dict__,
         "images_available": len(images),
@@ -186,15 +176,13 @@ def main() -> None:
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "image_encoding.json").write_text(json.dumps(results, indent=2))
-    m = results["machine"]
     n_full = results["images_available"]
     lines = [
         "# Image encoding throughput",
         "",
         f"- command: `{results['command']}`",
         f"- date: {results['date']}",
-        f"- machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, torch {m['torch']}, "
-        f"onnxruntime {m['onnxruntime']}",
+        f"- machine: {machine_line(results['machine'])}",
         f"- load average before/after: {results['load_average_before'][0]:.2f} / "
         f"{results['load_average_after'][0]:.2f} (other processes share these cores)",
         f"- config: {results['config']}",
@@ -202,16 +190,7 @@ def write(results: dict, out: Path) -> None:
         "End to end: read JPEG, decode, pad to 224x224, normalise, EfficientNet-Lite0 forward, "
         "pooled 1280-d vectors.",
         "",
-        "| pipeline | images/s | CPU ms per image |",
-        "| --- | --- | --- |",
-        f"| naive: one image at a time, eager PyTorch | {results['naive_images_per_s']:.1f} | "
-        f"{results['naive_cpu_ms']:.0f} |",
-        f"| seqrec, runtime=torch (batch 32, channels-last, decode threads) | "
-        f"{results['seqrec_torch_images_per_s']:.1f} | {results['seqrec_torch_cpu_ms']:.0f} |",
-        f"| **seqrec default (ONNX Runtime, batch 32, decode threads)** | "
-        f"**{results['seqrec_images_per_s']:.1f}** | {results['seqrec_cpu_ms']:.0f} |",
-        f"| cached re-run (hash files + cache lookup) | "
-        f"{results['cached_rerun_images_per_s']:.0f} | |",
+        *markdown_table(["pipeline", "images/s", "CPU ms per image"], pipeline_rows(results)),
         "",
         f"- speed-up over the naive loop: {results['speedup_vs_naive']:.1f}x; goal "
         f">= {results['goal_images_per_s']:.0f} images/s: "
@@ -223,17 +202,46 @@ def write(results: dict, out: Path) -> None:
         "",
         "## Input scaling check (ImageNet top-3 through the packaged classifier head)",
         "",
-        "| H&M product type | TF scaling (x-127)/128 (used) | ImageNet mean/std |",
-        "| --- | --- | --- |",
+        *markdown_table(
+            ["H&M product type", "TF scaling (x-127)/128 (used)", "ImageNet mean/std"],
+            scaling_rows(results["scaling_check"]),
+        ),
     ]
-    check = results["scaling_check"]
+    (out / "image_encoding.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def pipeline_rows(results: dict) -> list[list[str]]:
+    return [
+        [
+            "naive: one image at a time, eager PyTorch",
+            f"{results['naive_images_per_s']:.1f}",
+            f"{results['naive_cpu_ms']:.0f}",
+        ],
+        [
+            "seqrec, runtime=torch (batch 32, channels-last, decode threads)",
+            f"{results['seqrec_torch_images_per_s']:.1f}",
+            f"{results['seqrec_torch_cpu_ms']:.0f}",
+        ],
+        [
+            "**seqrec default (ONNX Runtime, batch 32, decode threads)**",
+            f"**{results['seqrec_images_per_s']:.1f}**",
+            f"{results['seqrec_cpu_ms']:.0f}",
+        ],
+        [
+            "cached re-run (hash files + cache lookup)",
+            f"{results['cached_rerun_images_per_s']:.0f}",
+            "",
+        ],
+    ]
+
+
+def scaling_rows(check: dict) -> list[list[str]]:
+    """Per photo: its product type and the top-3 classes under each input scaling."""
     rows = zip(
         check["product_type"], check["tf (x-127)/128"], check["imagenet mean/std"], strict=True
     )
-    for kind, a, b in rows:
-        lines.append(f"| {kind} | {', '.join(a)} | {', '.join(b)} |")
-    (out / "image_encoding.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return [[kind, ", ".join(tf), ", ".join(imagenet)] for kind, tf, imagenet in rows]
 
 
 if __name__ == "__main__":

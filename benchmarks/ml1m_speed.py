@@ -25,33 +25,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from seqrec.report import machine_facts, markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    """CPU model (with family and model numbers) from /proc/cpuinfo, usable cores, Python."""
-    fields = {}
-    with open("/proc/cpuinfo") as file:
-        for line in file:
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    model = fields.get("model name", "unknown")
-    if "cpu family" in fields:
-        model += f" (cpu family {fields['cpu family']}, model {fields.get('model', '?')})"
-    if "hypervisor" in fields.get("flags", "").split():
-        model += ", virtual machine"
-    return {
-        "cpu": model,
-        "cores": len(os.sched_getaffinity(0)),
-        "logical_cpus_in_cpuinfo": os.cpu_count(),
-        "python": platform.python_version(),
-    }
 
 
 def load_text() -> str:
@@ -210,35 +191,38 @@ def _epoch_seconds(run: dict) -> float:
 
 
 def _side_by_side(seq: dict, rec: dict) -> list[str]:
-    lines = [
-        "| | epochs | training seconds / epoch | 1-min load after each epoch | targets / epoch "
-        "| targets / s | steps trained (all epochs) | valid NDCG@10 after the last epoch "
-        "| valid HR@10 | test NDCG@10 (best epoch) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    header = ["", "epochs", "training seconds / epoch", "1-min load after each epoch"]
+    header += ["targets / epoch", "targets / s", "steps trained (all epochs)"]
+    header += ["valid NDCG@10 after the last epoch", "valid HR@10", "test NDCG@10 (best epoch)"]
+    rows = []
     for name, run, hit in (("seqrec", seq, "valid:hr@10"), ("RecBole SASRec", rec, "valid:hit@10")):
-        rows = run.get("history", [])
-        if not rows:
-            lines.append(f"| {name} | - | not measured: {run.get('error', 'not run')} |" + " |" * 7)
+        history = run.get("history", [])
+        if not history:
+            rows.append([name, "-", f"not measured: {run.get('error', 'not run')}"] + [""] * 7)
             continue
         mean = _epoch_seconds(run)
-        if any(row.get("extrapolated") for row in rows):
-            measured = sum(row["measured_seconds"] for row in rows)
+        if any(row.get("extrapolated") for row in history):
+            measured = sum(row["measured_seconds"] for row in history)
             timing = f"{mean:,.0f} (extrapolated from {measured:.0f} s of measured steps)"
         else:
-            each = ", ".join(f"{row['train_seconds']:.1f}" for row in rows)
+            each = ", ".join(f"{row['train_seconds']:.1f}" for row in history)
             timing = f"{mean:.1f} ({each})"
-        steps = sum(row.get("steps", run["steps_per_epoch"]) for row in rows)
-        loads = ", ".join(f"{row['load_average_after'][0]:.2f}" for row in rows)
-        lines.append(
-            f"| {name} | {len(rows)} | {timing} | {loads} "
-            f"| {run['targets_per_epoch']:,} | {run['targets_per_epoch'] / mean:,.0f} "
-            f"| {steps:,} of {run['steps_per_epoch'] * len(rows):,} "
-            f"| {rows[-1].get('valid:ndcg@10', float('nan')):.4f} "
-            f"| {rows[-1].get(hit, float('nan')):.4f} "
-            f"| {run.get('test', {}).get('ndcg@10', float('nan')):.4f} |"
+        steps = sum(row.get("steps", run["steps_per_epoch"]) for row in history)
+        rows.append(
+            [
+                name,
+                len(history),
+                timing,
+                ", ".join(f"{row['load_average_after'][0]:.2f}" for row in history),
+                f"{run['targets_per_epoch']:,}",
+                f"{run['targets_per_epoch'] / mean:,.0f}",
+                f"{steps:,} of {run['steps_per_epoch'] * len(history):,}",
+                f"{history[-1].get('valid:ndcg@10', float('nan')):.4f}",
+                f"{history[-1].get(hit, float('nan')):.4f}",
+                f"{run.get('test', {}).get('ndcg@10', float('nan')):.4f}",
+            ]
         )
-    return lines
+    return markdown_table(header, rows)
 
 
 def run_summary(results: dict) -> dict:
@@ -265,31 +249,51 @@ def _earlier(results: dict) -> list[str]:
     runs = [run for run in results.get("earlier_runs", []) if run]
     if not runs:
         return []
-    lines = [
-        "",
-        "## Earlier sessions (same commands)",
-        "",
-        "| started | library | epochs | seconds / epoch | 1-min load after each epoch "
-        "| steps trained | valid NDCG@10 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for run in runs:
         for key, item in run.items():
             star = " (extrapolated)" if item["extrapolated"] else ""
             loads = ", ".join(f"{value:.2f}" for value in item["load_after_each_epoch"])
-            lines.append(
-                f"| {item['date']} | {key} | {item['epochs']} "
-                f"| {item['seconds_per_epoch']:,.1f}{star} | {loads} | {item['steps_trained']} "
-                f"| {item['valid_ndcg@10']:.4f} |"
+            rows.append(
+                [item["date"], key, item["epochs"], f"{item['seconds_per_epoch']:,.1f}{star}"]
+                + [loads, item["steps_trained"], f"{item['valid_ndcg@10']:.4f}"]
             )
-    return lines
+    header = ["started", "library", "epochs", "seconds / epoch", "1-min load after each epoch"]
+    header += ["steps trained", "valid NDCG@10"]
+    return ["", "## Earlier sessions (same commands)", "", *markdown_table(header, rows)]
 
 
 def write_markdown(results: dict, path: Path) -> None:
     """benchmarks/results/ml1m_speed.md from the JSON results of both scripts."""
     seq, rec = results.get("seqrec", {}), results.get("recbole", {})
+    lines = [*_header(results), "", "## Side by side", "", *_side_by_side(seq, rec)]
+    if seq.get("history") and rec.get("history"):
+        lines += ["", _ratio_text(seq, rec)]
+    if seq.get("history"):
+        lines += _seqrec_epochs(seq)
+    for profile in seq.get("profile", []):
+        lines += _profile(profile, _batch_size(seq, seq["train_sequences"]))
+    if rec.get("history"):
+        lines += _recbole_epochs(rec)
+    if rec.get("error"):
+        lines += ["", "## RecBole did not run", "", "```", rec["error"], "```"]
+    lines += _earlier(results)
+    if rec.get("setup_notes"):
+        lines += ["", "## Installing and running RecBole 1.2.1 here", ""]
+        lines += [f"- {note}" for note in rec["setup_notes"]]
+    lines += ["", "## What was measured, and what was not", ""]
+    notes = MEASURED_NOTES
+    if not any(row.get("extrapolated") for row in rec.get("history", [])):
+        notes = [note for note in notes if not note.startswith("RecBole's full epoch")]
+    lines += [f"- {note}" for note in notes]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _header(results: dict) -> list[str]:
+    """Title, how to read the figures, both commands, the machine and both runs' settings."""
+    seq, rec = results.get("seqrec", {}), results.get("recbole", {})
     mach = results.get("machine", {})
-    lines = [
+    return [
         "# ML-1M training speed: seqrec vs RecBole's SASRec on 2 shared CPU cores",
         "",
         "A benchmark, not a timed test. The machine is shared with other engineers' jobs: the",
@@ -313,125 +317,121 @@ def write_markdown(results: dict, path: Path) -> None:
         f"- RecBole: {rec.get('date', '?')}, {rec.get('versions', '?')} (its own virtual "
         f"environment), {rec.get('threads', '?')} torch threads; load average before "
         f"{_load(rec.get('load_average_before'))}, after {_load(rec.get('load_average_after'))}",
-        "",
-        "## Side by side",
-        "",
-        *_side_by_side(seq, rec),
     ]
-    if seq.get("history") and rec.get("history"):
-        ratio = _epoch_seconds(rec) / _epoch_seconds(seq)
-        per_target = (seq["targets_per_epoch"] / _epoch_seconds(seq)) / (
-            rec["targets_per_epoch"] / _epoch_seconds(rec)
+
+
+def _ratio_text(seq: dict, rec: dict) -> str:
+    """How many times less time an epoch takes with seqrec, and on what terms."""
+    ratio = _epoch_seconds(rec) / _epoch_seconds(seq)
+    per_target = (seq["targets_per_epoch"] / _epoch_seconds(seq)) / (
+        rec["targets_per_epoch"] / _epoch_seconds(rec)
+    )
+    text = (
+        f"An epoch takes **{ratio:.0f}x** less time with seqrec than with RecBole; per "
+        f"training target, seqrec is {per_target:.0f}x faster."
+    )
+    later = rec["history"][1:]
+    if later and any(row.get("extrapolated") for row in later):
+        steady = _mean([row["train_seconds"] for row in later])
+        text += (
+            f" RecBole's first epoch includes a one-off start-up cost that a full "
+            f"{rec['steps_per_epoch']:,}-step epoch would spread thin; from its later "
+            f"epochs alone, its epoch is {steady:,.0f} s and the ratio "
+            f"**{steady / _epoch_seconds(seq):.0f}x**."
         )
-        lines += [
-            "",
-            f"An epoch takes **{ratio:.0f}x** less time with seqrec than with RecBole; per "
-            f"training target, seqrec is {per_target:.0f}x faster.",
+    if rec.get("matched_seqrec_time"):
+        text += (
+            f" RecBole's epochs were cut at {rec['max_seconds_per_epoch']:.0f} s (seqrec's "
+            "mean epoch time) and their full time extrapolated, so the NDCG@10 columns "
+            "compare the two at **equal training time**: not at equal epochs, and not at "
+            "convergence."
+        )
+    return text
+
+
+def _seqrec_epochs(seq: dict) -> list[str]:
+    header = ["epoch", "training seconds", "sequences / s", "positions / s", "loss"]
+    header += ["valid NDCG@10", "valid HR@10", "load after (1 / 5 / 15 min)"]
+    rows = [
+        [
+            row["epoch"],
+            f"{row['train_seconds']:.1f}",
+            f"{row['sequences_per_second']:.1f}",
+            f"{row['positions_per_second']:,.0f}",
+            f"{row['loss']:.3f}",
+            f"{row['valid:ndcg@10']:.4f}",
+            f"{row['valid:hr@10']:.4f}",
+            _load(row.get("load_average_after")),
         ]
-        later = rec["history"][1:]
-        if later and any(row.get("extrapolated") for row in later):
-            steady = _mean([row["train_seconds"] for row in later])
-            lines[-1] += (
-                f" RecBole's first epoch includes a one-off start-up cost that a full "
-                f"{rec['steps_per_epoch']:,}-step epoch would spread thin; from its later "
-                f"epochs alone, its epoch is {steady:,.0f} s and the ratio "
-                f"**{steady / _epoch_seconds(seq):.0f}x**."
-            )
-        if rec.get("matched_seqrec_time"):
-            lines[-1] += (
-                f" RecBole's epochs were cut at {rec['max_seconds_per_epoch']:.0f} s (seqrec's "
-                "mean epoch time) and their full time extrapolated, so the NDCG@10 columns "
-                "compare the two at **equal training time**: not at equal epochs, and not at "
-                "convergence."
-            )
-    if seq:
-        seq_batch = _batch_size(seq, seq["train_sequences"])
-    if seq.get("history"):
-        total_steps = len(seq["history"]) * seq["steps_per_epoch"]
-        lines += [
-            "",
-            "## seqrec, per epoch",
-            "",
-            "| epoch | training seconds | sequences / s | positions / s | loss | valid NDCG@10 "
-            "| valid HR@10 | load after (1 / 5 / 15 min) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        for row in seq["history"]
+    ]
+    total_steps = len(seq["history"]) * seq["steps_per_epoch"]
+    ending = "."
+    if total_steps <= seq["warmup_steps"]:
+        ending = ", so this short run never leaves the warm-up."
+    return [
+        "",
+        "## seqrec, per epoch",
+        "",
+        *markdown_table(header, rows),
+        "",
+        f"{seq['train_sequences']:,} training sequences, {seq['train_positions']:,} "
+        f"next-item positions per epoch (each user's last {seq.get('max_len', 200) + 1} "
+        f"training items; every prefix of every training sequence would be "
+        f"{seq['all_prefix_targets']:,}), {seq['steps_per_epoch']} steps of "
+        f"{_batch_size(seq, seq['train_sequences'])} sequences. lr {seq['lr']} (AdamW, weight "
+        f"decay 0) after {seq['warmup_steps']} linear warm-up steps, then {seq['schedule']}: "
+        f"{total_steps} steps in all{ending}",
+    ]
+
+
+def _profile(profile: dict, batch: int) -> list[str]:
+    per, share = profile["phase_seconds_per_step"], profile["phase_share"]
+    rows = [[name, f"{per[name]:.3f}", f"{share[name]:.0%}"] for name in per]
+    return [
+        "",
+        f"### Where a seqrec training step goes: {profile['threads']} thread(s)",
+        "",
+        f"{profile['batches']} steps of {batch} sequences "
+        f"({profile['positions_per_step']:,.0f} "
+        f"positions each) on a fresh model: **{profile['seconds_per_step']:.2f} s per step**; "
+        f"load {_load(profile['load_average_before'])} before, "
+        f"{_load(profile['load_average_after'])} after.",
+        "",
+        *markdown_table(["phase", "seconds / step", "share"], rows),
+    ]
+
+
+def _recbole_epochs(rec: dict) -> list[str]:
+    header = ["epoch", "steps trained", "measured seconds", "seconds / step"]
+    header += ["full epoch, extrapolated", "validation seconds", "valid NDCG@10"]
+    header += ["valid Hit@10", "load after"]
+    nan = float("nan")
+    rows = [
+        [
+            row["epoch"],
+            f"{row['steps']:,} of {rec['steps_per_epoch']:,}",
+            f"{row.get('measured_seconds', row['train_seconds']):.1f}",
+            f"{row['seconds_per_step']:.2f}",
+            f"{row['train_seconds']:,.0f}",
+            f"{row.get('valid_seconds', nan):.1f}",
+            f"{row.get('valid:ndcg@10', nan):.4f}",
+            f"{row.get('valid:hit@10', nan):.4f}",
+            _load(row.get("load_average_after")),
         ]
-        for row in seq["history"]:
-            lines.append(
-                f"| {row['epoch']} | {row['train_seconds']:.1f} "
-                f"| {row['sequences_per_second']:.1f} | {row['positions_per_second']:,.0f} "
-                f"| {row['loss']:.3f} | {row['valid:ndcg@10']:.4f} | {row['valid:hr@10']:.4f} "
-                f"| {_load(row.get('load_average_after'))} |"
-            )
-        lines += [
-            "",
-            f"{seq['train_sequences']:,} training sequences, {seq['train_positions']:,} "
-            f"next-item positions per epoch (each user's last {seq.get('max_len', 200) + 1} "
-            f"training items; every prefix of every training sequence would be "
-            f"{seq['all_prefix_targets']:,}), {seq['steps_per_epoch']} steps of "
-            f"{seq_batch} sequences. lr {seq['lr']} (AdamW, weight decay 0) "
-            f"after {seq['warmup_steps']} linear warm-up steps, then {seq['schedule']}: "
-            f"{total_steps} steps in all"
-            + (
-                ", so this short run never leaves the warm-up."
-                if total_steps <= seq["warmup_steps"]
-                else "."
-            ),
-        ]
-    for profile in seq.get("profile", []):
-        per, share = profile["phase_seconds_per_step"], profile["phase_share"]
-        lines += [
-            "",
-            f"### Where a seqrec training step goes: {profile['threads']} thread(s)",
-            "",
-            f"{profile['batches']} steps of {seq_batch} sequences "
-            f"({profile['positions_per_step']:,.0f} "
-            f"positions each) on a fresh model: **{profile['seconds_per_step']:.2f} s per step**; "
-            f"load {_load(profile['load_average_before'])} before, "
-            f"{_load(profile['load_average_after'])} after.",
-            "",
-            "| phase | seconds / step | share |",
-            "| --- | --- | --- |",
-            *(f"| {name} | {per[name]:.3f} | {share[name]:.0%} |" for name in per),
-        ]
-    if rec.get("history"):
-        lines += [
-            "",
-            "## RecBole SASRec, per epoch",
-            "",
-            "| epoch | steps trained | measured seconds | seconds / step | full epoch, "
-            "extrapolated | validation seconds | valid NDCG@10 | valid Hit@10 | load after |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in rec["history"]:
-            lines.append(
-                f"| {row['epoch']} | {row['steps']:,} of {rec['steps_per_epoch']:,} "
-                f"| {row.get('measured_seconds', row['train_seconds']):.1f} "
-                f"| {row['seconds_per_step']:.2f} | {row['train_seconds']:,.0f} "
-                f"| {row.get('valid_seconds', float('nan')):.1f} "
-                f"| {row.get('valid:ndcg@10', float('nan')):.4f} "
-                f"| {row.get('valid:hit@10', float('nan')):.4f} "
-                f"| {_load(row.get('load_average_after'))} |"
-            )
-        lines += [
-            "",
-            f"{rec['users']:,} users, {rec['items']:,} items, {rec['train_samples']:,} training "
-            f"samples per epoch (every prefix of every training sequence, one target each), "
-            f"{rec['steps_per_epoch']:,} steps of {_batch_size(rec, rec['train_samples'])}; "
-            f"lr {rec['lr']} constant (Adam).",
-        ]
-    if rec.get("error"):
-        lines += ["", "## RecBole did not run", "", "```", rec["error"], "```"]
-    lines += _earlier(results)
-    if rec.get("setup_notes"):
-        lines += ["", "## Installing and running RecBole 1.2.1 here", ""]
-        lines += [f"- {note}" for note in rec["setup_notes"]]
-    lines += ["", "## What was measured, and what was not", ""]
-    notes = MEASURED_NOTES
-    if not any(row.get("extrapolated") for row in rec.get("history", [])):
-        notes = [note for note in notes if not note.startswith("RecBole's full epoch")]
-    lines += [f"- {note}" for note in notes]
-    path.write_text("\n".join(lines) + "\n")
+        for row in rec["history"]
+    ]
+    return [
+        "",
+        "## RecBole SASRec, per epoch",
+        "",
+        *markdown_table(header, rows),
+        "",
+        f"{rec['users']:,} users, {rec['items']:,} items, {rec['train_samples']:,} training "
+        f"samples per epoch (every prefix of every training sequence, one target each), "
+        f"{rec['steps_per_epoch']:,} steps of {_batch_size(rec, rec['train_samples'])}; "
+        f"lr {rec['lr']} constant (Adam).",
+    ]
 
 
 MEASURED_NOTES = [
@@ -479,7 +479,7 @@ def main() -> None:
         previous = json.loads(args.results.read_text())
         earlier = previous.get("earlier_runs", []) + [run_summary(previous)]
     results = {
-        "machine": machine(),
+        "machine": machine_facts(detail=True),
         "recbole": {},  # benchmarks/recbole_sasrec.py fills it in, after this run
         "earlier_runs": earlier,
     }

@@ -13,9 +13,10 @@ Run `benchmarks/ml1m_speed.py` first, in the same session: this script reads seq
 ``--results`` (ml1m_speed.json), adds RecBole's, prints both epoch times and both NDCG@10 side by
 side and rewrites ml1m_speed.md.
 
-One RecBole epoch is every prefix of every training sequence (~7,700 steps of 128), hours on two
-CPU cores. ``--max-steps`` / ``--max-seconds`` cut each epoch short and the full epoch's time is
-extrapolated from the steps trained (each step does the same work: samples are padded to 200);
+One RecBole epoch is every prefix of every training sequence, hours on two CPU cores (its step
+count is in benchmarks/results/ml1m_speed.md). ``--max-steps`` / ``--max-seconds`` cut each
+epoch short and the full epoch's time is extrapolated from the steps trained (each step does the
+same work: samples are padded to 200);
 ``--match-seqrec-time`` gives each RecBole epoch seqrec's mean epoch time, so the NDCG@10 of both
 is at equal training time.
 

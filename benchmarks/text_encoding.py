@@ -13,7 +13,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -22,21 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec.bench import cpu_model
 from seqrec.data.load import load_dataset
 from seqrec.features.text import TextConfig, TextEncoder, item_texts, uses_column_names
+from seqrec.report import machine_facts, machine_line, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    model = cpu_model()
-    return {
-        "cpu": model,
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def timed(fn):
@@ -57,7 +46,7 @@ def main() -> None:
     results: dict = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_facts(torch=torch.__version__),
         "load_average_before": os.getloadavg(),
         "items": dataset.n_items,
         "text_columns": columns,
@@ -114,27 +103,33 @@ def main() -> None:
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "text_encoding.json").write_text(json.dumps(results, indent=2))
-    m = results["machine"]
     lines = [
         "# Text encoding throughput",
         "",
         f"- command: `{results['command']}`",
         f"- date: {results['date']}",
-        f"- machine: {m['cpu']}, {m['cores']} cores; python {m['python']}, torch {m['torch']}",
+        f"- machine: {machine_line(results['machine'])}",
         f"- load average before/after: {results['load_average_before'][0]:.2f} / "
         f"{results['load_average_after'][0]:.2f} (other processes share these cores)",
         f"- {results['items']:,} H&M articles; text = {', '.join(results['text_columns'])} "
         f"({results['mean_words_per_item']:.0f} words per item on average)",
         f"- MiniLM model load: {results['minilm_load_s']:.1f} s",
         "",
-        "| encoder | items | seconds | CPU seconds | items/s | dim |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *markdown_table(
+            ["encoder", "items", "seconds", "CPU seconds", "items/s", "dim"],
+            [
+                [
+                    row["encoder"],
+                    f"{row['items']:,}",
+                    f"{row['seconds']:.1f}",
+                    f"{row['cpu_seconds']:.1f}",
+                    f"{row['items_per_s']:,.0f}",
+                    f"{row['dim']:,}",
+                ]
+                for row in results["rows"]
+            ],
+        ),
     ]
-    for row in results["rows"]:
-        lines.append(
-            f"| {row['encoder']} | {row['items']:,} | {row['seconds']:.1f} | "
-            f"{row['cpu_seconds']:.1f} | {row['items_per_s']:,.0f} | {row['dim']:,} |"
-        )
     minilm = results["rows"][-1]
     lines += [
         "",

@@ -34,7 +34,11 @@ def time_steps(args: argparse.Namespace) -> dict:
     import torch
 
     import seqrec
-    from seqrec.bench import machine
+
+    try:
+        from seqrec.report import machine
+    except ImportError:  # an older checkout on PYTHONPATH, from before seqrec.report
+        from seqrec.bench import machine
     from seqrec.config import apply_overrides, load_config, parse_set
     from seqrec.experiment import prepare
     from seqrec.models.recommender import build_model

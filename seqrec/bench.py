@@ -2,21 +2,14 @@
 
 Every ranker goes through the same harness (`seqrec.evaluate.evaluate`): full-catalogue ranking
 of the test targets, fitted on ``train`` + ``valid`` for baselines, trained on ``train`` with the
-epoch chosen on ``valid`` for models. Nothing is chosen on test. `write_report` writes
-``<name>.json`` (every figure, the command, machine, date, wall time) and renders from it
-``<name>.md`` (table with 95% bootstrap CIs; notes a person adds below its marker line are kept
-when the report is written again) and ``<name>.png`` (bar chart with error bars).
+epoch chosen on ``valid`` for models. Nothing is chosen on test. `run_bench` returns the rows as
+a `BenchReport`; `seqrec.report` writes and renders it (markdown, JSON, chart).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import logging
-import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from seqrec import baselines
-from seqrec.config import ConfigError, ExperimentConfig, config_to_dict
+from seqrec.config import ConfigError, ExperimentConfig
 from seqrec.data.dataset import DataError
-from seqrec.evaluate import EvalResult, cold_items_note, evaluate, paired_difference
+from seqrec.evaluate import EvalResult
 from seqrec.experiment import Prepared, evaluate_model, train_on
 from seqrec.features.build import FeatureConfig, fit_item_features
 from seqrec.features.text import TextConfig, TextEncoder, item_texts
@@ -89,7 +82,7 @@ def sentence_vectors(prepared: Prepared, cache_dir: Path | None = None) -> np.nd
 
 
 # plain word TF-IDF (sklearn's defaults plus English stop words), as in the reference figures
-# of the H&M subset's README (benchmarks/hm_baselines.py compares variants)
+# of the H&M subset's README (benchmarks/analyses/hm_baselines.py compares variants)
 CONTENT_TFIDF = TextConfig(
     encoder="tfidf",
     ngram_range=(1, 1),
@@ -155,6 +148,31 @@ def check_runs(models: list[str], ablations: list[str]) -> None:
         )
 
 
+def training_runs(
+    config: ExperimentConfig, prepared: Prepared, models: list[str], ablations: list[str]
+) -> list[tuple[str, str, ExperimentConfig]]:
+    """``(row name, kind, config)`` of each model and ablation to train; an ablation that keeps
+    a modality the items lack is skipped with a warning."""
+    runs = [
+        (
+            model,
+            "model",
+            dataclasses.replace(config, model=dataclasses.replace(config.model, model=model)),
+        )
+        for model in models
+    ]
+    modalities = prepared.features.modalities()
+    for ablation in ablations:
+        needed = ONE_MODALITY.get(ablation)
+        if needed is not None and needed not in modalities:
+            log.warning("ablation %s skipped: the items have no %s features", ablation, needed)
+            continue
+        runs.append(
+            (f"{config.model.model}: {ablation}", "ablation", ablation_config(config, ablation))
+        )
+    return runs
+
+
 def run_bench(
     config: ExperimentConfig,
     prepared: Prepared,
@@ -182,24 +200,7 @@ def run_bench(
             result = evaluate_model(config, ranker, test_task)
             add(BenchRow(name, "baseline", result, seconds=time.perf_counter() - begin))
 
-    runs = [
-        (
-            model,
-            "model",
-            dataclasses.replace(config, model=dataclasses.replace(config.model, model=model)),
-        )
-        for model in models
-    ]
-    modalities = prepared.features.modalities()
-    for ablation in ablations:
-        needed = ONE_MODALITY.get(ablation)
-        if needed is not None and needed not in modalities:
-            log.warning("ablation %s skipped: the items have no %s features", ablation, needed)
-            continue
-        runs.append(
-            (f"{config.model.model}: {ablation}", "ablation", ablation_config(config, ablation))
-        )
-    for name, kind, run_config in runs:
+    for name, kind, run_config in training_runs(config, prepared, models, ablations):
         begin = time.perf_counter()
         outcome = train_on(
             run_config,
@@ -221,245 +222,4 @@ def run_bench(
     return report
 
 
-def cpu_model() -> str:
-    """The processor's model name as /proc/cpuinfo gives it (else what platform knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def table_columns(ks: list[int], with_cold: bool = True) -> list[str]:
-    """The report's metric columns at the largest k; ``cold:recall@k`` only ``with_cold``."""
-    k = max(ks)
-    return (
-        [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"hr@{k}", f"precision@{k}", f"f1@{k}", "mrr"]
-        + ([f"cold:recall@{k}"] if with_cold else [])
-        + [f"ndcg@{other}" for other in ks if other != k]
-    )
-
-
-def paired_rows(report: BenchReport) -> list[dict]:
-    """Each model and ablation row against the baseline with the highest test main metric:
-    ``{"name", "against", "differences": {metric: (mean, low, high)}}`` for the main metric,
-    recall and cold recall (`seqrec.evaluate.paired_difference`). Empty without both kinds."""
-    columns = table_columns(report.config.eval.ks)
-    main, recall, cold = columns[0], columns[2], f"cold:{columns[2]}"
-    baseline_rows = [row for row in report.rows if row.kind == "baseline"]
-    model_rows = [row for row in report.rows if row.kind != "baseline"]
-    if not baseline_rows or not model_rows:
-        return []
-    best = max(baseline_rows, key=lambda row: np.nan_to_num(row.test.metrics[main], nan=-1.0))
-    bootstrap = report.config.eval.bootstrap
-    return [
-        {
-            "name": row.name,
-            "against": best.name,
-            "differences": {
-                metric: paired_difference(row.test, best.test, metric, bootstrap)
-                for metric in (main, recall, cold)
-                if metric != cold or best.test.counts.get("cold:users", 0)
-            },
-        }
-        for row in model_rows
-    ]
-
-
-# Everything above this line in ``<name>.md`` is written by `write_document`; whatever a person
-# adds below it is kept when the report is written again (a rerun, or `seqrec report`).
-NOTES_MARKER = "<!-- notes below this line are kept when seqrec writes this report again -->"
-
-
-# what `render_markdown` reads from a report document ("paired" is optional)
-REPORT_KEYS = ("name", "dataset", "command", "machine", "date", "seconds", "config", "rows")
-
-
-def report_document(report: BenchReport, name: str) -> dict:
-    """The report as plain data, the content of ``<name>.json``: the markdown and the chart are
-    rendered from this alone (`render_markdown`, `write_document`)."""
-    return {
-        "name": name,
-        "dataset": report.dataset,
-        "command": report.command or " ".join(sys.argv),
-        "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "seconds": report.seconds,
-        "config": config_to_dict(report.config),
-        "rows": [
-            {
-                "name": row.name,
-                "kind": row.kind,
-                "valid_metric": row.valid_metric,
-                "seconds": row.seconds,
-                "notes": row.notes,
-                "test": row.test.metrics,
-                "ci": {key: list(value) for key, value in row.test.ci.items()},
-                "counts": row.test.counts,
-            }
-            for row in report.rows
-        ],
-        "paired": paired_rows(report),
-    }
-
-
-def render_markdown(document: dict) -> str:
-    """``<name>.md`` above the notes marker: header, table with CIs, paired differences. The
-    cold-recall column is left out when no test target is cold (it would read nan)."""
-    config, rows = document["config"], document["rows"]
-    counts = rows[0]["counts"] if rows else {}
-    any_cold = any(row["counts"].get("cold:users", 0) for row in rows)
-    columns = table_columns(config["eval"]["ks"], with_cold=any_cold)
-    main, recall = columns[0], columns[2]
-    main_metric = config["eval"]["main_metric"]
-    note = cold_items_note(counts)
-    lines = [
-        f"# {document['name']}: benchmark on `{document['dataset']}`",
-        "",
-        f"- command: `{document['command']}`",
-        f"- machine: {document['machine']}",
-        f"- date: {document['date']}; wall time {document['seconds']:.0f} s",
-        f"- split: {config['split']['method']}; remove seen items: "
-        f"{config['eval']['remove_seen']}; test users: {counts.get('users', 0)}, "
-        f"users with a cold target: {counts.get('cold:users', 0)}",
-    ]
-    if "cold:items" in counts:  # reports older than the cold-item counts lack them
-        lines.append(
-            f"- cold items (no interaction in train + valid): {counts['cold:items']}, of them "
-            f"test targets: {counts['cold:target_items']}" + (f" (warning: {note})" if note else "")
-        )
-    lines += [
-        "- ranking over the whole catalogue; baselines fitted on train + valid, models trained "
-        f"on train with the epoch chosen on validation ({main_metric})"
-        + (
-            ", then trained again from scratch on train + valid for that many epochs (refit)"
-            if config["train"].get("refit", False)  # reports older than refit lack the key
-            else ""
-        )
-        + "; 95% bootstrap CIs over users in brackets",
-        "",
-        f"| ranker | kind | valid {main_metric} | " + " | ".join(columns) + " | seconds | notes |",
-        "|" + "---|" * (len(columns) + 5),
-    ]
-    nan = float("nan")
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row["test"].get(column, nan)
-            if column in (main, recall, f"cold:{recall}"):
-                low, high = row["ci"].get(column, (nan, nan))
-                cells.append(f"{value:.4f} [{low:.4f}, {high:.4f}]")
-            else:
-                cells.append(f"{value:.4f}")
-        valid = "" if row["valid_metric"] is None else f"{row['valid_metric']:.4f}"
-        lines.append(
-            f"| {row['name']} | {row['kind']} | {valid} | "
-            + " | ".join(cells)
-            + f" | {row['seconds']:.0f} | {row['notes']} |"
-        )
-    paired = document.get("paired") or []
-    if paired:
-        names = list(paired[0]["differences"])
-        lines += [
-            "",
-            f"Paired differences against the best baseline on test {main} "
-            f"({paired[0]['against']}): each",
-            "row's value minus the baseline's over the same users, 95% paired bootstrap CI",
-            "(users resampled together for both rankers); a CI that excludes 0 separates them.",
-            "",
-            "| ranker | " + " | ".join(f"{column} difference" for column in names) + " |",
-            "|" + "---|" * (len(names) + 1),
-        ]
-        for entry in paired:
-            cells = [
-                f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
-                for mean, low, high in entry["differences"].values()
-            ]
-            lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_document(document: dict, out_dir: Path) -> list[Path]:
-    """``<name>.md`` (notes below the marker of an existing one kept), ``.json`` and ``.png``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = document["name"]
-    md_path = out_dir / f"{name}.md"
-    notes = NOTES_MARKER + "\n"  # the marker and what a person wrote below it
-    if md_path.is_file():
-        previous = md_path.read_text()
-        if (at := previous.find(NOTES_MARKER)) >= 0:
-            notes = previous[at:]
-        else:  # without the marker, generated and written text cannot be told apart
-            backup = md_path.with_name(f"{name}.md.bak")
-            md_path.replace(backup)
-            log.warning("%s had no notes marker; the previous file is kept as %s", md_path, backup)
-    md_path.write_text(render_markdown(document) + "\n" + notes)
-    json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps(document, indent=2))
-    png_path = out_dir / f"{name}.png"
-    _plot(document, png_path)
-    return [md_path, json_path, png_path]
-
-
-def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
-    return write_document(report_document(report, name), out_dir)
-
-
-def rewrite_report(json_path: Path) -> list[Path]:
-    """Render ``<name>.md`` and ``.png`` again from a report's JSON, in its folder (after a
-    change to the report's format); the figures are the JSON's, nothing is rerun."""
-    json_path = Path(json_path)
-    if json_path.is_dir():
-        reports = ", ".join(sorted(path.name for path in json_path.glob("*.json"))) or "none"
-        raise DataError(f"{json_path} is a folder; give one report's JSON file (there: {reports})")
-    if not json_path.is_file():
-        raise DataError(f"report not found: {json_path}")
-    try:
-        document = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{json_path} is not valid JSON: {error}") from None
-    missing = [key for key in REPORT_KEYS if key not in document]
-    if missing:
-        raise DataError(f"{json_path} is not a seqrec bench report: it lacks {', '.join(missing)}")
-    return write_document(document, json_path.parent)
-
-
-def _plot(document: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = table_columns(document["config"]["eval"]["ks"])[0]
-    rows = document["rows"]
-    names = [row["name"] for row in rows]
-    values = np.array([row["test"].get(metric, np.nan) for row in rows])
-    bounds = np.array([row["ci"].get(metric, (np.nan, np.nan)) for row in rows]).reshape(-1, 2)
-    errors = np.abs(np.stack([values - bounds[:, 0], bounds[:, 1] - values]))
-    colours = {"baseline": "#9e9e9e", "model": "#1f77b4", "ablation": "#ff7f0e"}
-    fig, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
-    axis.barh(names, values, xerr=errors, color=[colours[row["kind"]] for row in rows], capsize=3)
-    axis.invert_yaxis()
-    axis.set_xlabel(f"test {metric} (95% bootstrap CI)")
-    axis.set_title(f"{document['dataset']}: full-catalogue ranking")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-__all__ = [
-    "ABLATIONS",
-    "BenchReport",
-    "BenchRow",
-    "evaluate",
-    "report_document",
-    "rewrite_report",
-    "run_bench",
-    "write_report",
-]
+__all__ = ["ABLATIONS", "BenchReport", "BenchRow", "check_runs", "run_bench"]

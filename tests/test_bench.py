@@ -1,13 +1,22 @@
+import io
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
+from cli import _bench_table
 from seqrec import bench
-from seqrec.bench import ablation_config, run_bench, write_report
+from seqrec.bench import BenchRow, ablation_config, run_bench
 from seqrec.config import apply_overrides
 from seqrec.data.dataset import DataError
+from seqrec.evaluate import EvalResult
 from seqrec.experiment import prepare
+from seqrec.report import table_columns, write_report
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def test_ablation_configs_change_only_the_item_net(tiny_config):
@@ -101,58 +110,29 @@ def test_the_text_embedding_baseline_is_skipped_when_no_sentence_model_loads(
     assert "text-embedding content KNN" not in names and "TF-IDF content KNN" in names
 
 
-def test_the_markdown_is_rendered_from_the_json_and_keeps_notes_below_the_marker(
-    demo_shop, tiny_config, tmp_path
-):
-    prepared = prepare(tiny_config, demo_shop, cache_dir=tmp_path / "cache")
-    report = run_bench(tiny_config, prepared, models=[], ablations=[], cache_dir=tmp_path / "cache")
-    md_path, json_path, png_path = write_report(report, tmp_path / "results", "tiny")
-    written = md_path.read_text()
-    assert written.rstrip("\n").endswith(bench.NOTES_MARKER)
-    notes = "\nThe popularity row is a sanity check, not a target.\n"
-    md_path.write_text(written + notes)
-    # rendering again from the JSON alone gives the same table and keeps the person's notes
-    png_path.unlink()
-    assert bench.rewrite_report(json_path) == [md_path, json_path, png_path]
-    assert md_path.read_text() == written + notes and png_path.exists()
-    # so does a rerun of the bench into the same folder
-    write_report(report, tmp_path / "results", "tiny")
-    assert md_path.read_text().endswith(bench.NOTES_MARKER + "\n" + notes)
-    # a report without the marker (hand-edited, or from an older seqrec) is kept beside it
-    md_path.write_text("# tiny\n\nhand-written analysis\n")
-    write_report(report, tmp_path / "results", "tiny")
-    assert md_path.with_name("tiny.md.bak").read_text() == "# tiny\n\nhand-written analysis\n"
-    assert md_path.read_text().rstrip("\n").endswith(bench.NOTES_MARKER)
-
-
-def test_the_cold_column_is_left_out_when_no_test_target_is_cold(demo_shop, tiny_config, tmp_path):
-    prepared = prepare(tiny_config, demo_shop, cache_dir=tmp_path / "cache")
-    report = run_bench(tiny_config, prepared, models=[], ablations=[], include_baselines=True)
-    document = bench.report_document(report, "tiny")
-    for row in document["rows"]:
-        row["counts"]["cold:users"] = 3
-    assert "| cold:recall@12 |" in bench.render_markdown(document)
-    for row in document["rows"]:
-        row["counts"]["cold:users"] = 0
-    table = bench.render_markdown(document)
-    assert "cold:recall@12" not in table and "nan" not in table
-    header = next(line for line in table.splitlines() if line.startswith("| ranker"))
-    first_row = next(line for line in table.splitlines() if line.startswith("| popularity |"))
-    assert header.count("|") == first_row.count("|")
-
-
-def test_rewriting_a_file_that_is_not_a_bench_report_names_the_problem(tmp_path):
-    with pytest.raises(DataError, match="report not found"):
-        bench.rewrite_report(tmp_path / "missing.json")
-    (tmp_path / "hm.json").write_text("{}")
-    with pytest.raises(DataError, match=r"is a folder; give one report's JSON file \(there: hm"):
-        bench.rewrite_report(tmp_path)
-    broken = tmp_path / "broken.json"
-    broken.write_text("{not json")
-    with pytest.raises(DataError, match="not valid JSON"):
-        bench.rewrite_report(broken)
-    other = tmp_path / "other.json"
-    other.write_text('{"rows": []}')
-    with pytest.raises(DataError, match="not a seqrec bench report: it lacks name, dataset"):
-        bench.rewrite_report(other)
-    assert other.read_text() == '{"rows": []}'  # nothing the user gave is changed
+def test_the_closing_table_prints_every_figure_whole_at_80_columns():
+    """`seqrec bench` and `seqrec demo` end with this table; at 80 columns, and in a log file,
+    every figure must read in full (it once read "0.0…" in every cell)."""
+    document = json.loads((RESULTS / "hm.json").read_text())
+    rows = [
+        BenchRow(row["name"], row["kind"], EvalResult("test", (12,), metrics=row["test"]))
+        for row in document["rows"]
+    ]
+    columns = table_columns([12])[:6]
+    out = Console(width=80, file=io.StringIO())
+    out.print(_bench_table(rows, columns, out))
+    printed = out.file.getvalue()
+    assert "…" not in printed
+    assert max(len(line) for line in printed.splitlines()) <= 80
+    lines = printed.splitlines()
+    header = next(line for line in lines if "ndcg@12" in line)
+    shown = [column for column in columns if f" {column} " in header]
+    assert shown[:2] == ["ndcg@12", "map@12"]  # the headline columns come first
+    assert f"{', '.join(columns[len(shown) :])}: in the report" in " ".join(printed.split())
+    # one line with figures per row, in order (a long name wraps onto lines without figures)
+    figure_lines = [line for line in lines if re.search(r"│ +\d\.\d{4} │", line)]
+    assert len(figure_lines) == len(rows)
+    for row, line in zip(rows, figure_lines, strict=True):
+        assert line.startswith(f"│ {row.name.split()[0]}")
+        cells = [cell.strip() for cell in line.strip("│").split("│")][1:]
+        assert cells == [f"{row.test.metrics[column]:.4f}" for column in shown], row.name

@@ -1,8 +1,8 @@
 """What "cold" means on the H&M subset: which articles lack a training purchase, and why.
 
-    python benchmarks/hm_cold_items.py --data ../shared/data/hm
+    python benchmarks/analyses/hm_cold_items.py --data ../shared/data/hm
 
-The subset's catalogue holds the articles its 910 customers bought, and nothing else. So an
+The subset's catalogue holds the articles its customers bought, and nothing else. So an
 article without a purchase in a stage's fit table is one that is bought later, at that stage or
 the next one: "has no training purchase" predicts "is a target". A real shop's catalogue also
 holds articles nobody buys. This script counts that, describes the cold targets (same product as
@@ -25,12 +25,13 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from seqrec.baselines import ContentKNN, RepeatThenContentKNN, lexicographic, repeat_first
-from seqrec.bench import machine, tfidf_terms
+from seqrec.bench import tfidf_terms
 from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
+from seqrec.report import machine, markdown_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["ndcg@12", "recall@12", "cold:recall@12", "warm:recall@12"]
 
 
@@ -105,6 +106,64 @@ def target_rows(split, product: np.ndarray) -> list[dict]:
     return rows
 
 
+def stage_table(split) -> list[str]:
+    header = ["stage", "catalogue", "cold articles", "bought at this stage"]
+    header += ["bought at the next stage only", "never bought later"]
+    rows = [
+        [row["stage"], row["catalogue"], row["cold"]]
+        + [percent(row[part], row["cold"]) for part in ("cold_here", "cold_later", "cold_never")]
+        for row in stage_rows(split)
+    ]
+    return markdown_table(header, rows)
+
+
+def target_table(split, product: np.ndarray) -> list[str]:
+    header = ["stage", "targets", "cold targets", "same product as a history article"]
+    header += ["product never sold before"]
+    rows = [
+        [row["stage"], row["targets"], percent(row["cold"], row["targets"])]
+        + [percent(row[part], row["cold"]) for part in ("same_product", "new_product")]
+        for row in target_rows(split, product)
+    ]
+    return markdown_table(header, rows)
+
+
+def feature_table(dataset, split) -> list[str]:
+    """Per stage: AUC of price as a score for "cold", and articles without an image."""
+    price = dataset.items["price"].to_numpy()
+    no_image = dataset.items["image_path"].isna().to_numpy()
+    rows = []
+    for stage in ("valid", "test"):
+        cold = split.task(stage).cold_items()
+        images = f"{int(no_image[cold].sum())} / {int(no_image[~cold].sum())}"
+        rows.append([stage, f"{roc_auc_score(cold, price):.3f}", images])
+    return markdown_table(["stage", "AUC of price", "articles without an image, cold / warm"], rows)
+
+
+def ranker_rows(task, tfidf, bootstrap: int) -> list[list[str]]:
+    """The bench's TF-IDF content baselines and two diagnostic rankers that read coldness, on
+    the test stage, each figure with its CI. ``tfidf`` is the bench's content KNN input."""
+    rankers = {
+        "TF-IDF content KNN (the bench baseline)": ContentKNN(tfidf, last_n=5),
+        "repeat, then TF-IDF content KNN (the bench baseline)": RepeatThenContentKNN(tfidf, 5),
+        "cold articles first, then TF-IDF content KNN (reads coldness)": ColdFirst(
+            ContentKNN(tfidf, last_n=5)
+        ),
+        "repeat, then cold articles, then TF-IDF content KNN (reads coldness)": ColdFirst(
+            ContentKNN(tfidf, last_n=5), repeats_first=True
+        ),
+    }
+    rows = []
+    for name, ranker in rankers.items():
+        result = evaluate(ranker.fit(task.fit, task.n_items), task, ks=(12,), bootstrap=bootstrap)
+        cells = []
+        for column in COLUMNS:
+            low, high = result.ci.get(column, (np.nan, np.nan))
+            cells.append(f"{result.metrics[column]:.4f} [{low:.4f}, {high:.4f}]")
+        rows.append([name, *cells])
+    return rows
+
+
 def percent(part: int, whole: int) -> str:
     return f"{part} ({part / whole:.0%})" if whole else str(part)
 
@@ -131,80 +190,32 @@ def main() -> None:
         "valid). The catalogue holds only articles these customers bought, so each cold article",
         "is bought at the stage itself or the next one:",
         "",
-        "| stage | catalogue | cold articles | bought at this stage | bought at the next stage "
-        "only | never bought later |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in stage_rows(split):
-        lines.append(
-            f"| {row['stage']} | {row['catalogue']} | {row['cold']} | "
-            f"{percent(row['cold_here'], row['cold'])} | {percent(row['cold_later'], row['cold'])}"
-            f" | {percent(row['cold_never'], row['cold'])} |"
-        )
-    lines += [
+        *stage_table(split),
         "",
         "The cold targets, by their product code (the first 7 digits of the article id; the",
         "articles of one product are its colours and prints):",
         "",
-        "| stage | targets | cold targets | same product as a history article | product never "
-        "sold before |",
-        "|---|---|---|---|---|",
-    ]
-    for row in target_rows(split, product):
-        lines.append(
-            f"| {row['stage']} | {row['targets']} | {percent(row['cold'], row['targets'])} | "
-            f"{percent(row['same_product'], row['cold'])} | "
-            f"{percent(row['new_product'], row['cold'])} |"
-        )
-
-    lines += [
+        *target_table(split, product),
         "",
         "Can the item features tell a cold article from a warm one? AUC of each feature as a",
         'score for "cold" (0.5 = no signal); price is the median price paid over the file\'s',
         "purchases (`seqrec.data.load`), so a cold article's comes from its held-out sale:",
         "",
-        "| stage | AUC of price | articles without an image, cold / warm |",
-        "|---|---|---|",
+        *feature_table(dataset, split),
     ]
-    price = dataset.items["price"].to_numpy()
-    no_image = dataset.items["image_path"].isna().to_numpy()
-    for stage in ("valid", "test"):
-        cold = split.task(stage).cold_items()
-        lines.append(
-            f"| {stage} | {roc_auc_score(cold, price):.3f} | "
-            f"{int(no_image[cold].sum())} / {int(no_image[~cold].sum())} |"
-        )
 
     task = split.task("test")
-    tfidf = tfidf_terms(dataset.items, HM_TEXT_COLUMNS)  # the bench's content KNN input
-    rankers = {
-        "TF-IDF content KNN (the bench baseline)": ContentKNN(tfidf, last_n=5),
-        "repeat, then TF-IDF content KNN (the bench baseline)": RepeatThenContentKNN(tfidf, 5),
-        "cold articles first, then TF-IDF content KNN (reads coldness)": ColdFirst(
-            ContentKNN(tfidf, last_n=5)
-        ),
-        "repeat, then cold articles, then TF-IDF content KNN (reads coldness)": ColdFirst(
-            ContentKNN(tfidf, last_n=5), repeats_first=True
-        ),
-    }
+    rows = ranker_rows(task, tfidf_terms(dataset.items, HM_TEXT_COLUMNS), args.bootstrap)
     lines += [
         "",
-        "Test stage (910 customers, all 17,033 articles, k = 12, pessimistic ties, 95%",
+        f"Test stage ({len(task)} customers, all {task.n_items:,} articles, k = 12, pessimistic "
+        "ties, 95%",
         "bootstrap CIs over customers):",
         "",
-        "| ranker | " + " | ".join(COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
+        *markdown_table(["ranker", *COLUMNS], rows),
+        "",
+        f"Wall time {time.perf_counter() - started:.0f} s.",
     ]
-    for name, ranker in rankers.items():
-        result = evaluate(
-            ranker.fit(task.fit, task.n_items), task, ks=(12,), bootstrap=args.bootstrap
-        )
-        cells = []
-        for column in COLUMNS:
-            low, high = result.ci.get(column, (np.nan, np.nan))
-            cells.append(f"{result.metrics[column]:.4f} [{low:.4f}, {high:.4f}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"Wall time {time.perf_counter() - started:.0f} s."]
     report = "\n".join(lines) + "\n"
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)

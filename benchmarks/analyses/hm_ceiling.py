@@ -1,6 +1,6 @@
 """How far the signals a ranker can read go on the H&M split, and where the model loses.
 
-    python benchmarks/hm_ceiling.py --data ../shared/data/hm [--bundle runs/hm_train_only]
+    python benchmarks/analyses/hm_ceiling.py --data ../shared/data/hm [--bundle runs/hm_train_only]
 
 1. What the targets are: at each stage, the share of target articles the customer bought
    before (repeats), that only other customers bought before (warm), and that nobody bought
@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from seqrec.baselines import ContentKNN, ItemKNN, Popularity, repeat_first, repeat_scores
-from seqrec.bench import NOTES_MARKER, machine, tfidf_terms
+from seqrec.bench import tfidf_terms
 from seqrec.bundle import load_bundle
 from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.evaluate import evaluate
+from seqrec.report import machine, markdown_table, write_keeping_notes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["ndcg@12", "recall@12", "hr@12", "cold:recall@12"]
 TREND_DAYS = 28
 GRID = {  # weight of each signal added to content KNN (scaled to a row maximum of 1)
@@ -200,10 +201,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hm_ceiling.json").write_text(json.dumps(document, indent=1) + "\n")
     report = render(document)
-    md_path = args.out / "hm_ceiling.md"
-    previous = md_path.read_text() if md_path.is_file() else ""
-    notes = previous[previous.find(NOTES_MARKER) :] if NOTES_MARKER in previous else NOTES_MARKER
-    md_path.write_text(report + "\n" + notes.rstrip("\n") + "\n")  # hand-written notes kept
+    write_keeping_notes(args.out / "hm_ceiling.md", report)
     print(report)
 
 
@@ -213,6 +211,7 @@ def weights_text(weights: dict) -> str:
 
 
 def render(document: dict) -> str:
+    """hm_ceiling.md above the notes marker, from the JSON document alone."""
     lines = [
         "# H&M: how far the readable signals go",
         "",
@@ -223,23 +222,7 @@ def render(document: dict) -> str:
         "",
         "## What the targets are",
         "",
-        "| stage | target articles | bought by the customer before | bought only by others "
-        "before (warm) | bought by nobody before (cold) |",
-        "|---|---|---|---|---|",
-    ]
-    for stage, shares in document["targets"].items():
-        total = shares["targets"]
-        lines.append(
-            f"| {stage} | {total} | "
-            + " | ".join(
-                f"{shares[part]} ({100 * shares[part] / total:.1f}%)"
-                for part in ("repeat", "warm", "cold")
-            )
-            + " |"
-        )
-    chosen, best = document["chosen"], document["best on test"]
-    test = chosen["test"]
-    lines += [
+        *targets_table(document["targets"]),
         "",
         "## Blends of the non-neural signals",
         "",
@@ -247,27 +230,8 @@ def render(document: dict) -> str:
         "then content KNN plus each weighted signal (scaled to a row maximum of 1); weights "
         f"from {json.dumps(GRID)}.",
         "",
-        "| blend | valid ndcg@12 | test ndcg@12 | test recall@12 | test hr@12 | test "
-        "cold:recall@12 |",
-        "|---|---|---|---|---|---|",
-        f"| chosen on validation: {weights_text(chosen['weights'])} | "
-        f"{chosen['valid']['ndcg@12']:.4f} | "
-        + " | ".join(
-            f"{test[name]:.4f} [{test[name + ' ci'][0]:.4f}, {test[name + ' ci'][1]:.4f}]"
-            for name in ("ndcg@12", "recall@12", "hr@12", "cold:recall@12")
-        )
-        + " |",
-        f"| best on test (read on test: a bound, not a result): {weights_text(best['weights'])}"
-        f" | {best['valid']['ndcg@12']:.4f} | "
-        + " | ".join(f"{best['test'][name]:.4f}" for name in COLUMNS)
-        + " |",
+        *blends_table(document),
     ]
-    plain = next(row for row in document["blends"] if not any(row["weights"].values()))
-    lines.append(
-        f"| no blend: repeat, then content KNN | {plain['valid']['ndcg@12']:.4f} | "
-        + " | ".join(f"{plain['test'][name]:.4f}" for name in COLUMNS)
-        + " |"
-    )
     if "halves" in document:
         lines += [
             "",
@@ -276,16 +240,63 @@ def render(document: dict) -> str:
             f"Model: `{document['bundle']}` (trained on train only; at the test stage its "
             "histories include the validation basket, its weights do not).",
             "",
-            "| ranking | valid ndcg@12 | valid recall@12 | test ndcg@12 | test recall@12 |",
-            "|---|---|---|---|---|",
+            *halves_table(document["halves"]),
         ]
-        for name, valid in document["halves"]["valid"].items():
-            test = document["halves"]["test"][name]
-            lines.append(
-                f"| {name} | {valid['ndcg@12']:.4f} | {valid['recall@12']:.4f} | "
-                f"{test['ndcg@12']:.4f} | {test['recall@12']:.4f} |"
-            )
     return "\n".join(lines) + "\n"
+
+
+def targets_table(targets: dict) -> list[str]:
+    header = ["stage", "target articles", "bought by the customer before"]
+    header += ["bought only by others before (warm)", "bought by nobody before (cold)"]
+    rows = [
+        [stage, shares["targets"]]
+        + [
+            f"{shares[part]} ({100 * shares[part] / shares['targets']:.1f}%)"
+            for part in ("repeat", "warm", "cold")
+        ]
+        for stage, shares in targets.items()
+    ]
+    return markdown_table(header, rows)
+
+
+def blends_table(document: dict) -> list[str]:
+    """The blend chosen on validation (test with CIs), the best read on test, and no blend."""
+    chosen, best = document["chosen"], document["best on test"]
+    plain = next(row for row in document["blends"] if not any(row["weights"].values()))
+    test = chosen["test"]
+    with_ci = [
+        f"{test[name]:.4f} [{test[name + ' ci'][0]:.4f}, {test[name + ' ci'][1]:.4f}]"
+        for name in COLUMNS
+    ]
+    rows = [
+        [f"chosen on validation: {weights_text(chosen['weights'])}", valid_ndcg(chosen), *with_ci],
+        [
+            f"best on test (read on test: a bound, not a result): {weights_text(best['weights'])}",
+            valid_ndcg(best),
+            *(f"{best['test'][name]:.4f}" for name in COLUMNS),
+        ],
+        [
+            "no blend: repeat, then content KNN",
+            valid_ndcg(plain),
+            *(f"{plain['test'][name]:.4f}" for name in COLUMNS),
+        ],
+    ]
+    header = ["blend", "valid ndcg@12", *(f"test {name}" for name in COLUMNS)]
+    return markdown_table(header, rows)
+
+
+def valid_ndcg(row: dict) -> str:
+    return f"{row['valid']['ndcg@12']:.4f}"
+
+
+def halves_table(halves: dict) -> list[str]:
+    rows = []
+    for name, valid in halves["valid"].items():
+        test = halves["test"][name]
+        figures = [valid["ndcg@12"], valid["recall@12"], test["ndcg@12"], test["recall@12"]]
+        rows.append([name, *(f"{value:.4f}" for value in figures)])
+    header = ["ranking", "valid ndcg@12", "valid recall@12", "test ndcg@12", "test recall@12"]
+    return markdown_table(header, rows)
 
 
 if __name__ == "__main__":

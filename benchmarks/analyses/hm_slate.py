@@ -1,6 +1,6 @@
 """How much of a 12-item slate a shopper's own history takes on the H&M split.
 
-    python benchmarks/hm_slate.py --data ../shared/data/hm
+    python benchmarks/analyses/hm_slate.py --data ../shared/data/hm
 
 `history_first` ranks every item a customer has already bought above all others, as the
 repeat-purchase heuristic does. A customer with 12 or more distinct items in their history then
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seqrec.bench import machine
 from seqrec.data.load import load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
+from seqrec.report import machine, markdown_table
 
 
 def slate_rows(data: Path, k: int) -> list[dict]:
@@ -54,21 +54,33 @@ def main() -> None:
     args = parser.parse_args()
     rows = slate_rows(args.data, args.k)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"`python benchmarks/hm_slate.py --data {args.data}`; {machine()}; {stamp}\n")
-    print(
-        f"| stage | customers | history of {args.k}+ distinct items | customers with a cold "
-        f"target | of them with {args.k}+ history items | cold targets | of them held by "
-        "such customers |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['stage']} | {row['customers']} | {row['full']} "
-            f"({row['full'] / row['customers']:.0%}) | {row['with_cold']} | "
-            f"{row['with_cold_full']} ({row['with_cold_full'] / max(1, row['with_cold']):.0%}) | "
-            f"{row['cold_targets']} | {row['cold_blocked']} "
-            f"({row['cold_blocked'] / max(1, row['cold_targets']):.0%}) |"
-        )
+    print(f"`python benchmarks/analyses/hm_slate.py --data {args.data}`; {machine()}; {stamp}\n")
+    header = [
+        "stage",
+        "customers",
+        f"history of {args.k}+ distinct items",
+        "customers with a cold target",
+        f"of them with {args.k}+ history items",
+        "cold targets",
+        "of them held by such customers",
+    ]
+    print("\n".join(markdown_table(header, map(table_row, rows))))
+
+
+def table_row(row: dict) -> list:
+    return [
+        row["stage"],
+        row["customers"],
+        share(row["full"], row["customers"]),
+        row["with_cold"],
+        share(row["with_cold_full"], row["with_cold"]),
+        row["cold_targets"],
+        share(row["cold_blocked"], row["cold_targets"]),
+    ]
+
+
+def share(part: int, whole: int) -> str:
+    return f"{part} ({part / max(1, whole):.0%})"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Sweep `model.history_slots` of a trained H&M bundle: validation picks, test reports.
 
     seqrec train --config experiments/hm.toml --data ../shared/data/hm --out runs/hm
-    python benchmarks/hm_history_slots.py --bundle runs/hm --data ../shared/data/hm
+    python benchmarks/analyses/hm_history_slots.py --bundle runs/hm --data ../shared/data/hm
 
 `history_first` puts a customer's own purchases at the top of the slate; `history_slots` caps
 how many (the best-scored ones), leaving the rest of the 12 to the model's other items. Only the
@@ -17,11 +17,11 @@ import dataclasses
 import datetime
 from pathlib import Path
 
-from seqrec.bench import machine
 from seqrec.bundle import load_bundle
 from seqrec.data.load import load_dataset
 from seqrec.data.split import split_dataset
 from seqrec.experiment import evaluate_model
+from seqrec.report import machine, markdown_table
 
 
 def main() -> None:
@@ -37,13 +37,12 @@ def main() -> None:
     k = metric.split("@")[1]
     tasks = {stage: split.task(stage) for stage in ("valid", "test")}
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"`python benchmarks/hm_history_slots.py --bundle {args.bundle} --data {args.data}`")
+    script = "benchmarks/analyses/hm_history_slots.py"
+    print(f"`python {script} --bundle {args.bundle} --data {args.data}`")
     print(f"{machine()}; {stamp}; model {config.model.model}, best epoch as trained\n")
-    print(
-        f"| history_slots | valid {metric} | valid cold:recall@{k} | test {metric} "
-        f"| test recall@{k} | test cold:recall@{k} |"
-    )
-    print("|---|---|---|---|---|---|")
+    header = ["history_slots", f"valid {metric}", f"valid cold:recall@{k}", f"test {metric}"]
+    header += [f"test recall@{k}", f"test cold:recall@{k}"]
+    rows = []
     for slots in [int(value) for value in args.slots.split(",")]:
         bundle.model.config = dataclasses.replace(config.model, history_slots=slots)
         results = {
@@ -51,10 +50,10 @@ def main() -> None:
             for stage, task in tasks.items()
         }
         valid, test = results["valid"], results["test"]
-        print(
-            f"| {slots or 'all'} | {valid[metric]:.4f} | {valid[f'cold:recall@{k}']:.4f} | "
-            f"{test[metric]:.4f} | {test[f'recall@{k}']:.4f} | {test[f'cold:recall@{k}']:.4f} |"
-        )
+        figures = [valid[metric], valid[f"cold:recall@{k}"], test[metric]]
+        figures += [test[f"recall@{k}"], test[f"cold:recall@{k}"]]
+        rows.append([slots or "all", *(f"{value:.4f}" for value in figures)])
+    print("\n".join(markdown_table(header, rows)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,351 @@
+"""Bench reports on disk, and the pieces every benchmark report shares.
+
+A bench report is one document (`report_document`: every figure, the command, the machine, the
+date) written as ``<name>.json``. ``<name>.md`` (table with 95% bootstrap CIs and the paired
+differences against the best baseline) and ``<name>.png`` (bar chart with error bars) are
+rendered from that document alone, so `rewrite_report` renders them again from the JSON without
+rerunning anything. Notes a person adds below `NOTES_MARKER` in the ``.md`` are kept when the
+report is written again.
+
+The scripts in ``benchmarks/`` use the shared pieces: `machine` / `machine_facts` for the machine
+line, `markdown_table` for tables and `write_keeping_notes` for hand-written notes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from seqrec.config import config_to_dict
+from seqrec.data.dataset import DataError
+from seqrec.evaluate import cold_items_note, paired_difference
+
+if TYPE_CHECKING:
+    from seqrec.bench import BenchReport
+
+log = logging.getLogger(__name__)
+
+# Everything above this line in a report's ``.md`` is generated; whatever a person adds below it
+# is kept when the report is written again (a rerun, or `seqrec report`).
+NOTES_MARKER = "<!-- notes below this line are kept when seqrec writes this report again -->"
+
+# what `render_markdown` reads from a report document ("paired" is optional)
+REPORT_KEYS = ("name", "dataset", "command", "machine", "date", "seconds", "config", "rows")
+
+
+# --- the machine line, tables and notes: shared by every report ---------------------------------
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model(detail: bool = False) -> str:
+    """The processor's model name as /proc/cpuinfo gives it (else what `platform` knows); with
+    ``detail``, also its cpu family and model numbers and whether it is a virtual machine."""
+    fields = _cpuinfo()
+    model = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+    if detail and "cpu family" in fields:
+        model += f" (cpu family {fields['cpu family']}, model {fields.get('model', '?')})"
+    if detail and "hypervisor" in fields.get("flags", "").split():
+        model += ", virtual machine"
+    return model
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not every core of the host."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def machine_facts(detail: bool = False, **versions: str) -> dict:
+    """``{"cpu", "cores", "python"}`` and each library version given, e.g. ``torch=...``."""
+    return {
+        "cpu": cpu_model(detail),
+        "cores": usable_cores(),
+        "python": platform.python_version(),
+        **versions,
+    }
+
+
+def machine_line(facts: dict) -> str:
+    """``"CPU, N cores, Python X"`` then ``", name version"`` for every other fact."""
+    others = [f"{name} {value}" for name, value in facts.items() if name not in _BASE_FACTS]
+    base = f"{facts['cpu']}, {facts['cores']} cores, Python {facts['python']}"
+    return ", ".join([base, *others])
+
+
+_BASE_FACTS = ("cpu", "cores", "python")
+
+
+def machine(**versions: str) -> str:
+    """The machine line of a report: processor, usable cores, Python, the versions given."""
+    return machine_line(machine_facts(**versions))
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table's lines: the header, its rule, one line per row (each cell as str)."""
+    return [_table_line(header), "|" + "---|" * len(header), *map(_table_line, rows)]
+
+
+def _table_line(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def write_keeping_notes(path: Path, generated: str) -> None:
+    """Write ``generated``, then `NOTES_MARKER` and what a person wrote below the marker of the
+    file already at ``path``. A file there without the marker is moved to ``<name>.bak``
+    first: without it, generated and hand-written text cannot be told apart."""
+    notes = NOTES_MARKER + "\n"
+    if path.is_file():
+        previous = path.read_text()
+        if (at := previous.find(NOTES_MARKER)) >= 0:
+            notes = previous[at:]
+        else:
+            backup = path.with_name(f"{path.name}.bak")
+            path.replace(backup)
+            log.warning("%s had no notes marker; the previous file is kept as %s", path, backup)
+    path.write_text(generated + "\n" + notes)
+
+
+# --- the bench report document ------------------------------------------------------------------
+
+
+def table_columns(ks: list[int], with_cold: bool = True) -> list[str]:
+    """The report's metric columns at the largest k; ``cold:recall@k`` only ``with_cold``."""
+    k = max(ks)
+    return (
+        [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"hr@{k}", f"precision@{k}", f"f1@{k}", "mrr"]
+        + ([f"cold:recall@{k}"] if with_cold else [])
+        + [f"ndcg@{other}" for other in ks if other != k]
+    )
+
+
+def paired_rows(report: BenchReport) -> list[dict]:
+    """Each model and ablation row against the baseline with the highest test main metric:
+    ``{"name", "against", "differences": {metric: (mean, low, high)}}`` for the main metric,
+    recall and cold recall (`seqrec.evaluate.paired_difference`). Empty without both kinds."""
+    columns = table_columns(report.config.eval.ks)
+    main, recall, cold = columns[0], columns[2], f"cold:{columns[2]}"
+    baseline_rows = [row for row in report.rows if row.kind == "baseline"]
+    model_rows = [row for row in report.rows if row.kind != "baseline"]
+    if not baseline_rows or not model_rows:
+        return []
+    best = max(baseline_rows, key=lambda row: np.nan_to_num(row.test.metrics[main], nan=-1.0))
+    bootstrap = report.config.eval.bootstrap
+    return [
+        {
+            "name": row.name,
+            "against": best.name,
+            "differences": {
+                metric: paired_difference(row.test, best.test, metric, bootstrap)
+                for metric in (main, recall, cold)
+                if metric != cold or best.test.counts.get("cold:users", 0)
+            },
+        }
+        for row in model_rows
+    ]
+
+
+def report_document(report: BenchReport, name: str) -> dict:
+    """The report as plain data, the content of ``<name>.json``: the markdown and the chart are
+    rendered from this alone (`render_markdown`, `write_document`)."""
+    return {
+        "name": name,
+        "dataset": report.dataset,
+        "command": report.command or " ".join(sys.argv),
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": report.seconds,
+        "config": config_to_dict(report.config),
+        "rows": [
+            {
+                "name": row.name,
+                "kind": row.kind,
+                "valid_metric": row.valid_metric,
+                "seconds": row.seconds,
+                "notes": row.notes,
+                "test": row.test.metrics,
+                "ci": {key: list(value) for key, value in row.test.ci.items()},
+                "counts": row.test.counts,
+            }
+            for row in report.rows
+        ],
+        "paired": paired_rows(report),
+    }
+
+
+# --- rendering: markdown and chart --------------------------------------------------------------
+
+
+def render_markdown(document: dict) -> str:
+    """``<name>.md`` above the notes marker: header, table with CIs, paired differences. The
+    cold-recall column is left out when no test target is cold (it would read nan)."""
+    rows = document["rows"]
+    any_cold = any(row["counts"].get("cold:users", 0) for row in rows)
+    columns = table_columns(document["config"]["eval"]["ks"], with_cold=any_cold)
+    lines = _header_lines(document)
+    lines += ["", *_results_table(document, columns)]
+    paired = document.get("paired") or []
+    if paired:
+        lines += ["", *_paired_table(paired, columns[0])]
+    return "\n".join(lines) + "\n"
+
+
+def _header_lines(document: dict) -> list[str]:
+    """Title, command, machine, date, split and protocol, as a list."""
+    config, rows = document["config"], document["rows"]
+    counts = rows[0]["counts"] if rows else {}
+    note = cold_items_note(counts)
+    lines = [
+        f"# {document['name']}: benchmark on `{document['dataset']}`",
+        "",
+        f"- command: `{document['command']}`",
+        f"- machine: {document['machine']}",
+        f"- date: {document['date']}; wall time {document['seconds']:.0f} s",
+        f"- split: {config['split']['method']}; remove seen items: "
+        f"{config['eval']['remove_seen']}; test users: {counts.get('users', 0)}, "
+        f"users with a cold target: {counts.get('cold:users', 0)}",
+    ]
+    if "cold:items" in counts:  # reports older than the cold-item counts lack them
+        lines.append(
+            f"- cold items (no interaction in train + valid): {counts['cold:items']}, of them "
+            f"test targets: {counts['cold:target_items']}" + (f" (warning: {note})" if note else "")
+        )
+    refit = ""
+    if config["train"].get("refit", False):  # reports older than refit lack the key
+        refit = ", then trained again from scratch on train + valid for that many epochs (refit)"
+    lines.append(
+        "- ranking over the whole catalogue; baselines fitted on train + valid, models trained "
+        f"on train with the epoch chosen on validation ({config['eval']['main_metric']})"
+        f"{refit}; 95% bootstrap CIs over users in brackets"
+    )
+    return lines
+
+
+def _results_table(document: dict, columns: list[str]) -> list[str]:
+    """One row per ranker; the main metric, recall and cold recall with their CIs."""
+    main, recall = columns[0], columns[2]
+    with_ci = (main, recall, f"cold:{recall}")
+    nan = float("nan")
+    rows = []
+    for row in document["rows"]:
+        cells = []
+        for column in columns:
+            value = row["test"].get(column, nan)
+            if column in with_ci:
+                low, high = row["ci"].get(column, (nan, nan))
+                cells.append(f"{value:.4f} [{low:.4f}, {high:.4f}]")
+            else:
+                cells.append(f"{value:.4f}")
+        valid = "" if row["valid_metric"] is None else f"{row['valid_metric']:.4f}"
+        rows.append(
+            [row["name"], row["kind"], valid, *cells, f"{row['seconds']:.0f}", row["notes"]]
+        )
+    main_metric = document["config"]["eval"]["main_metric"]
+    header = ["ranker", "kind", f"valid {main_metric}", *columns, "seconds", "notes"]
+    return markdown_table(header, rows)
+
+
+def _paired_table(paired: list[dict], main: str) -> list[str]:
+    """Each model row minus the best baseline, with the paired bootstrap CI."""
+    names = list(paired[0]["differences"])
+    rows = [
+        [entry["name"], *(_difference(*values) for values in entry["differences"].values())]
+        for entry in paired
+    ]
+    return [
+        f"Paired differences against the best baseline on test {main} "
+        f"({paired[0]['against']}): each",
+        "row's value minus the baseline's over the same users, 95% paired bootstrap CI",
+        "(users resampled together for both rankers); a CI that excludes 0 separates them.",
+        "",
+        *markdown_table(["ranker", *(f"{column} difference" for column in names)], rows),
+    ]
+
+
+def _difference(mean: float, low: float, high: float) -> str:
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def _plot(document: dict, path: Path) -> None:
+    """A horizontal bar per ranker: test main metric with its 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = table_columns(document["config"]["eval"]["ks"])[0]
+    rows = document["rows"]
+    names = [row["name"] for row in rows]
+    values = np.array([row["test"].get(metric, np.nan) for row in rows])  # [R]
+    bounds = np.array([row["ci"].get(metric, (np.nan, np.nan)) for row in rows]).reshape(-1, 2)
+    errors = np.abs(np.stack([values - bounds[:, 0], bounds[:, 1] - values]))  # [2, R]
+    colours = {"baseline": "#9e9e9e", "model": "#1f77b4", "ablation": "#ff7f0e"}
+    fig, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    axis.barh(names, values, xerr=errors, color=[colours[row["kind"]] for row in rows], capsize=3)
+    axis.invert_yaxis()
+    axis.set_xlabel(f"test {metric} (95% bootstrap CI)")
+    axis.set_title(f"{document['dataset']}: full-catalogue ranking")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def write_document(document: dict, out_dir: Path) -> list[Path]:
+    """``<name>.md`` (notes below the marker of an existing one kept), ``.json`` and ``.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = document["name"]
+    md_path = out_dir / f"{name}.md"
+    write_keeping_notes(md_path, render_markdown(document))
+    json_path = out_dir / f"{name}.json"
+    json_path.write_text(json.dumps(document, indent=2))
+    png_path = out_dir / f"{name}.png"
+    _plot(document, png_path)
+    return [md_path, json_path, png_path]
+
+
+def write_report(report: BenchReport, out_dir: Path, name: str) -> list[Path]:
+    """A finished bench run as ``<name>.md``, ``.json`` and ``.png`` in ``out_dir``."""
+    return write_document(report_document(report, name), out_dir)
+
+
+def rewrite_report(json_path: Path) -> list[Path]:
+    """Render ``<name>.md`` and ``.png`` again from a report's JSON, in its folder (after a
+    change to the report's format); the figures are the JSON's, nothing is rerun."""
+    json_path = Path(json_path)
+    if json_path.is_dir():
+        reports = ", ".join(sorted(path.name for path in json_path.glob("*.json"))) or "none"
+        raise DataError(f"{json_path} is a folder; give one report's JSON file (there: {reports})")
+    if not json_path.is_file():
+        raise DataError(f"report not found: {json_path}")
+    try:
+        document = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{json_path} is not valid JSON: {error}") from None
+    missing = [key for key in REPORT_KEYS if key not in document]
+    if missing:
+        raise DataError(f"{json_path} is not a seqrec bench report: it lacks {', '.join(missing)}")
+    return write_document(document, json_path.parent)
