@@ -23,7 +23,9 @@ same request model, same answer code); every other request, bad ones included, g
 FastAPI.
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
-``max_body_bytes`` or a history / exclude list over its cap, 422 malformed JSON or values.
+``max_body_bytes`` or a history / exclude list over its cap, 422 malformed JSON or values (a
+non-finite number, which JSON has not but Python's `json` reads, included:
+`seqrec.serve.strict_json`). No request is answered 500.
 """
 
 from __future__ import annotations
@@ -45,15 +47,23 @@ from urllib.parse import quote
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seqrec.bundle import Bundle, load_bundle
 from seqrec.data.dataset import DataError
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.serve.page import PAGE_HTML
 from seqrec.serve.scoring import ServedScores, fast_scores
+from seqrec.serve.strict_json import (
+    StrictJSONRoute,
+    http_error,
+    loads_strict,
+    validation_failed,
+)
 
 MAX_K = 100
 DISPLAY_COLUMNS = ("item_id", "title", "price", "image_path")
@@ -384,11 +394,11 @@ class RecommendFastPath:
     FastAPI's routing, request object, dependency solving and response classes cost 0.09 to
     0.15 ms of CPU per request, a tenth of a lone request's cost (``benchmarks/serve_asgi.py``;
     figures in benchmarks/results/serve_load.md). Here the body is read, parsed and validated
-    with the same `RecommendRequest` model the route declares, and ``answer`` (the route's own
-    code) writes the response. Anything else (another route, a body that is not JSON, over the
-    size limit or invalid, a request over a cap) goes, with the body read so far, to the
-    FastAPI app, which answers it exactly as without this path and still documents the route
-    in the OpenAPI schema.
+    with the same `RecommendRequest` model the route declares (and the same strict JSON as its
+    route, `loads_strict`), and ``answer`` (the route's own code) writes the response. Anything
+    else (another route, a body that is not JSON, over the size limit or invalid, a request over
+    a cap) goes, with the body read so far, to the FastAPI app, which answers it exactly as
+    without this path and still documents the route in the OpenAPI schema.
     """
 
     def __init__(self, app, answer, max_bytes: int):
@@ -419,8 +429,8 @@ class RecommendFastPath:
             return await self.app(scope, replay(messages, receive), send)
         body = b"".join(message.get("body", b"") for message in messages)
         try:
-            request = RecommendRequest.model_validate(json.loads(body))
-        except Exception:  # not JSON (or nested too deep), invalid values: 4xx from FastAPI
+            request = RecommendRequest.model_validate(loads_strict(body))
+        except Exception:  # not JSON (or nested too deep, or NaN), invalid values: 4xx from FastAPI
             return await self.app(scope, replay(messages, receive), send)
         try:
             answer = await self.answer(request)
@@ -455,6 +465,9 @@ def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -
         summary=f"Sequential recommendations from the bundle {loaded.path.name}",
         description=__doc__.split("\n\n")[0],
     )
+    app.router.route_class = StrictJSONRoute  # JSON bodies with NaN or Infinity: 422
+    app.add_exception_handler(RequestValidationError, validation_failed)  # error bodies: JSON
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     app.state.recommender = rec
     app.state.batcher = batcher

@@ -368,6 +368,7 @@ def test_fast_path_answers_good_requests_and_hands_the_rest_on_intact():
     handed_on = {
         "bad JSON": [b'{"history": ['],
         "invalid value": [b'{"k": "3"}'],
+        "a non-finite number": [b'{"k": NaN, "k": 3}'],  # valid once the NaN is overwritten
         "nested too deep": [b"[" * 100_000],
         "over a cap": [b'{"k": 99}'],
         "streamed over the size limit": [b'{"history": ["' + b"x" * 40, b"x" * 40 + b'"]}'],
