@@ -42,17 +42,32 @@ class ItemSchema:
     price_column: str | None = None
 
 
+MAX_LINES_KEPT = 100  # line numbers of malformed rows kept per file (all are counted)
+
+
 @dataclass
 class LoadReport:
-    """What a loader saw and what it rejected. Every count is a number of rows (or files)."""
+    """What a loader saw and what it rejected. Every count is a number of rows (or files).
+
+    ``malformed_lines``: file name -> line numbers (the header is line 1) of its first rows
+    that have the wrong number of fields, counted under ``rejected["malformed_row"]``.
+    """
 
     format: str
     rejected: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    malformed_lines: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, kind: str, count: int) -> None:
         if count:
             self.rejected[kind] = self.rejected.get(kind, 0) + int(count)
+
+    def add_malformed(self, name: str, lines: list[int], count: int) -> None:
+        """Count ``count`` rows of file ``name`` skipped for a wrong number of fields; ``lines``:
+        the line numbers of the first ones."""
+        self.add("malformed_row", count)
+        kept = self.malformed_lines.setdefault(name, [])
+        kept.extend(lines[: MAX_LINES_KEPT - len(kept)])
 
 
 @dataclass
@@ -104,14 +119,20 @@ class Dataset:
             )
         for kind, count in sorted(self.report.rejected.items()):
             out[f"rejected_{kind}"] = count
+        if self.report.malformed_lines:
+            out["malformed_lines"] = {k: list(v) for k, v in self.report.malformed_lines.items()}
         return out
 
 
 def _format_time(value: int, unit: str) -> str | int:
-    if unit == "day":
-        return str(pd.Timestamp("1970-01-01") + pd.Timedelta(days=value))[:10]
-    if unit == "second":
-        return str(pd.Timestamp(value, unit="s"))
+    """A timestamp as a date (day), a date and time (second) or as is; as is when out of range."""
+    try:
+        if unit == "day":
+            return str(pd.Timestamp("1970-01-01") + pd.Timedelta(days=value))[:10]
+        if unit == "second":
+            return str(pd.Timestamp(value, unit="s"))
+    except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+        pass
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -297,12 +298,6 @@ def test_sasrec_duplicate_and_missing(tmp_path):
     assert list(ds.interactions["timestamp"]) == [0, 1, 0]  # renumbered after drops
 
 
-def test_sasrec_malformed_line(tmp_path):
-    txt = make_sasrec(tmp_path / "seq", "1 1\n1 2 3\n")
-    with pytest.raises(DataError, match="data.txt"):
-        load_dataset(txt)
-
-
 # ----------------------------------------------------------------------------------------------
 # generic
 
@@ -476,3 +471,187 @@ def test_real_data_figures(shared_data):
     assert (stats["users"], stats["items"], stats["interactions"]) == (6_040, 3_416, 999_611)
     assert ml.schema.text_columns == ["title", "genres_text"]
     assert time.perf_counter() - start < 10
+
+
+# ----------------------------------------------------------------------------------------------
+# malformed rows: counted and skipped with their line numbers, or stopped on under "fail"
+
+
+def test_generic_malformed_rows_skipped_with_line_numbers(tmp_path):
+    interactions = (
+        "user,sku,when\n"
+        "u1,A,2024-01-02\n"
+        "u1,B,2024-01-03,surplus\n"  # line 3: four fields
+        "u2\n"  # line 4: one field
+        "u2,B,2024-01-04\n"
+    )
+    items = (
+        "sku,title,description,category,price,image\n"
+        "A,Red shirt,A red shirt,tops,10.5,a.jpg\n"
+        "B,Blue jeans,Blue denim jeans,bottoms,40,b.jpg,oops\n"  # line 3 of items.csv
+        "C,Green hat,,hats,3,c.jpg\n"
+    )
+    root = make_generic(tmp_path / "shop", interactions=interactions, items=items)
+    ds = assert_rejected(root, "malformed_row", 3)
+    assert ds.report.malformed_lines == {"items.csv": [3], "interactions.csv": [3, 4]}
+    assert list(ds.items["item_id"]) == ["A", "C"]
+    assert len(ds.interactions) == 1  # u2's B row is an unknown item now that B was skipped
+    assert ds.stats()["malformed_lines"] == {"items.csv": [3], "interactions.csv": [3, 4]}
+    with pytest.raises(DataError, match=r"malformed_row: 3 \(e\.g\. line 3 of items\.csv"):
+        load_dataset(root, on_error="fail")
+
+
+def test_generic_parquet_and_csv_interactions_without_items_skip_malformed(tmp_path):
+    toml = '[interactions]\npath = "interactions.csv"\nuser = "user"\nitem = "sku"\n'
+    interactions = "user,sku\nu1,A\nu1,B,C\nu2,B\n"
+    ds = load_dataset(make_generic(tmp_path / "shop", interactions=interactions, toml=toml))
+    assert ds.report.rejected == {"malformed_row": 1}
+    assert ds.report.malformed_lines == {"interactions.csv": [3]}
+    assert list(ds.items["item_id"]) == ["A", "B"] and len(ds.interactions) == 2
+
+
+def test_hm_malformed_rows_skipped(tmp_path):
+    root = make_hm(tmp_path / "hm")
+    path = root / "transactions_train.csv"
+    path.write_text(path.read_text() + "2020-09-04,cust_a\n2020-09-05,cust_a,0108775015,0.1,2\n")
+    articles = root / "articles.csv"
+    articles.write_text(articles.read_text() + "0300000001,too,few\n")
+    ds = assert_rejected(root, "malformed_row", 2)
+    assert ds.report.malformed_lines == {"articles.csv": [5], "transactions_train.csv": [7]}
+    assert ds.n_items == 3 and len(ds.interactions) == 6
+
+
+def test_sasrec_malformed_line(tmp_path):
+    txt = make_sasrec(tmp_path / "seq", "1 1\n1 2 3\n2 2\n")
+    ds = assert_rejected(txt, "malformed_row", 1)
+    assert ds.report.malformed_lines == {"data.txt": [2]}
+    assert len(ds.interactions) == 2
+    with pytest.raises(DataError, match=r"line 2 of data\.txt"):
+        load_dataset(txt, on_error="fail")
+
+
+def test_sasrec_items_csv_malformed_line(tmp_path):
+    items = SASREC_ITEMS + "5,2,Heat (1995),Action,extra\n"
+    ds = load_dataset(make_sasrec(tmp_path / "ml", "1 3\n1 1\n", items))
+    assert ds.report.malformed_lines == {"items.csv": [6]}
+    assert list(ds.items["item_id"]) == ["1", "2", "3", "4"]
+
+
+def test_cli_data_stats_shows_malformed_lines(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    interactions = "user,sku,when\nu1,A,2024-01-02\nu1,B,2024-01-03,x\nu2,B,2024-01-04\n"
+    root = make_generic(tmp_path / "shop", interactions=interactions)
+    out = tmp_path / "stats.json"
+    result = CliRunner().invoke(app, ["data", "stats", str(root), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rejected_malformed_row" in result.output
+    assert "interactions.csv: 3" in result.output
+    assert json.loads(out.read_text())["malformed_lines"] == {"interactions.csv": [3]}
+    result = CliRunner().invoke(app, ["data", "stats", str(root), "--on-error", "fail"])
+    assert result.exit_code == 2 and "line 3 of interactions.csv" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# column types that cannot be ids or times
+
+
+def write_parquet_shop(root: Path, columns: dict, time_format: str | None = "unix") -> Path:
+    """A generic layout of one Parquet interactions file with columns user, item, ts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    base = {"user": ["u1", "u1", "u2"], "item": ["a", "b", "a"], "ts": [1, 2, 3]}
+    pq.write_table(pa.table(base | columns), root / "events.parquet")
+    toml = '[interactions]\npath = "events.parquet"\nuser = "user"\nitem = "item"\n'
+    if time_format:
+        toml += f'time = "ts"\ntime_format = "{time_format}"\n'
+    (root / "seqrec.toml").write_text(toml)
+    return root
+
+
+@pytest.mark.parametrize("time_format", ["unix", "auto", "iso", "order"])
+def test_boolean_time_column_is_refused(tmp_path, time_format):
+    root = write_parquet_shop(tmp_path / "pq", {"ts": [True, False, True]}, time_format)
+    with pytest.raises(DataError, match=r"events\.parquet: time column 'ts' holds bool"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize("time_format", ["unix", "auto", "iso", "order"])
+@pytest.mark.parametrize(
+    "values, kind", [([[1], [2, 3], [4]], "list"), ([{"s": 1}, {"s": 2}, {"s": 3}], "struct")]
+)
+def test_list_and_struct_time_columns_are_refused(tmp_path, time_format, values, kind):
+    root = write_parquet_shop(tmp_path / "pq", {"ts": values}, time_format)
+    with pytest.raises(DataError, match=rf"time column 'ts' holds {kind}"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize("column", ["user", "item"])
+@pytest.mark.parametrize(
+    "values, kind", [([["x"], ["y"], ["x"]], "list"), ([{"s": 1}, {"s": 2}, {"s": 1}], "struct")]
+)
+def test_list_and_struct_id_columns_are_refused(tmp_path, column, values, kind):
+    root = write_parquet_shop(tmp_path / "pq", {column: values}, time_format=None)
+    with pytest.raises(DataError, match=rf"{column} column '{column}' holds {kind}"):
+        load_dataset(root)
+
+
+def test_boolean_time_in_csv_is_refused(tmp_path):
+    toml = GENERIC_TOML.replace('time = "when"', 'time = "when"\ntime_format = "unix"')
+    interactions = "user,sku,when\nu1,A,true\nu1,B,false\nu2,B,true\n"
+    root = make_generic(tmp_path / "shop", interactions=interactions, toml=toml)
+    with pytest.raises(DataError, match=r"interactions\.csv: time column 'when' holds bool"):
+        load_dataset(root)
+
+
+# ----------------------------------------------------------------------------------------------
+# empty files and files without rows
+
+
+@pytest.mark.parametrize("text", ["", "user,sku,when\n"], ids=["empty", "header only"])
+def test_generic_interactions_without_rows(tmp_path, text):
+    root = make_generic(tmp_path / "shop", interactions=text)
+    with pytest.raises(DataError, match=r"interactions\.csv (is empty|has no rows)"):
+        load_dataset(root)
+
+
+def test_generic_items_without_rows(tmp_path):
+    root = make_generic(tmp_path / "shop", items="sku,title,description,category,price,image\n")
+    with pytest.raises(DataError, match=r"items\.csv has no rows"):
+        load_dataset(root)
+
+
+def test_every_row_rejected_is_one_message(tmp_path):
+    interactions = "user,sku,when\nu1,Z,2024-01-02\n,A,2024-01-03\n"
+    root = make_generic(tmp_path / "shop", interactions=interactions)
+    with pytest.raises(DataError, match=r"no interaction of interactions\.csv is left"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize("text", ["", "\n"], ids=["empty", "blank line"])
+def test_sasrec_without_lines(tmp_path, text):
+    with pytest.raises(DataError, match=r"data\.txt has no rows"):
+        load_dataset(make_sasrec(tmp_path / "seq", text))
+
+
+def test_hm_header_only_transactions(tmp_path):
+    root = make_hm(tmp_path / "hm", transactions=[])
+    with pytest.raises(DataError, match=r"transactions_train\.csv has no rows"):
+        load_dataset(root)
+
+
+def test_one_row_loads(tmp_path):
+    root = make_generic(tmp_path / "shop", interactions="user,sku,when\nu1,A,2024-01-02\n")
+    ds = load_dataset(root)
+    assert len(ds.interactions) == 1 and ds.n_users == 1 and ds.n_items == 3
+
+
+def test_a_repeated_csv_column_name_reads_its_first_column(tmp_path):
+    items = "sku,title,description,category,price,image,title\nA,Red,x,t,1,a.jpg,Other\n"
+    items += "B,Blue,y,t,2,b.jpg,Other\n"
+    ds = load_dataset(make_generic(tmp_path / "shop", items=items))
+    assert list(ds.items["title"]) == ["Red", "Blue"] and "title.1" in ds.items.columns

@@ -1,0 +1,1 @@
+"""One module per layout read by `seqrec.data.load.load_dataset`, and what they share."""
