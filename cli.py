@@ -87,6 +87,11 @@ def data_stats(
     table.add_column("what")
     table.add_column("value", justify="right")
     for key, value in stats.items():
+        if isinstance(value, dict):  # malformed_lines: file -> line numbers of malformed rows
+            value = "; ".join(
+                f"{name}: {', '.join(map(str, lines[:10]))}{', ...' if len(lines) > 10 else ''}"
+                for name, lines in value.items()
+            )
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
     for note in dataset.report.notes:
@@ -256,9 +261,22 @@ def train(
     ] = 1,
     cache_dir: CacheOpt = None,
     set_: SetOpt = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Delete OUT's checkpoints and train from scratch instead of resuming; needed "
+            "when the settings differ from the interrupted run's or a checkpoint is damaged.",
+        ),
+    ] = False,
 ):
-    """Train a sequence model and write a bundle (resumes from OUT/checkpoint.pt if present)."""
+    """Train a sequence model and write a bundle.
+
+    An interrupted run resumes from OUT/checkpoint.pt when run again with the same settings and
+    data; with other settings it stops and lists them (rerun with the old ones, or --restart).
+    """
     from seqrec import distributed
+    from seqrec.checkpoint import remove_checkpoints
     from seqrec.experiment import run_train
 
     if nproc > 1 and not distributed.launched_by_torchrun():
@@ -277,7 +295,11 @@ def train(
             model__item_net__fusion=fusion,
         ),
     )
-    if (out / "checkpoint.pt").exists() and distributed.is_main():
+    removed = remove_checkpoints(out) if restart else []  # every rank, before any trains
+    if removed and distributed.is_main():
+        names = ", ".join(str(path) for path in removed)
+        console.print(f"--restart: removed {names}; training from scratch", markup=False)
+    elif (out / "checkpoint.pt").exists() and distributed.is_main():
         console.print(f"resuming from {out / 'checkpoint.pt'}", markup=False)
     with _progress() as progress:
         outcome = run_train(
@@ -344,13 +366,29 @@ def eval_(
         json_path.write_text(json.dumps(result.metrics, indent=2))
 
 
-def _bench_table(rows, columns):
+def _bench_table(rows, columns, out: Console):
+    """The closing table of `seqrec bench` and `seqrec demo`: the first metric columns that fit
+    ``out``'s width with every figure whole (ranker names wrap); the report has them all."""
+    from rich.measure import Measurement
+
+    unbounded = out.options.update_width(10_000)  # measure the table's own minimum width
+    count = len(columns)
+    table = _bench_table_of(rows, columns)
+    while count > 1 and Measurement.get(out, unbounded, table).minimum > out.width:
+        count -= 1
+        table = _bench_table_of(rows, columns[:count])
+    if count < len(columns):
+        table.caption = f"{', '.join(columns[count:])}: in the report"
+    return table
+
+
+def _bench_table_of(rows, columns):
     from rich.table import Table
 
     table = Table(title="test metrics (full-catalogue ranking; models in bold)")
-    table.add_column("ranker", no_wrap=True)
+    table.add_column("ranker", overflow="fold")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row.name,
@@ -361,8 +399,9 @@ def _bench_table(rows, columns):
 
 
 def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, baselines=True):
-    from seqrec.bench import check_runs, run_bench, table_columns, write_report
+    from seqrec.bench import check_runs, run_bench
     from seqrec.experiment import prepare
+    from seqrec.report import table_columns, write_report
 
     check_runs(models, ablations)  # before the features are encoded
     with _progress() as progress:
@@ -382,11 +421,11 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
         cache_dir=cache_dir,
     )
     report.command = "seqrec " + " ".join(sys.argv[1:])
-    console.print(_bench_table(report.rows, columns[:6]))
+    console.print(_bench_table(report.rows, columns[:6], console))
     if report.rows:
         _cold_warning(report.rows[0].test.counts)
     paths = write_report(report, out_dir, name)
-    console.print("report: " + ", ".join(str(path) for path in paths), markup=False)
+    console.print("report: " + ", ".join(map(str, paths)), markup=False, soft_wrap=True)
     return report
 
 
@@ -433,10 +472,10 @@ def report(
     ],
 ):
     """Render a bench report's markdown and chart again from its JSON; notes are kept."""
-    from seqrec.bench import rewrite_report
+    from seqrec.report import rewrite_report
 
     paths = rewrite_report(json_path)
-    console.print("report: " + ", ".join(str(path) for path in paths), markup=False)
+    console.print("report: " + ", ".join(map(str, paths)), markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -5,12 +5,21 @@ from the TOML to the code: ``[data]`` -> `DataConfig` (here), ``[split]`` ->
 `seqrec.data.split.SplitConfig`, ``[features]`` -> `seqrec.features.build.FeatureConfig`,
 ``[model]`` -> `seqrec.models.recommender.ModelConfig`, ``[train]`` -> `seqrec.train.TrainConfig`,
 ``[eval]`` -> `EvalConfig` (here), ``[tune]`` -> the Optuna search space (a plain table).
-Unknown keys and wrong types are refused with a message naming the key.
+
+Each field declares its allowed values beside it (`seqrec.constraints`: ``choice``,
+``at_least``, ...). `config_from_dict` (TOML files, ``--set`` overrides) refuses unknown keys,
+wrong types and values outside those constraints, with the full key path in the message
+(``train.batch_size = 0 must be >= 1``), before any data is read. Keys and choice values may be
+spelled with ``-`` or ``_``. What only this machine decides (the device) is checked by
+`check_runnable` before training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
+import math
 import sys
 import types
 import typing
@@ -25,49 +34,41 @@ else:  # pragma: no cover
 
 import tomli_w
 
-from seqrec.data.dataset import DataError
+from seqrec.constraints import ConfigError, at_least, check_config, choice
 from seqrec.data.load import FORMATS, ON_ERROR
-from seqrec.data.split import METHODS, SplitConfig
+from seqrec.data.split import SplitConfig
 from seqrec.features.build import FeatureConfig
-from seqrec.features.fusion import FUSIONS
-from seqrec.models.recommender import BACKBONES, HISTORY_ORDERS, ModelConfig
-from seqrec.train import LOSSES, TARGETS, TrainConfig
-
-# Keys whose value is one of a few names: refused when the config is read, not mid-run.
-CHOICES: dict[str, tuple] = {
-    "data.format": (None, *FORMATS),
-    "data.on_error": ON_ERROR,
-    "split.method": METHODS,
-    "features.text.encoder": ("tfidf", "sentence"),
-    "model.model": BACKBONES,
-    "model.history_order": HISTORY_ORDERS,
-    "model.item_net.fusion": FUSIONS,
-    "train.loss": LOSSES,
-    "train.target": TARGETS,
-    "train.optimizer": ("adam", "adamw"),
-    "train.schedule": ("cosine", "constant"),
-    "train.negative_sampling": ("uniform", "popularity"),
-    "train.negatives": ("catalogue", "trained"),
-}
-
-
-class ConfigError(DataError):
-    """A configuration file or override that cannot be used as it is."""
+from seqrec.metrics import METRICS
+from seqrec.models.recommender import ModelConfig
+from seqrec.train import TrainConfig, device_unavailable
 
 
 @dataclass
 class DataConfig:
-    format: str | None = None  # hm | sasrec | generic; None = detect from the path
-    on_error: str = "skip"  # skip | fail
+    format: str | None = choice(None, *FORMATS)  # None = detect from the path
+    on_error: str = choice("skip", *ON_ERROR)
     text_columns: list[str] | None = None  # override the dataset's text columns
 
 
 @dataclass
 class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [10, 12])
-    main_metric: str = "ndcg@10"  # early stopping and tuning objective (validation only)
+    ks: list[int] = at_least(1, factory=lambda: [10, 12])
+    # early stopping and tuning objective (validation only): <metric>@<k> with k in ks, or mrr
+    main_metric: str = "ndcg@10"
     remove_seen: bool = False  # drop items in the history from the ranking (ML-1M protocol)
-    bootstrap: int = 1000
+    bootstrap: int = at_least(0, 1000)
+
+    def problems(self) -> list[tuple[str, str]]:
+        name, at, k = self.main_metric.partition("@")
+        if self.main_metric == "mrr" or (at and name in METRICS and k in map(str, self.ks)):
+            return []
+        return [
+            (
+                "main_metric",
+                f"must be <metric>@<k> with a metric of {', '.join(METRICS)} and k in "
+                f"eval.ks = {self.ks}, or mrr",
+            )
+        ]
 
 
 @dataclass
@@ -82,27 +83,41 @@ class ExperimentConfig:
     tune: dict[str, Any] = field(default_factory=dict)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """A `cls` instance from a TOML table, checking keys and types recursively."""
+def build_section(cls: type, values: Any, where: str) -> Any:
+    """A checked ``cls`` instance from a TOML table: keys, types, then every declared
+    constraint (`seqrec.constraints.check_config`), each error naming its key path."""
+    section = _build(cls, values, where)
+    check_config(section, where)
+    return section
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """A ``cls`` instance from a TOML table, checking keys and types recursively."""
     if not isinstance(values, dict):
         raise ConfigError(f"[{where}] must be a table, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {where + '.' if where else ''}{unknown[0]}; "
-            f"known keys: {', '.join(sorted(names))}"
-        )
+    hints = _hints(cls)
+    names = hints.keys()
     kwargs = {}
-    for name, value in values.items():
+    for given, value in values.items():
+        name = given.replace("-", "_") if isinstance(given, str) else given
+        key = f"{where}.{given}" if where else str(given)
+        if name not in names:
+            raise ConfigError(f"unknown key {key}; known keys: {', '.join(sorted(names))}")
+        if name in kwargs:
+            raise ConfigError(f"{key} is given twice (as {name} and with hyphens)")
         hint = hints[name]
-        key = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key)
         else:
             kwargs[name] = _check_type(value, hint, key)
     return cls(**kwargs)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Field name -> resolved annotation of a config dataclass (resolving them is slow)."""
+    hints = typing.get_type_hints(cls)
+    return {spec.name: hints[spec.name] for spec in dataclasses.fields(cls)}
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -121,35 +136,57 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if hint is Any:
         return value
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        args = typing.get_args(hint)
-        item_hint = args[0] if args else Any
-        checked = [_check_type(item, item_hint, key) for item in value]
-        return tuple(checked) if origin is tuple else checked
+        return _check_sequence(value, hint, key)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a table, got {value!r}")
         return value
+    if hint is str and isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()  # a TOML date where a date string is expected
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if hint in (int, float, str, bool) and not (
         isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     ):
         raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r} must be a finite number")
     return value
 
 
+def _check_sequence(value: Any, hint: Any, key: str) -> list | tuple:
+    """A list (``list[X]``), a fixed-length tuple (``tuple[X, Y]``) or ``tuple[X, ...]``."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key} must be a list, got {value!r}")
+    args = typing.get_args(hint) or (Any,)
+    if typing.get_origin(hint) is tuple and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{key} = {value!r} must have {len(args)} values")
+    else:
+        args = (args[0],) * len(value)
+    checked = [
+        _check_type(item, arg, f"{key}[{i}]")
+        for i, (item, arg) in enumerate(zip(value, args, strict=True))
+    ]
+    return tuple(checked) if typing.get_origin(hint) is tuple else checked
+
+
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
-    config = _build(ExperimentConfig, values, "")
-    for dotted, allowed in CHOICES.items():
-        value = config
-        for part in dotted.split("."):
-            value = getattr(value, part)
-        if value not in allowed:
-            names = ", ".join(str(name) for name in allowed if name is not None)
-            raise ConfigError(f"{dotted} = {value!r} is not one of: {names}")
-    return config
+    """The checked config of a TOML document (`build_section`); ConfigError names the key."""
+    return build_section(ExperimentConfig, values, "")
+
+
+def check_runnable(config: ExperimentConfig) -> None:
+    """ConfigError when this machine cannot run ``config``: a device it lacks. Checked before
+    training (`seqrec.experiment.prepare`), not when a config is read, so a bundle trained on
+    a GPU can be read anywhere."""
+    devices = [("train.device", config.train.device)]
+    if config.features.use_text and config.features.text.encoder == "sentence":
+        devices.append(("features.text.device", config.features.text.device))
+    for key, name in devices:
+        why = device_unavailable(name)
+        if why:
+            raise ConfigError(f"{key} = {name!r}: {why}")
 
 
 def load_config(path: str | Path | None) -> ExperimentConfig:
@@ -187,28 +224,37 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 def parse_set(pairs: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` pairs -> {dotted key: value}; values are read as TOML, and a bare
-    word that is not TOML (``--set train.negatives=trained``) as a string."""
+    word that is not TOML (``--set train.negatives=trained``) as a string, like a date."""
     overrides = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dim=128")
         try:
-            overrides[key.strip()] = tomllib.loads(f"value = {raw}")["value"]
+            value = tomllib.loads(f"value = {raw}")["value"]
         except tomllib.TOMLDecodeError:
-            overrides[key.strip()] = raw
+            value = raw
+        if isinstance(value, (datetime.date, datetime.time)):
+            value = raw.strip()
+        overrides[key.strip()] = value
     return overrides
 
 
 def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """Set dotted keys (``model.dim``) on a copy of the config, type-checked like the TOML."""
+    """Set dotted keys (``model.dim``) on a copy of the config, checked like the TOML."""
     values = config_to_dict(config)
     for dotted, value in overrides.items():
         if value is None:
             continue
         table = values
-        *parents, last = dotted.split(".")
-        for part in parents:
+        parts = dotted.split(".")
+        if parts[0] != "tune":  # section keys may be spelled with - (tune holds free names)
+            parts = [part.replace("-", "_") for part in parts]
+        *parents, last = parts
+        for depth, part in enumerate(parents):
             table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(f"unknown key {dotted}: {where} is a value, not a table")
         table[last] = value
     return config_from_dict(values)

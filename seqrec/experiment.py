@@ -6,8 +6,7 @@ maps flags to an `ExperimentConfig`. Follow it top to bottom to see the whole da
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 
 from seqrec import distributed
-from seqrec.bundle import save_bundle
-from seqrec.config import ExperimentConfig
-from seqrec.data.dataset import Dataset
+from seqrec.bundle import recover_bundle, save_bundle
+from seqrec.checkpoint import FILES as CHECKPOINT_FILES
+from seqrec.config import ConfigError, ExperimentConfig, check_runnable, config_to_dict
+from seqrec.data.dataset import DataError, Dataset
 from seqrec.data.load import load_dataset
 from seqrec.data.split import EvalTask, Split, split_dataset
 from seqrec.evaluate import EvalResult, evaluate
@@ -51,6 +51,9 @@ class Outcome:
 def prepare(
     config: ExperimentConfig, data_path: str | Path, cache_dir: Path | None = None, progress=None
 ) -> Prepared:
+    """Load, split and encode the data ``config`` trains on, refusing early (before the data is
+    read, then right after the split) what would otherwise fail once training has started."""
+    check_runnable(config)
     dataset = load_dataset(
         data_path,
         format=config.data.format,
@@ -58,8 +61,69 @@ def prepare(
         text_columns=config.data.text_columns,
     )
     split = split_dataset(dataset, config.split)
+    check_trainable(split, config)
     built = fit_item_features(dataset, config.features, cache_dir=cache_dir, progress=progress)
     return Prepared(dataset, split, built.features, built.featurizer)
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """DataError unless ``out_dir`` is, or can be made, a folder this process can write in."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"output folder {out_dir} is a file, not a folder")
+    above = next((parent for parent in out_dir.parents if parent.is_file()), None)
+    if above is not None:
+        raise DataError(f"output folder {out_dir} cannot be made: {above} is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):  # a probe, removed on close
+            pass
+    except OSError as error:
+        why = error.strerror or error
+        raise DataError(f"cannot write in the output folder {out_dir}: {why}") from None
+
+
+# what a user needs for (training pairs, a validation target) under each split method
+_NEEDS = {
+    "leave_last_out": ("4+ interactions", "3+ interactions"),
+    "leave_last_basket_out": ("4+ baskets (purchase days)", "3+ baskets (purchase days)"),
+    "temporal": ("2+ interactions before split.valid_start", "one before split.valid_start"),
+}
+
+
+def check_trainable(split: Split, config: ExperimentConfig) -> None:
+    """DataError before any epoch when the split leaves no training pair or no validation user;
+    ConfigError when ``train.n_negatives`` cannot be drawn from this catalogue (gbce)."""
+    by_user = split.train.groupby("user_id")
+    if config.train.target == "next_basket":
+        sizes = by_user["timestamp"].nunique()  # [users] baskets in train
+    else:
+        sizes = by_user.size()  # [users] interactions in train
+    train_need, valid_need = _NEEDS[split.method]
+    if not (sizes >= 2).any():
+        if not len(split.valid) and not len(split.test) and (sizes <= 1).all():
+            raise DataError(
+                f"every user ({len(sizes)}) has a single interaction: nothing to learn from; "
+                f"need at least one user with {train_need} under split.method = {split.method}"
+            )
+        raise DataError(
+            f"nothing to learn from: after the {split.method} split no user has 2+ training "
+            f"{'baskets' if config.train.target == 'next_basket' else 'interactions'} "
+            f"(train.target = {config.train.target}); need users with {train_need}"
+        )
+    if not split.valid["user_id"].isin(sizes.index).any():
+        raise DataError(
+            f"no validation user after the {split.method} split (a validation target and a "
+            f"training history), so no epoch can be chosen; need users with {valid_need}"
+        )
+    if config.train.loss == "gbce":
+        trained = config.train.negatives == "trained"
+        n_items = split.train["item_idx"].nunique() if trained else split.n_items
+        if config.train.n_negatives > n_items - 1:
+            raise ConfigError(
+                f"train.n_negatives = {config.train.n_negatives} must be below the {n_items} "
+                "items the gbce loss draws negatives from"
+            )
 
 
 def evaluate_model(
@@ -94,9 +158,10 @@ def train_on(
     checkpoint = refit_checkpoint = None
     if out_dir is not None:
         out_dir = Path(out_dir)
+        if not distributed.launched_by_torchrun():  # ranks would race; save_bundle recovers too
+            recover_bundle(out_dir)  # a bundle write killed between its renames is finished
         out_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = out_dir / "checkpoint.pt"
-        refit_checkpoint = out_dir / "refit_checkpoint.pt"
+        checkpoint, refit_checkpoint = (out_dir / name for name in CHECKPOINT_FILES)
 
     def validate(scorer: ModelScorer, task: EvalTask) -> dict[str, float]:
         result = evaluate_model(config, scorer, task, bootstrap=0)
@@ -113,6 +178,7 @@ def train_on(
             validate=validate_with,
             main_metric=config.eval.main_metric,
             on_epoch=on_epoch,
+            settings=config_to_dict(config),  # recorded in checkpoints: resume only the same run
             **options,
         )
 
@@ -181,17 +247,6 @@ def run_train(
     progress=None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> Outcome:
+    check_out_dir(out_dir)  # before any data is read
     prepared = prepare(config, data_path, cache_dir=cache_dir, progress=progress)
     return train_on(config, prepared, out_dir=out_dir, on_epoch=on_epoch)
-
-
-def copy_config(config: ExperimentConfig, **changes) -> ExperimentConfig:
-    """A deep copy with top-level sections replaced (for ablations and tuning trials)."""
-    copied = dataclasses.replace(config)
-    for name, value in changes.items():
-        setattr(copied, name, value)
-    return copied
-
-
-def remove_bundle(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -13,7 +13,6 @@ the same weights and metrics as an uninterrupted run.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,39 +22,57 @@ import numpy as np
 import torch
 
 from seqrec import distributed, losses
+from seqrec.checkpoint import (
+    load_checkpoint,
+    restore,
+    run_identity,
+    save_checkpoint,
+    training_settings,
+)
+from seqrec.constraints import (
+    ConfigError,
+    at_least,
+    check_config,
+    choice,
+    device_field,
+    in_range,
+    positive,
+)
+from seqrec.data.dataset import DataError
 from seqrec.data.sequences import build_sequences, histories_to_tensor
 from seqrec.data.split import EvalTask, Split
 
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")
+TARGETS = ("next_item", "next_basket")
 
 
 @dataclass
 class TrainConfig:
-    loss: str = "ce"  # bce | sampled_softmax | ce | gbce
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"  # adam | adamw
-    schedule: str = "cosine"  # cosine | constant (both after a linear warm-up)
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    n_negatives: int = 256  # bce, sampled_softmax, gbce
-    negative_sampling: str = "uniform"  # uniform | popularity
+    loss: str = choice("ce", *LOSSES)
+    epochs: int = at_least(1, 20)
+    batch_size: int = at_least(1, 128)
+    lr: float = positive(1e-3)
+    weight_decay: float = at_least(0, 0.0)
+    optimizer: str = choice("adamw", "adam", "adamw")
+    schedule: str = choice("cosine", "cosine", "constant")  # both after a linear warm-up
+    warmup_steps: int = at_least(0, 100)
+    grad_clip: float = at_least(0, 1.0)  # max gradient norm; 0 = no clipping
+    n_negatives: int = at_least(1, 256)  # bce, sampled_softmax, gbce
+    negative_sampling: str = choice("uniform", "uniform", "popularity")
     # which items the loss may score against the target: "catalogue" (every item) or "trained"
     # (items with at least one training interaction; see `negative_distribution`)
-    negatives: str = "catalogue"
-    gbce_t: float = 0.75
-    target: str = "next_item"  # next_item | next_basket (see `target_pairs`)
-    last_targets: int = 0  # train only on each sequence's last N targets (items/baskets); 0 = all
-    patience: int = 5  # epochs without validation improvement before stopping; 0 = never stop
+    negatives: str = choice("catalogue", "catalogue", "trained")
+    gbce_t: float = in_range(0.0, 1.0, 0.75)
+    target: str = choice("next_item", *TARGETS)  # see `target_pairs`
+    last_targets: int = at_least(0, 0)  # train only on each sequence's last N targets; 0 = all
+    patience: int = at_least(0, 5)  # epochs without validation improvement; 0 = never stop
     # after the epoch is chosen on validation, train a fresh model on train + valid for that many
     # epochs of the same schedule and use it for test and the bundle (see `experiment.train_on`)
     refit: bool = False
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    valid_users: int = 0  # validate on a seeded sample of this many users; 0 = all
-    eval_batch_size: int = 512
+    seed: int = at_least(0, 0)
+    device: str = device_field("auto")  # auto | cpu | cuda | cuda:N | mps
+    valid_users: int = at_least(0, 0)  # validate on a seeded sample of this many users; 0 = all
+    eval_batch_size: int = at_least(1, 512)
 
 
 @dataclass
@@ -66,8 +83,25 @@ class TrainResult:
     state_dict: dict | None = None  # best weights
 
 
+def device_unavailable(name: str) -> str | None:
+    """Why this machine cannot train on device ``name`` (None when it can)."""
+    kind, _, index = name.partition(":")
+    if kind == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine; use cpu or auto"
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    mps = getattr(torch.backends, "mps", None)
+    if kind == "mps" and not (mps and mps.is_available()):
+        return "MPS (Apple GPU) is not available on this machine; use cpu or auto"
+    return None
+
+
 def pick_device(name: str) -> torch.device:
+    """The torch device of a ``train.device`` value; ConfigError if this machine lacks it."""
     if name != "auto":
+        why = device_unavailable(name)
+        if why:
+            raise ConfigError(f"train.device = {name!r}: {why}")
         return torch.device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -98,9 +132,6 @@ class ModelScorer:
         return scores.float().cpu().numpy()
 
 
-TARGETS = ("next_item", "next_basket")
-
-
 def training_examples(split: Split, max_len: int, target: str = "next_item") -> torch.Tensor:
     """[U, 2, max_len + 1] right-aligned training sequences: item_idx + 1 ([:, 0]) and basket
     numbers ([:, 1]), for the users with at least one training target (`target_pairs`)."""
@@ -124,8 +155,6 @@ def target_pairs(batch: torch.Tensor, target: str, last: int = 0):
     (next_basket): the end of a history is what is evaluated, and shoppers with long histories
     behave differently (more repeats) from the same shoppers at their start.
     """
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
     items, baskets = batch[:, 0], batch[:, 1]  # [B, L + 1]
     if target == "next_item":
         mask = (items[:, :-1] > 0) & (items[:, 1:] > 0)  # [B, L]
@@ -169,8 +198,7 @@ def negative_distribution(
     sampling_probs: [N] probabilities the sampled losses draw negatives with (zero outside the
     pool), or None for uniform over all N items.
     """
-    if config.negatives not in ("catalogue", "trained"):
-        raise ValueError(f"unknown negatives {config.negatives!r}; choose catalogue or trained")
+    check_config(config, "train")
     counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
     pool = None
     if config.negatives == "trained":
@@ -233,18 +261,17 @@ def compute_loss(
         return losses.bce_sampled(pos_logits, neg_logits)
     if config.loss == "gbce":
         return losses.gbce(pos_logits, neg_logits, n_candidates, config.n_negatives, config.gbce_t)
-    if config.loss == "sampled_softmax":
-        if sampling_probs is None:
-            log_q = torch.full((n_items,), -math.log(n_items), device=hidden.device)
-        else:
-            log_q = sampling_probs.clamp_min(1e-12).log().to(hidden.device)
-        return losses.sampled_softmax(
-            pos_logits,
-            neg_logits,
-            log_q[targets],
-            log_q[negatives].expand_as(neg_logits),
-        )
-    raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
+    # sampled_softmax (TrainConfig.loss allows no other)
+    if sampling_probs is None:
+        log_q = torch.full((n_items,), -math.log(n_items), device=hidden.device)
+    else:
+        log_q = sampling_probs.clamp_min(1e-12).log().to(hidden.device)
+    return losses.sampled_softmax(
+        pos_logits,
+        neg_logits,
+        log_q[targets],
+        log_q[negatives].expand_as(neg_logits),
+    )
 
 
 def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -254,12 +281,6 @@ def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
         return 1.0
     progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class TrainStep(torch.nn.Module):
@@ -312,6 +333,7 @@ def fit(
     checkpoint_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     fixed_epochs: int | None = None,
+    settings: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``split.train``; pick the epoch by ``main_metric`` on ``split.valid``.
 
@@ -319,14 +341,13 @@ def fit(
     With ``fixed_epochs``, nothing is validated (``validate`` may be None): the first
     ``fixed_epochs`` epochs of the ``config.epochs`` schedule are trained and the last weights
     kept (a refit on train + valid).
-    With a ``checkpoint_path``, a run found there is resumed. Under torchrun, each rank trains
-    on its share of every batch (``batch_size`` is the total over ranks) and validates a share
-    of the users; only rank 0 writes the checkpoint.
+    With a ``checkpoint_path``, a run found there is resumed if it was written under the same
+    ``settings`` (the experiment config as `seqrec.config.config_to_dict` gives it; by default
+    the ``config`` and arguments of this call) and data, see `seqrec.checkpoint`. Under
+    torchrun, each rank trains on its share of every batch (``batch_size`` is the total over
+    ranks) and validates a share of the users; only rank 0 writes the checkpoint.
     """
-    if config.loss not in LOSSES:
-        raise ValueError(f"unknown loss {config.loss!r}; choose one of {LOSSES}")
-    if config.target not in TARGETS:
-        raise ValueError(f"unknown target {config.target!r}; choose one of {TARGETS}")
+    check_config(config, "train")
     if fixed_epochs is not None and not 1 <= fixed_epochs <= config.epochs:
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
     if fixed_epochs is None and validate is None:
@@ -345,6 +366,15 @@ def fit(
             len(valid_task), config.valid_users, replace=False
         )
         valid_task = valid_task.subset(np.sort(rows))
+    if len(examples) < max(1, world):  # never an empty epoch
+        raise DataError(
+            f"{len(examples)} training sequences have a {config.target} target, "
+            f"{world} process(es) need at least {world}: nothing to learn from"
+        )
+    if valid_task is not None and len(valid_task) == 0:
+        raise DataError(
+            "no validation user (history in train, target in valid): cannot pick an epoch"
+        )
     if valid_task is not None and world > 1:
         valid_task = valid_task.subset(np.arange(rank, len(valid_task), world))
 
@@ -372,11 +402,13 @@ def fit(
 
     start_epoch, history = 0, []
     best = {"epoch": -1, "metric": -math.inf, "state": None}
+    identity = None  # what a checkpoint records of this run, to resume only the same run
+    if checkpoint_path is not None:
+        settings = settings or training_settings(config, max_len, main_metric)
+        identity = run_identity(settings, examples, split, world, fixed_epochs)
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = load_checkpoint(checkpoint_path, identity)
+        restore(checkpoint_path, state, model, optimizer, scheduler)
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
 
     bad_epochs = len(history) - 1 - best["epoch"]  # epochs since the best one
@@ -430,7 +462,7 @@ def fit(
         else:
             bad_epochs += 1
         if checkpoint_path is not None and distributed.is_main():
-            _atomic_save(
+            save_checkpoint(
                 {
                     "epoch": epoch,
                     "model": model.state_dict(),
@@ -438,6 +470,7 @@ def fit(
                     "scheduler": scheduler.state_dict(),
                     "history": history,
                     "best": best,
+                    "identity": identity,
                 },
                 checkpoint_path,
             )

@@ -45,8 +45,8 @@ from optuna.trial import FrozenTrial, TrialState
 from seqrec.config import (
     ConfigError,
     ExperimentConfig,
-    _build,
     apply_overrides,
+    build_section,
     config_to_dict,
     load_config,
     save_config,
@@ -125,7 +125,7 @@ def _label(value: Any) -> Any:
 
 def tune_settings(config: ExperimentConfig) -> TuneSettings:
     """The checked ``[tune]`` table of ``config`` (unknown keys and bad values are refused)."""
-    settings = _build(TuneSettings, dict(config.tune), "tune")
+    settings = build_section(TuneSettings, dict(config.tune), "tune")
     settings.metric = settings.metric or config.eval.main_metric
     if settings.direction != "maximize":
         raise ConfigError(
@@ -160,7 +160,7 @@ def parse_space(space: dict[str, Any], base: ExperimentConfig) -> list[Param]:
         for value in param.values():
             try:
                 apply_overrides(base, {param.key: value})
-            except ConfigError as error:  # names, types and choices: `config.CHOICES`
+            except ConfigError as error:  # names, types and declared constraints
                 raise ConfigError(f"[tune.space] {param.key}: {error}") from None
     _check_heads(params, base)
     return params
@@ -331,8 +331,46 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             )
     path = Path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
+    repair_journal(path)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.journal.JournalStorage(backend)
+
+
+def _torn_tail(data: bytes) -> int:
+    """Bytes of a torn last record at the end of a journal: a last line without its newline
+    (optuna writes each record and its newline at once) or one that is not JSON; 0 if none."""
+    if data.endswith(b"\n"):
+        start = data.rfind(b"\n", 0, len(data) - 1) + 1
+        try:
+            json.loads(data[start:])
+            return 0
+        except ValueError:
+            return len(data) - start
+    return len(data) - (data.rfind(b"\n") + 1)
+
+
+def repair_journal(path: Path) -> None:
+    """Cut a torn last record (left by a crash mid-write) off the journal file ``path``, which
+    optuna could otherwise never read again, with a warning that says what was removed."""
+    if not path.is_file() or not _torn_tail(path.read_bytes()):
+        return
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))  # optuna's writers' lock
+    lock.acquire()
+    try:
+        data = path.read_bytes()  # again: a live writer may have finished its record meanwhile
+        torn = _torn_tail(data)
+        if torn:
+            os.truncate(path, len(data) - torn)
+    finally:
+        lock.release()
+    if torn:
+        kept = data[: len(data) - torn].count(b"\n")
+        warnings.warn(
+            f"{path}: removed a torn last record ({torn} bytes: {data[-torn:][:80]!r}), left by "
+            f"a crash while it was written; the study continues from the {kept} complete "
+            "records before it",
+            stacklevel=3,
+        )
 
 
 def _sampler(settings: TuneSettings, seed: int) -> optuna.samplers.BaseSampler:

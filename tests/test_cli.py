@@ -179,3 +179,158 @@ def test_report_names_a_file_that_is_not_a_bench_report(tmp_path):
     result = runner.invoke(app, ["report", str(other)])
     assert result.exit_code == 2
     assert "not a seqrec bench report" in result.output and "Traceback" not in result.output
+
+
+def test_train_refuses_changed_settings_and_restart_trains_fresh(demo_shop, tiny_config, tmp_path):
+    import torch
+
+    from seqrec.config import apply_overrides
+    from seqrec.experiment import run_train
+
+    config_path, cache, out = tmp_path / "tiny.toml", tmp_path / "cache", tmp_path / "bundle"
+    save_config(tiny_config, config_path)
+
+    def killed(row):  # the first epoch's checkpoint is written; the run dies
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tiny_config, demo_shop, out, cache_dir=cache, on_epoch=killed)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    args = ["train", "--data", str(demo_shop), "--out", str(out), "--config", str(config_path)]
+    args += ["--cache-dir", str(cache), "--set", "train.lr=0.05"]
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"train.lr: {tiny_config.train.lr!r} (checkpoint) -> 0.05 (now)" in result.output
+    assert "--restart" in result.output and "Traceback" not in result.output
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == saved["epoch"]
+    assert not (out / "metrics.json").exists()
+
+    result = runner.invoke(app, args + ["--restart"])
+    assert result.exit_code == 0, result.output
+    assert "--restart: removed" in result.output and "epoch   1" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    clean = run_train(
+        apply_overrides(tiny_config, {"train.lr": 0.05}), demo_shop, tmp_path / "clean", cache
+    )
+    assert metrics["test"] == pytest.approx(clean.test.metrics)
+    assert [row["loss"] for row in metrics["history"]] == pytest.approx(
+        [row["loss"] for row in clean.train.history]
+    )
+
+
+def write_bad_checkpoint(kind: str, path) -> str:
+    """A checkpoint `seqrec train` cannot resume, of one kind; what its message must say."""
+    import pickle
+
+    import torch
+
+    if kind == "empty":
+        path.write_bytes(b"")
+        return "is empty"
+    if kind == "truncated":
+        torch.save({"model": {"weight": torch.zeros(64, 64)}}, path)
+        path.write_bytes(path.read_bytes()[:5000])
+        return "cannot be read (damaged or truncated"
+    if kind == "random bytes":
+        path.write_bytes(bytes(range(256)) * 16)
+        return "is not a seqrec checkpoint"
+    if kind == "other pickle":
+        path.write_bytes(pickle.dumps(shutil.Error("not a checkpoint")))
+        return "is not a seqrec checkpoint"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)  # another model's weights alone
+    return "is not a seqrec training checkpoint"
+
+
+@pytest.mark.parametrize(
+    "kind", ["empty", "truncated", "random bytes", "other pickle", "other state dict"]
+)
+def test_train_names_a_checkpoint_it_cannot_resume(demo_shop, tiny_config, tmp_path, kind):
+    config_path, out = tmp_path / "tiny.toml", tmp_path / "bundle"
+    save_config(tiny_config, config_path)
+    out.mkdir()
+    expected = write_bad_checkpoint(kind, out / "checkpoint.pt")
+    args = ["train", "--data", str(demo_shop), "--out", str(out), "--config", str(config_path)]
+    result = runner.invoke(app, args + ["--cache-dir", str(tmp_path / "cache")])
+    output = "".join(result.output.split())  # rich folds long paths and lines
+    assert result.exit_code == 2, result.output
+    assert expected.replace(" ", "") in output and "bundle/checkpoint.pt" in output
+    assert "--restart" in output
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+
+
+# --- config values and preflight: refused before any data is read or any epoch runs ---------
+
+
+def _train(demo_shop, out, *args):
+    result = runner.invoke(app, ["train", "--data", str(demo_shop), "--out", str(out), *args])
+    return result, "".join(result.output.split())  # rich folds long lines
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "train.epochs = 0 must be >= 1"),
+        (["--epochs", "-1"], "train.epochs = -1 must be >= 1"),
+        (["--set", "eval.main_metric=foo@10"], "eval.main_metric = 'foo@10' must be"),
+        (["--set", "eval.ks=[0]"], "eval.ks[0] = 0 must be >= 1"),
+        (["--set", "model.dim=0"], "model.dim = 0 must be >= 1"),
+        (["--set", "train.lr=-1"], "train.lr = -1.0 must be > 0"),
+        (["--set", "train.batch_size=0"], "train.batch_size = 0 must be >= 1"),
+        (["--device", "tpu"], "train.device = 'tpu' is not a device"),
+        (["--set", "features.image.runtime=tensorrt"], "features.image.runtime = 'tensorrt'"),
+        (["--set", "features.text.encoder=bert"], "features.text.encoder = 'bert' is not one"),
+        (["--loss", "hinge"], "train.loss = 'hinge' is not one of"),
+    ],
+)
+def test_train_refuses_bad_values_before_reading_data(demo_shop, tmp_path, args, message):
+    result, output = _train(demo_shop, tmp_path / "bundle", *args)
+    assert result.exit_code == 2, result.output
+    assert message.replace(" ", "") in output and "Traceback" not in result.output
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("device, missing", [("cuda", "CUDA"), ("mps", "MPS")])
+def test_train_refuses_a_device_this_machine_lacks(demo_shop, tmp_path, device, missing):
+    import torch
+
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if available:
+        pytest.skip(f"this machine has {missing}")
+    result, output = _train(demo_shop, tmp_path / "bundle", "--device", device)
+    assert result.exit_code == 2, result.output
+    assert f"train.device='{device}':{missing}" in output and "Traceback" not in result.output
+    assert list((tmp_path / "bundle").iterdir()) == []  # no checkpoint, nothing written
+
+
+def test_train_refuses_an_output_folder_it_cannot_use(demo_shop, tmp_path, monkeypatch):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    for out, message in ((taken, "isafile,notafolder"), (taken / "b", "taken.txtisafile")):
+        result, output = _train(demo_shop, out)
+        assert result.exit_code == 2, result.output
+        assert message in output and "Traceback" not in result.output
+    assert taken.read_text() == "mine"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("seqrec.experiment.tempfile.TemporaryFile", refuse)
+    result, output = _train(demo_shop, tmp_path / "locked")
+    assert result.exit_code == 2, result.output
+    assert "cannotwriteintheoutputfolder" in output and "Permissiondenied" in output
+
+
+@pytest.mark.parametrize("keep", ["first_per_user", "one_row"])
+def test_train_refuses_data_with_nothing_to_learn_before_any_epoch(demo_shop, tmp_path, keep):
+    shop = tmp_path / "shop"
+    shutil.copytree(demo_shop, shop)
+    inter = pd.read_csv(shop / "interactions.csv")
+    inter = inter.drop_duplicates("user_id") if keep == "first_per_user" else inter.head(1)
+    inter.to_csv(shop / "interactions.csv", index=False)
+    # the flag spelling of a choice is read (the error comes from the data, not the config)
+    result, output = _train(shop, tmp_path / "bundle", "--set", "split.method=leave-last-out")
+    assert result.exit_code == 2, result.output
+    assert "hasasingleinteraction:nothingtolearnfrom" in output
+    assert "Traceback" not in result.output
+    assert list((tmp_path / "bundle").iterdir()) == []  # no epoch ran, no checkpoint

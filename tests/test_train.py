@@ -1,9 +1,11 @@
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
+from pathlib import PurePosixPath
 
 import numpy as np
 import pytest
@@ -254,3 +256,132 @@ def test_fit_for_fixed_epochs_never_validates(prepared, tiny_config):
             fit(model, split, tiny_config.train, 12, validate, "ndcg@10", fixed_epochs=bad)
     with pytest.raises(ValueError, match="validate callback"):
         fit(model, split, tiny_config.train, 12, None, "ndcg@10")
+
+
+class Interrupted(Exception):
+    """Raised from `on_epoch` after the first epoch's checkpoint is written: a killed run."""
+
+
+def interrupted_run(config, prepared, out) -> None:
+    def stop(row):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_on(config, prepared, out_dir=out, on_epoch=stop)
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_resume_with_a_changed_setting_is_refused_before_training(prepared, tiny_config, tmp_path):
+    from seqrec.checkpoint import CheckpointError
+
+    interrupted_run(tiny_config, prepared, tmp_path)
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    trained = []
+    changed = apply_overrides(tiny_config, {"train.lr": 0.05})
+    with pytest.raises(CheckpointError) as error:
+        train_on(changed, prepared, out_dir=tmp_path, on_epoch=trained.append)
+    message = str(error.value)
+    assert f"train.lr: {tiny_config.train.lr!r} (checkpoint) -> 0.05 (now)" in message
+    assert "--restart" in message and str(tmp_path / "checkpoint.pt") in message
+    assert len(message.splitlines()) == 3  # one line per differing key, nothing else differs
+    assert trained == []  # stopped before any epoch
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # nothing the user had is lost
+
+
+def test_resume_ignores_settings_that_do_not_change_training(prepared, tiny_config, tmp_path):
+    interrupted_run(tiny_config, prepared, tmp_path)
+    rows = []
+    how = {"train.eval_batch_size": 7, "eval.bootstrap": 20, "name": "other"}
+    resumed = train_on(apply_overrides(tiny_config, how), prepared, tmp_path, rows.append)
+    clean = train_on(tiny_config, prepared)
+    assert [row["epoch"] for row in rows] == [1]  # resumed after the first epoch
+    assert [r["loss"] for r in resumed.train.history] == [r["loss"] for r in clean.train.history]
+    assert resumed.test.metrics == clean.test.metrics
+
+
+def first_epoch_checkpoint(prepared, tiny_config, path, split=None):
+    """Train one epoch of a fixed-length run with a checkpoint at ``path`` (kept by `fit`)."""
+    from seqrec.models.recommender import build_model
+    from seqrec.train import fit
+
+    model = build_model(tiny_config.model, prepared.features, prepared.dataset.n_items)
+    split = prepared.split if split is None else split
+    return fit(model, split, tiny_config.train, 12, None, "ndcg@10", path, fixed_epochs=1)
+
+
+def test_resume_on_other_data_is_refused(prepared, tiny_config, tmp_path):
+    from seqrec.checkpoint import CheckpointError
+    from seqrec.data.split import Split
+
+    path = tmp_path / "checkpoint.pt"
+    first_epoch_checkpoint(prepared, tiny_config, path)
+    first_epoch_checkpoint(prepared, tiny_config, path)  # the same data: resumes, nothing to do
+    split = prepared.split
+    fewer = Split(split.method, split.train.iloc[20:], split.valid, split.test, split.n_items)
+    with pytest.raises(CheckpointError, match="dataset.train_interactions: 1"):
+        first_epoch_checkpoint(prepared, tiny_config, path, fewer)
+    # the same number of rows, one item changed: only the fingerprint tells
+    train = split.train.copy()
+    train.loc[train.index[-1], "item_idx"] = (train["item_idx"].iloc[-1] + 1) % split.n_items
+    changed = Split(split.method, train, split.valid, split.test, split.n_items)
+    with pytest.raises(CheckpointError) as error:
+        first_epoch_checkpoint(prepared, tiny_config, path, changed)
+    assert "dataset.fingerprint" in str(error.value)
+    assert "dataset.train_interactions" not in str(error.value)
+
+
+def bad_checkpoint(kind: str, path, valid: bytes | None = None) -> str:
+    """Write a checkpoint that cannot be resumed at ``path``; what the error must say."""
+    if kind == "empty":
+        path.write_bytes(b"")
+        return "is empty"
+    if kind == "truncated":
+        path.write_bytes(valid[: len(valid) // 2])
+        return "cannot be read (damaged or truncated"
+    if kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+        return "is not a seqrec checkpoint"
+    if kind == "other pickle":  # unpickling it would run code: weights_only refuses it
+        path.write_bytes(pickle.dumps(PurePosixPath("not-a-checkpoint")))
+        return "is not a seqrec checkpoint"
+    if kind == "other state dict":  # weights alone, as `torch.save(model.state_dict())` writes
+        torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+        return "is not a seqrec training checkpoint (no epoch"
+    raise ValueError(kind)
+
+
+BAD_CHECKPOINTS = ["empty", "truncated", "random bytes", "other pickle", "other state dict"]
+
+
+@pytest.mark.parametrize("kind", BAD_CHECKPOINTS + ["other model", "no settings"])
+def test_a_checkpoint_that_cannot_be_resumed_is_named(prepared, tiny_config, tmp_path, kind):
+    from seqrec.checkpoint import CheckpointError
+
+    path = tmp_path / "checkpoint.pt"
+    first_epoch_checkpoint(prepared, tiny_config, path)
+    if kind == "other model":  # the right settings around another model's weights
+        state = torch.load(path, weights_only=True)
+        state["model"] = {"backbone.norm.weight": torch.ones(3)}
+        torch.save(state, path)
+        expected = "does not fit this model"
+    elif kind == "no settings":  # what seqrec wrote before checkpoints recorded settings
+        state = torch.load(path, weights_only=True)
+        del state["identity"]
+        torch.save(state, path)
+        expected = "no identity; an older seqrec did not record its settings"
+    else:
+        expected = bad_checkpoint(kind, path, path.read_bytes())
+    with pytest.raises(CheckpointError) as error:
+        first_epoch_checkpoint(prepared, tiny_config, path)
+    assert expected in str(error.value)
+    assert str(path) in str(error.value) and "--restart" in str(error.value)
+
+
+def test_checkpoint_reads_back_with_weights_only_even_with_numpy_metrics(tmp_path):
+    from seqrec.checkpoint import save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"history": [{"loss": np.float64(0.5), "epoch": np.int64(2)}]}, path)
+    state = torch.load(path, weights_only=True)
+    assert state["history"] == [{"loss": 0.5, "epoch": 2}]
+    assert type(state["history"][0]["loss"]) is float

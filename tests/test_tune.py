@@ -60,7 +60,7 @@ def states(trials) -> list[str]:
 def test_space_ranges_choices_and_types(tiny_config):
     space = {
         "model.layers": {"low": 1, "high": 3},  # int: the config holds an int
-        "model.dropout": {"low": 0, "high": 1},  # float: the config holds a float
+        "model.dropout": {"low": 0, "high": 0.5},  # float: the config holds a float
         "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
         "model.dim": {"low": 16, "high": 64, "step": 16},
         "model.item_net.modalities": {"choices": [["text"], ["text", "categories"]]},
@@ -258,3 +258,44 @@ def test_two_workers_share_one_storage(demo_shop, tmp_path, tiny_config):
     assert result.counts == {"COMPLETE": 4}
     workers = {trial.user_attrs["worker"] for trial in trials}
     assert len(workers) == 2 and all(str(os.getpid()) not in w for w in workers)
+
+
+# --- a journal torn by a crash mid-write -------------------------------------------------------
+
+
+def journal_with_trials(path: Path, n: int = 3) -> list[float]:
+    """A journal study "torn" with ``n`` finished trials of a quick objective; their values."""
+    study = optuna.create_study(study_name="torn", storage=open_storage(str(path)))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=n)
+    return [trial.value for trial in study.trials]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"op_code":4,"worker_id":"w","trial_id":3,"par', b'{"op_code":4,"worker_id"\n'],
+    ids=["no newline", "newline"],
+)
+def test_a_torn_last_journal_record_is_cut_off_with_a_warning(tmp_path, tail):
+    path = tmp_path / "study.journal"
+    values = journal_with_trials(path)
+    intact = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(tail)
+
+    with pytest.warns(UserWarning, match=rf"removed a torn last record \({len(tail)} bytes"):
+        storage = open_storage(str(path))
+    assert path.read_bytes() == intact
+    study = optuna.load_study(study_name="torn", storage=storage)
+    assert [trial.value for trial in study.trials] == values
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)  # writes again
+    reopened = optuna.load_study(study_name="torn", storage=open_storage(str(path)))
+    assert len(reopened.trials) == len(values) + 1
+
+
+def test_an_intact_journal_is_left_alone(tmp_path, recwarn):
+    path = tmp_path / "study.journal"
+    journal_with_trials(path, n=1)
+    intact = path.read_bytes()
+    open_storage(str(path))
+    assert path.read_bytes() == intact
+    assert not [w for w in recwarn if "torn" in str(w.message)]

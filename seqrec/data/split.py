@@ -28,16 +28,33 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from seqrec.constraints import check_config, checked, choice
 from seqrec.data.dataset import DataError, Dataset, sort_interactions
 
 METHODS = ("leave_last_out", "leave_last_basket_out", "temporal")
 
 
+def _date_problem(value: str | int) -> str | None:
+    if isinstance(value, str):
+        try:
+            pd.Timestamp(value)
+        except (ValueError, TypeError):
+            return "is not a date (e.g. 2020-09-01) or a raw timestamp"
+    return None
+
+
 @dataclass
 class SplitConfig:
-    method: str = "leave_last_out"
-    test_start: str | int | None = None  # temporal only: a date ("2020-09-01") or a raw timestamp
-    valid_start: str | int | None = None  # temporal only; default: as long before as test lasts
+    method: str = choice("leave_last_out", *METHODS)
+    # temporal only: a date ("2020-09-01") or a raw timestamp
+    test_start: str | int | None = checked(None, _date_problem)
+    # temporal only; default: as long before as test lasts
+    valid_start: str | int | None = checked(None, _date_problem)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.method == "temporal" and self.test_start is None:
+            return [("test_start", "is needed by the temporal split (a date or timestamp)")]
+        return []
 
 
 @dataclass
@@ -111,15 +128,13 @@ class Split:
 
 
 def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
+    check_config(config, "split")
     inter = dataset.interactions
-    if config.method == "leave_last_out":
-        test_mask, valid_mask = _leave_last(inter, by_basket=False)
-    elif config.method == "leave_last_basket_out":
-        test_mask, valid_mask = _leave_last(inter, by_basket=True)
-    elif config.method == "temporal":
+    if config.method == "temporal":
         test_mask, valid_mask = _temporal(dataset, config)
     else:
-        raise DataError(f"unknown split method {config.method!r}; choose one of {METHODS}")
+        by_basket = config.method == "leave_last_basket_out"
+        test_mask, valid_mask = _leave_last(inter, by_basket=by_basket)
     train_mask = ~(test_mask | valid_mask)
     return Split(
         method=config.method,
@@ -164,8 +179,6 @@ def _to_timestamp(value: str | int, unit: str) -> int:
 
 
 def _temporal(dataset: Dataset, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
-    if config.test_start is None:
-        raise DataError("the temporal split needs test_start (a date or timestamp)")
     times = dataset.interactions["timestamp"].to_numpy()
     test_start = _to_timestamp(config.test_start, dataset.time_unit)
     if config.valid_start is None:

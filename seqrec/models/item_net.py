@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqrec.features.fusion import build_fusion
+from seqrec.constraints import at_least, check_config, choice, in_range, positive
+from seqrec.features.fusion import FUSIONS, build_fusion
 from seqrec.features.item_features import ItemFeatures
 
 MODALITIES = ("text", "image", "categories", "numeric")
@@ -36,12 +37,13 @@ MODALITIES = ("text", "image", "categories", "numeric")
 
 @dataclass
 class ItemNetConfig:
-    dim: int | None = None  # width D of the item vectors; None: ModelConfig.dim (build_model)
-    fusion: str = "concat"  # "concat" | "product" | "attention"
+    dim: int | None = at_least(1)  # width D of the item vectors; None: ModelConfig.dim
+    fusion: str = choice("concat", *FUSIONS)
     use_id_embedding: bool = True  # add a learned embedding per item index
-    modalities: list[str] | None = None  # None: all present in the features; []: ID only
-    dropout: float = 0.1  # on every modality vector before the fusion
-    id_init_std: float | None = None  # None: 0.01 with content, 1/sqrt(dim) for ID only
+    # None: all present in the features; []: ID only
+    modalities: list[str] | None = choice(None, *MODALITIES)
+    dropout: float = in_range(0.0, 1.0, 0.1, high_open=True)  # on each modality vector, pre-fusion
+    id_init_std: float | None = positive(None)  # None: 0.01 with content, 1/sqrt(dim) for ID only
 
 
 class ItemNet(nn.Module):
@@ -53,11 +55,9 @@ class ItemNet(nn.Module):
             raise ValueError("ItemNetConfig.dim is not set (build_model sets it from ModelConfig)")
         dim = config.dim
 
+        check_config(config, "model.item_net")
         available = features.modalities() if features is not None else []
         wanted = available if config.modalities is None else list(config.modalities)
-        unknown = [name for name in wanted if name not in MODALITIES]
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; expected a subset of {MODALITIES}")
         absent = [name for name in wanted if name not in available]
         if absent:
             raise ValueError(f"modalities {absent} requested but the item features lack them")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from seqrec.constraints import at_least, check_config, choice, in_range, positive
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models.affinity import AFFINITY_MODALITIES, ContentAffinity
 from seqrec.models.gru import GRUEncoder
@@ -41,28 +42,38 @@ HISTORY_ORDERS = ("score", "recency")
 
 @dataclass
 class ModelConfig:
-    model: str = "transformer"  # "gru" | "transformer" | "mlp"
-    dim: int = 64  # width D of item vectors and hidden states (item_net.dim may stay unset)
-    layers: int = 2
-    heads: int = 2  # transformer only
-    dropout: float = 0.2
-    max_len: int = 50  # longest history the backbone accepts (transformer positions, mlp decay)
-    mlp_decay: float = 0.5  # mlp only: initial recency decay per step, weight exp(-decay)
+    model: str = choice("transformer", *BACKBONES)
+    # width D of item vectors and hidden states (item_net.dim may stay unset)
+    dim: int = at_least(1, 64)
+    layers: int = at_least(1, 2)
+    heads: int = at_least(1, 2)  # transformer only; must divide dim
+    dropout: float = in_range(0.0, 1.0, 0.2, high_open=True)
+    # longest history the backbone accepts (transformer positions, mlp decay)
+    max_len: int = at_least(1, 50)
+    mlp_decay: float = positive(0.5)  # mlp only: initial recency decay per step, weight exp(-decay)
     item_net: ItemNetConfig = field(default_factory=ItemNetConfig)
     tied: bool = True  # score with the input item net; False: a second item net for outputs
     repeat_bias: bool = False  # add a learned bonus for items already in the history
     content_affinity: bool = False  # add a learned bonus for items like the recent history
-    affinity_window: int = 5  # history steps the affinity starts from (it learns the rest)
-    affinity_neighbours: int = 100  # most similar items kept per item and modality
+    # history steps the affinity starts from (it learns the rest)
+    affinity_window: int = at_least(1, 5)
+    affinity_neighbours: int = at_least(1, 100)  # most similar items kept per item and modality
     # rank the shopper's own history items above every other item (in history_order), as the
     # repeat-purchase heuristic does; applied when recommending, not in the training loss
     history_first: bool = False
     # with history_first: how many history items go first (the first in history_order); the
     # rest compete with every other item. 0 = all of them
-    history_slots: int = 0
+    history_slots: int = at_least(0, 0)
     # with history_first: the order of the history items at the top. "score": their own scores;
     # "recency": the latest purchase first, as the repeat-purchase heuristic orders them
-    history_order: str = "score"
+    history_order: str = choice("score", *HISTORY_ORDERS)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.item_net.dim not in (None, self.dim):
+            return [("item_net.dim", f"differs from model.dim = {self.dim} (leave it unset)")]
+        if self.model == "transformer" and self.dim % self.heads:
+            return [("heads", f"does not divide model.dim = {self.dim} (transformer heads)")]
+        return []
 
 
 class SequenceRecommender(nn.Module):
@@ -204,12 +215,7 @@ def build_model(
     """
     if features is not None and features.modalities() and features.n_items != n_items:
         raise ValueError(f"features describe {features.n_items} items, not {n_items}")
-    if config.history_order not in HISTORY_ORDERS:
-        raise ValueError(f"unknown history_order {config.history_order!r}; use {HISTORY_ORDERS}")
-    if config.history_slots < 0:
-        raise ValueError(f"history_slots must be 0 (all) or more, got {config.history_slots}")
-    if config.item_net.dim not in (None, config.dim):
-        raise ValueError(f"item_net.dim {config.item_net.dim} differs from dim {config.dim}")
+    check_config(config, "model")
     item_config = dataclasses.replace(config.item_net, dim=config.dim)
     item_net = ItemNet(item_config, features, n_items)
     output_item_net = None if config.tied else ItemNet(item_config, features, n_items)
@@ -224,7 +230,7 @@ def build_model(
             dropout=config.dropout,
             max_len=config.max_len,
         )
-    elif config.model == "mlp":
+    else:  # mlp
         backbone = MLPEncoder(
             config.dim,
             layers=config.layers,
@@ -232,8 +238,6 @@ def build_model(
             max_len=config.max_len,
             decay=config.mlp_decay,
         )
-    else:
-        raise ValueError(f"unknown model {config.model!r}; expected one of {BACKBONES}")
     repeat = RepeatBias(config.max_len) if config.repeat_bias else None
     affinity = None
     content = [name for name in item_net.modalities if name in AFFINITY_MODALITIES]

@@ -58,7 +58,7 @@ def test_temporal_needs_a_cutoff():
 
 
 def test_unknown_method_is_a_clear_error():
-    with pytest.raises(DataError, match="unknown split method"):
+    with pytest.raises(DataError, match="split.method = 'random' is not one of"):
         split_dataset(make_dataset([("a", 1, 1)]), SplitConfig("random"))
 
 

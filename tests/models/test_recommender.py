@@ -90,7 +90,7 @@ def test_id_only_model_without_features():
     assert net.score(net.last_hidden(SEQ), net.item_matrix()).shape == (4, N)
     with pytest.raises(ValueError, match="not 21"):
         build_model(make_config("mlp"), make_features(), N + 1)
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="model.model = 'lstm' is not one of"):
         build_model(dataclasses.replace(config, model="lstm"), None, N)
 
 
@@ -199,7 +199,7 @@ def test_recency_order_with_slots_lifts_only_the_latest_history_items(slots):
 
 def test_unknown_history_order_is_refused():
     config = dataclasses.replace(make_config("gru"), history_order="frequency")
-    with pytest.raises(ValueError, match="unknown history_order 'frequency'"):
+    with pytest.raises(ValueError, match="model.history_order = 'frequency' is not one of"):
         build_model(config, make_features(), N)
 
 
