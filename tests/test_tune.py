@@ -116,6 +116,43 @@ def test_bad_tune_settings_are_refused(tiny_config, settings, message):
         tune_settings(with_tune(tiny_config, **settings))
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"metric": "hitrate@10"}, "tune.metric = 'hitrate@10' needs .* a metric seqrec computes"),
+        ({"pruner_startup_trials": -1}, r"tune.pruner_startup_trials = -1 must be >= 0"),
+        ({"trials": 0}, r"tune.trials = 0 must be >= 1"),
+    ],
+)
+def test_tune_settings_are_checked_by_their_declaration(tiny_config, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        tune_settings(with_tune(tiny_config, **settings))
+
+
+def test_an_unknown_metric_is_refused_before_the_study_is_stored(demo_shop, tmp_path, tiny_config):
+    out = tmp_path / "study"
+    with pytest.raises(ConfigError, match="tune.metric = 'hitrate@10'"):
+        run_study(with_tune(tiny_config, metric="hitrate@10"), demo_shop, n_trials=1, out_dir=out)
+    assert not (out / "study.journal").exists()
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"low": "a", "high": 1.0}, r"train.lr: low = 'a' does not fit"),
+        ({"low": 1e-3, "high": 1e-2, "step": -1}, r"train.lr: step = -1 must be > 0"),
+        ({"low": 1e-3, "high": 1e-2, "log": "yes"}, r"train.lr: log must be bool"),
+        ({"low": 1e-3, "high": 1e-2, "type": "str"}, r"type = 'str' is not one of: int, float"),
+        ({"choices": []}, r"train.lr: choices = \[\] must not be empty"),
+        ({"choices": [1e-3], "low": 1e-3}, "choices cannot be combined"),
+        ({"low": 1e-3}, "needs both low and high"),
+    ],
+)
+def test_a_bad_space_entry_is_refused_naming_the_key(tiny_config, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_space({"train.lr": spec}, tiny_config)
+
+
 def test_cli_reports_a_bad_space_as_one_message(demo_shop, tmp_path, tiny_config):
     path = tmp_path / "bad.toml"
     save_config(with_tune(tiny_config, {"model.lyers": {"low": 1, "high": 2}}), path)
