@@ -5,10 +5,11 @@ Every baseline follows the same two calls:
 - ``fit(interactions, n_items) -> self`` where ``interactions`` is ``task.fit`` (the only table
   anything may be fitted on), sorted by (user_id, timestamp) as loaders return it.
 - ``score(histories) -> [B, N] float32``: one score per catalogue item for each history (item
-  indices in time order). Pure numpy/scipy, deterministic.
+  indices in time order). Numpy/scipy, deterministic.
 
 "Repeat-then-X" baselines put the user's own history items first (ordered by recency or
-frequency) and rank every other item by X below them (`repeat_first`).
+frequency) and rank every other item by X below them (`repeat_first`: the model's history
+re-rank, `seqrec.rerank`).
 
 Ties are left as ties unless a baseline is told how to break them (``ItemKNN.tie_break``):
 evaluation ranks tied targets pessimistically, so an untied-but-arbitrary order is never
@@ -22,62 +23,45 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
+
+from seqrec.data.sequences import histories_to_tensor
+from seqrec.rerank import HistoryFirst, history_key
 
 
-def _history_pairs(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row [E], item [E], position from the end [E], 0 = most recent) of a batch of histories."""
+def _history_pairs(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(row [E], item [E]) of every entry of a batch of histories."""
     lengths = np.array([len(h) for h in histories], dtype=np.int64)  # [B]
     rows = np.repeat(np.arange(len(histories)), lengths)  # [E]
     items = np.concatenate(histories).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)  # [B]
-    from_end = ends[rows] - 1 - np.arange(len(items))  # [E]
-    return rows, items, from_end
+    return rows, items
 
 
 def _last_n(histories: list[np.ndarray], last_n: int | None) -> list[np.ndarray]:
     return histories if last_n is None else [h[len(h) - min(len(h), last_n) :] for h in histories]
 
 
-def repeat_scores(histories: list[np.ndarray], n_items: int, order: str = "recency") -> np.ndarray:
-    """[B, N] float64 ordering key of each user's own history items, 0 for other items.
+def _as_seq(histories: list[np.ndarray]) -> torch.Tensor:
+    """[B, L] whole histories as the re-rank reads them (item_idx + 1, right-aligned)."""
+    return histories_to_tensor(histories, max([1, *(len(h) for h in histories)]))
 
-    order="recency": the most recently bought first (by its last position), ties by frequency.
+
+def repeat_scores(histories: list[np.ndarray], n_items: int, order: str = "recency") -> np.ndarray:
+    """[B, N] float64 ordering key of each user's own history items, 0 for other items: distinct
+    positive integers, the first item the largest (`seqrec.rerank.history_key`).
+
+    order="recency": the most recently bought first (by its last position).
     order="frequency": the most often bought first, ties by recency.
-    The key is the item's position among the user's n distinct history items: n for the best,
-    1 for the worst (exact small integers, no two items of a user equal).
     """
-    if order not in ("recency", "frequency"):
-        raise ValueError(f"unknown repeat order {order!r}; use 'recency' or 'frequency'")
-    rows, items, from_end = _history_pairs(histories)
-    codes = rows * n_items + items  # [E]
-    pairs, inverse, count = np.unique(codes, return_inverse=True, return_counts=True)  # [P]
-    last = np.full(len(pairs), np.iinfo(np.int64).max)  # [P] position from end of last buy
-    np.minimum.at(last, inverse, from_end)
-    pair_row, pair_item = pairs // n_items, pairs % n_items  # [P]
-    if order == "recency":
-        by = np.lexsort((count, -last, pair_row))  # ascending: the best last inside each row
-    else:
-        by = np.lexsort((-last, count, pair_row))
-    per_row = np.bincount(pair_row, minlength=len(histories))  # [B] distinct history items
-    starts = np.concatenate([[0], np.cumsum(per_row)[:-1]])  # [B]
-    position = np.empty(len(pairs))  # [P]
-    position[by] = np.arange(len(pairs)) - starts[pair_row[by]] + 1
-    key = np.zeros((len(histories), n_items))  # [B, N]
-    key[pair_row, pair_item] = position
-    return key
+    return history_key(_as_seq(histories), n_items, order, torch.float64).numpy()
 
 
 def repeat_first(base: np.ndarray, histories: list[np.ndarray], order: str) -> np.ndarray:
     """[B, N] float32: the user's history items above every other item, ordered by ``order``;
-    other items keep their ``base`` score.
-
-    Repeats score ``ceil(row max of base) + key`` (key = 1..n from `repeat_scores`), so they
-    sit above the whole base ranking and stay exactly distinct in float32.
-    """
-    base = np.asarray(base, dtype=np.float64)  # [B, N]
-    key = repeat_scores(histories, base.shape[1], order)  # [B, N]
-    offset = np.ceil(base.max(axis=1, keepdims=True)) + 1.0  # [B, 1]
-    return np.where(key > 0, offset + key, base).astype(np.float32)
+    other items keep their ``base`` score. The model's history re-rank
+    (`seqrec.rerank.HistoryFirst`), run in float64."""
+    scores = torch.from_numpy(np.asarray(base, dtype=np.float64))  # [B, N]
+    return HistoryFirst(order)(scores, _as_seq(histories)).numpy().astype(np.float32)
 
 
 def lexicographic(keys: list[np.ndarray]) -> np.ndarray:
@@ -198,7 +182,7 @@ def keep_top_neighbours(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
 
 def _query_matrix(histories: list[np.ndarray], n_items: int, last_n: int | None, binary: bool):
     """[B, N] sparse query: the last ``last_n`` history items of each user (1 each, or counts)."""
-    rows, items, _ = _history_pairs(_last_n(histories, last_n))
+    rows, items = _history_pairs(_last_n(histories, last_n))
     query = sp.csr_matrix((np.ones(len(items)), (rows, items)), shape=(len(histories), n_items))
     query.sum_duplicates()
     if binary:

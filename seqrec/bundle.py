@@ -51,7 +51,7 @@ from seqrec.data.dataset import DataError, Dataset
 from seqrec.features.build import ItemFeaturizer
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models.recommender import SequenceRecommender, build_model
-from seqrec.train import ModelScorer
+from seqrec.scoring import ModelScorer
 
 BUNDLE_VERSION = 2  # 2: bundle.json lists every file with its size and sha256
 FEATURE_NAMES = ("text", "image", "image_mask", "categories", "numeric")
@@ -359,9 +359,8 @@ class Bundle:
         return {item_id: idx for idx, item_id in enumerate(self.items["item_id"])}
 
     def scorer(self) -> ModelScorer:
-        scorer = ModelScorer(self.model, self.config.model.max_len)
-        scorer._item_matrix = self.item_matrix
-        return scorer
+        """The `ModelScorer` of the bundle's model, with its precomputed item matrix."""
+        return ModelScorer(self.model, self.config.model.max_len, item_matrix=self.item_matrix)
 
 
 def load_bundle(path: str | Path) -> Bundle:

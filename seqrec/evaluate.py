@@ -9,7 +9,7 @@ and *warm* otherwise. The ``cold:`` metrics keep the ranks over the full catalog
 only the cold targets, over the users having at least one cold target; ``warm:`` likewise.
 
 `top_k` gives the ranked item list that the same scores produce (excluded items removed, ties
-broken by the lower item index); a serving layer reuses it so served and evaluated rankings agree.
+broken by the lower item index); the server ranks with it, so served and evaluated rankings agree.
 When scores tie, the evaluated ranks are pessimistic and can only be worse than `top_k`'s order.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from seqrec.data.split import EvalTask
 from seqrec.metrics import bootstrap_ci, metrics_at_k, mrr, target_ranks_flat
@@ -98,25 +99,35 @@ def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | np.ndarray | N
 
     exclude: B arrays of item indices, or a [B, N] bool mask, removed from the ranking (scored
     -inf: they only appear if k exceeds the number of remaining items). k is capped at N.
+
+    Only the items scoring at least their row's k-th best value (`torch.topk` finds it) are
+    sorted: the same list as sorting all N, at a fraction of the cost.
     """
-    scores = np.asarray(scores, dtype=np.float64)  # [B, N]
+    scores = np.asarray(scores)  # [B, N]
+    dtype = np.float32 if scores.dtype == np.float32 else np.float64  # exact for the input
+    scores = np.require(scores, dtype, ["C", "W"])
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
     n_rows, n_items = scores.shape
     k = min(int(k), n_items)
     if exclude is not None:
-        mask = exclude if isinstance(exclude, np.ndarray) else exclusion_mask(exclude, n_items)
-        scores = np.where(mask, -np.inf, scores)
+        scores = scores.copy()
+        if isinstance(exclude, np.ndarray):
+            scores[exclude] = -np.inf
+        elif sum(len(items) for items in exclude):
+            lengths = [len(items) for items in exclude]
+            scores[np.repeat(np.arange(n_rows), lengths), np.concatenate(exclude)] = -np.inf
     if k == 0:
         return np.zeros((n_rows, 0), dtype=np.int64)
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # [B, 1] k-th largest score
-    above = scores > kth  # [B, N] surely in the top k
-    tied = scores == kth  # [B, N] fill the rest by lowest index
-    room = k - above.sum(axis=1, keepdims=True)  # [B, 1]
-    keep = above | (tied & (np.cumsum(tied, axis=1) <= room))  # exactly k per row
-    chosen = np.nonzero(keep)[1].reshape(n_rows, k)  # [B, k] in index order
-    order = np.argsort(-np.take_along_axis(scores, chosen, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(chosen, order, axis=1)
+    best = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=False).values  # [B, k]
+    kth = best.amin(dim=1, keepdim=True).numpy()  # [B, 1] k-th largest score
+    flat = np.flatnonzero(scores >= kth)  # [C] candidates, every tie of the k-th included
+    rows, cols = flat // n_items, flat % n_items
+    order = np.lexsort((cols, -scores.ravel()[flat], rows))  # by row, score down, index up
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))  # [B] each row's first candidate
+    first_k = np.arange(len(rows)) - starts[rows] < k  # [C]
+    return cols[first_k].reshape(n_rows, k)
 
 
 def evaluate(

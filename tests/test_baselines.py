@@ -11,6 +11,7 @@ from seqrec.baselines import (
     RepeatThenPopularity,
     cooccurrence_similarity,
     lexicographic,
+    repeat_first,
     repeat_scores,
     user_item_matrix,
 )
@@ -77,10 +78,41 @@ def test_repeat_then_popularity_puts_history_first_by_recency():
 
 def test_repeat_scores_are_distinct_integers_per_user():
     key = repeat_scores([np.array([2, 1, 2, 0]), np.array([], dtype=np.int64)], 4, "recency")
-    assert key[0].tolist() == [3.0, 1.0, 2.0, 0.0]  # 0 latest, then 2, then 1; 3 unseen
+    assert key[0].tolist() == [4.0, 2.0, 3.0, 0.0]  # 0 latest, then 2, then 1; 3 unseen
     assert key[1].tolist() == [0.0] * 4
     with pytest.raises(ValueError):
         repeat_scores([np.array([0])], 4, "random")
+
+
+def old_repeat_first(base, histories, order):
+    """`repeat_first` as it was before it became the model's re-rank: the reference."""
+    key = np.zeros(base.shape)
+    for row, history in enumerate(histories):
+        items = list(dict.fromkeys(history.tolist()))  # distinct, first occurrence order
+        last = {item: pos for pos, item in enumerate(history.tolist())}
+        count = {item: history.tolist().count(item) for item in items}
+        if order == "recency":
+            items.sort(key=lambda item: (last[item], count[item]))
+        else:
+            items.sort(key=lambda item: (count[item], last[item]))
+        key[row, items] = np.arange(1, len(items) + 1)
+    base = np.asarray(base, dtype=np.float64)
+    offset = np.ceil(base.max(axis=1, keepdims=True)) + 1.0
+    return np.where(key > 0, offset + key, base).astype(np.float32)
+
+
+@pytest.mark.parametrize("order", ["recency", "frequency"])
+def test_repeat_first_ranks_as_before_on_random_histories(order):
+    rng = np.random.default_rng(5)
+    histories = [rng.integers(0, 12, rng.integers(0, 25)) for _ in range(60)]  # many repeats
+    base = rng.integers(0, 4, (60, 12)).astype(np.float32)  # many ties among the rest
+    got = repeat_first(base, histories, order)
+    expected = old_repeat_first(base, histories, order)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(top_k(got, 12), top_k(expected, 12))
+    # the same ties: evaluation ranks tied targets pessimistically
+    same = got[:, :, None] == got[:, None, :]
+    np.testing.assert_array_equal(same, expected[:, :, None] == expected[:, None, :])
 
 
 def test_item_knn_recommends_cooccurring_items():

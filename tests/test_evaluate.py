@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from seqrec.data.split import make_task
-from seqrec.evaluate import cold_items_note, evaluate, paired_difference, top_k
+from seqrec.evaluate import (
+    cold_items_note,
+    evaluate,
+    exclusion_mask,
+    paired_difference,
+    top_k,
+)
 from seqrec.metrics import target_ranks
 
 
@@ -149,6 +155,23 @@ def test_top_k_order_ties_and_exclusion():
     ]
     assert top_k(scores, 10).shape == (2, 5)  # k capped at N
     assert top_k(scores, 0).shape == (2, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_top_k_equals_a_full_sort_with_ties_and_exclusions(dtype):
+    """Sorting only the items at or above the k-th best score gives the full sort's list."""
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 6, (40, 30)).astype(dtype)  # many ties
+    scores[0] = 2  # a row of one value
+    exclude = [rng.choice(30, rng.integers(0, 30), replace=False) for _ in range(40)]
+    mask = exclusion_mask(exclude, 30)
+    for k in (1, 5, 29, 30):
+        for excluded in (None, exclude):
+            values = scores.astype(np.float64)
+            if excluded is not None:
+                values = np.where(mask, -np.inf, values)
+            full = np.lexsort((np.broadcast_to(np.arange(30), values.shape), -values), axis=1)
+            np.testing.assert_array_equal(top_k(scores, k, excluded), full[:, :k])
 
 
 def test_top_k_is_the_ranking_evaluate_uses():

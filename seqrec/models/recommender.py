@@ -33,7 +33,7 @@ from seqrec.models.affinity import AFFINITY_MODALITIES, ContentAffinity
 from seqrec.models.gru import GRUEncoder
 from seqrec.models.item_net import ItemNet, ItemNetConfig
 from seqrec.models.mlp import MLPEncoder
-from seqrec.models.repeat import RepeatBias, seen_later
+from seqrec.models.repeat import RepeatBias
 from seqrec.models.transformer import TransformerEncoder
 
 BACKBONES = ("gru", "transformer", "mlp")
@@ -144,65 +144,24 @@ class SequenceRecommender(nn.Module):
         return hidden @ item_matrix.T
 
     def recommend_scores(self, seq: torch.Tensor, item_matrix: torch.Tensor) -> torch.Tensor:
-        """[B, N] scores of every item after the histories ``seq`` [B, L]: what is ranked."""
+        """[B, N] raw scores of every item after the histories ``seq`` [B, L]: dot products
+        plus the history terms. The history re-rank (``history_first``) is not the model's:
+        `seqrec.scoring.ModelScorer` applies it (`seqrec.rerank`)."""
         scores = self.score(self.last_hidden(seq), item_matrix)  # [B, N]
-        return self.finish_scores(scores, seq)
+        return self.add_history_terms(scores, seq)
 
-    def finish_scores(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        """Dot-product scores [B, N] -> final scores: history terms added, history first.
+    def add_history_terms(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """Dot-product scores [B, N] -> raw scores: each history term's bonus added.
 
         The history terms touch only the history items and their content neighbours, so their
         bonuses are added where they fall (one scatter) rather than as dense [B, N] matrices.
         """
         entries = [term.last_entries(seq) for term in self.history_terms()]
-        if entries:
-            items = torch.cat([items for items, _ in entries], dim=1)  # [B, S]
-            bonuses = torch.cat([bonuses for _, bonuses in entries], dim=1)  # [B, S]
-            scores = scores.scatter_add(1, items, bonuses)  # [B, N]
-        if self.config.history_first:
-            if self.config.history_order == "recency":
-                return self._recency_first(scores, seq)
-            spread = scores.amax(dim=1, keepdim=True) - scores.amin(dim=1, keepdim=True)  # [B, 1]
-            latest = seq[:, -1:]  # [B, 1], 0 only for an empty history
-            # every history item (padding stands for the latest item) goes above the rest: each
-            # write to an item carries the same value, so repeats and padding are harmless
-            index = torch.where(seq > 0, seq, latest).sub(1).clamp_min(0)  # [B, L]
-            lift = (spread + 1.0) * (latest > 0)  # [B, 1]
-            if self.config.history_slots:
-                scores = scores + lift * self._first_slots(scores, index)
-            else:
-                scores = scores.scatter(1, index, scores.gather(1, index) + lift)  # [B, N]
-        return scores
-
-    def _recency_first(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-        """[B, N] scores with the history items of ``seq`` [B, L] above every other item, the
-        latest purchase first (``history_slots``: only that many of the latest go first).
-
-        Each history item's key is 1 + the position of its latest occurrence (1..L, distinct
-        within a row; 0 for other items); a lifted item scores ``row max + 1 + key``.
-        """
-        length = seq.shape[1]
-        latest = (seq > 0) & ~seen_later(seq, seq > 0)  # [B, L] latest occurrence of each item
-        positions = torch.arange(1, length + 1, device=seq.device, dtype=scores.dtype)  # [L]
-        index = seq.sub(1).clamp_min(0)  # [B, L] padding writes 0 to item 0: harmless
-        key = torch.zeros_like(scores).scatter_add(1, index, positions * latest)  # [B, N]
-        first = key > 0  # [B, N] in the history
-        if self.config.history_slots:
-            slots = min(self.config.history_slots, scores.shape[1])
-            threshold = key.topk(slots, dim=1).values[:, -1:]  # [B, 1] 0 if the history is short
-            first = first & (key >= threshold)
-        top = scores.amax(dim=1, keepdim=True)  # [B, 1]
-        return torch.where(first, top + 1.0 + key, scores)
-
-    def _first_slots(self, scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """[B, N] 1.0 at the ``history_slots`` best-scored distinct items of each history
-        (``index`` [B, L], 0-based, padding already replaced by the latest item), else 0.0."""
-        in_history = torch.zeros_like(scores, dtype=torch.bool).scatter(1, index, True)  # [B, N]
-        ranked = torch.where(in_history, scores, torch.full_like(scores, -torch.inf))
-        slots = min(self.config.history_slots, scores.shape[1])
-        best = ranked.topk(slots, dim=1)  # [B, S]
-        first = torch.zeros_like(scores).scatter(1, best.indices, 1.0)  # [B, N]
-        return first * in_history  # an ordinary item never fills a slot a short history left
+        if not entries:
+            return scores
+        items = torch.cat([items for items, _ in entries], dim=1)  # [B, S]
+        bonuses = torch.cat([bonuses for _, bonuses in entries], dim=1)  # [B, S]
+        return scores.scatter_add(1, items, bonuses)  # [B, N]
 
 
 def build_model(

@@ -55,9 +55,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seqrec.bundle import Bundle, load_bundle
 from seqrec.data.dataset import DataError
-from seqrec.data.sequences import histories_to_tensor
+from seqrec.evaluate import top_k
 from seqrec.serve.page import PAGE_HTML
-from seqrec.serve.scoring import ServedScores, fast_scores
+from seqrec.serve.scoring import served_scorer
 from seqrec.serve.strict_json import (
     StrictJSONRoute,
     http_error,
@@ -198,13 +198,10 @@ class Recommender:
 
     def __init__(self, bundle: Bundle, runtime: str = "auto"):
         self.bundle = bundle
-        self.model = bundle.model.eval()
         self.max_len = bundle.config.model.max_len
         self.n_items = bundle.n_items
         self.index = bundle.item_index()
-        with torch.no_grad():
-            served = ServedScores(self.model, self.model.input_item_matrix(), bundle.item_matrix)
-        self.scores, self.runtime = fast_scores(served, self.max_len, self.n_items, runtime)
+        self.scorer, self.runtime = served_scorer(bundle.scorer(), runtime)
         self.popularity = np.asarray(bundle.popularity, dtype=np.float32)  # [N]
         self.remove_seen = bool(bundle.manifest.get("remove_seen", False))
         self.by_popularity = np.argsort(-self.popularity, kind="stable")  # catalogue order
@@ -240,9 +237,9 @@ class Recommender:
         return np.asarray(known, dtype=np.int64), unknown
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        """[B, N] float32, the scores of `Bundle.scorer().score` (`recommend_scores`) computed
-        with the item matrices precomputed once, by `self.runtime` (`seqrec.serve.scoring`)."""
-        return self.scores(histories_to_tensor(histories, self.max_len))  # [B, max_len] in
+        """[B, N] float32, the scores of `Bundle.scorer().score`, its raw scores computed with
+        the item matrices precomputed once, by `self.runtime` (`seqrec.serve.scoring`)."""
+        return self.scorer.score(histories)
 
     def rank(self, queries: list[RankQuery]) -> list[Ranking]:
         """Rank each query: one model batch for those with history, popularity for the rest."""
@@ -260,23 +257,10 @@ class Recommender:
         return rankings
 
     def top(self, values: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
-        """``top_k(values[None], k, [exclude])[0]`` less the excluded items, computed faster.
-
-        `top_k` ranks by decreasing score, ties by lower index, so its first k items all score
-        at least the k-th best value: sorting only those candidates by score, then index, gives
-        the same list, at a fraction of the cost of sorting out all N items. (`torch.topk`
-        finds the k-th best score in a third of the time `np.partition` takes.)"""
+        """The ``k`` best items by ``values`` [N] (`top_k`), never an excluded one."""
         if len(exclude):
-            values = values.copy()
-            values[exclude] = -np.inf
             k = min(k, self.n_items - len(np.unique(exclude)))  # excluded items are never served
-        k = min(k, self.n_items)
-        if k <= 0:
-            return np.zeros(0, dtype=np.int64)
-        kth = torch.topk(torch.from_numpy(values), k, sorted=False).values.min().item()  # k-th
-        candidates = np.flatnonzero(values >= kth)  # ascending, with every tie of the k-th
-        order = np.lexsort((candidates, -values[candidates]))[:k]  # by score, then by index
-        return candidates[order]
+        return top_k(values[None], max(k, 0), [exclude] if len(exclude) else None)[0]
 
 
 class MicroBatcher:

@@ -1,10 +1,12 @@
-"""What the server runs to score: histories seq [B, L] -> final scores of every item [B, N].
+"""What the server scores with: the one `seqrec.scoring.ModelScorer`, its raw scores run fast.
 
 `Bundle.scorer()`, which ``seqrec eval`` ranks with, runs the eager model and rebuilds the input
-item matrix on every call. The server builds its matrices once (`ServedScores`: the input item
-table, and the scored item matrix stored [D, N] so that one history reads it in memory order)
-and may run a faster copy of the same function, kept only if it agrees with the eager one on
-probe batches of several sizes and history lengths:
+item matrix on every call. The server builds its matrices once (`ServedScores`: the model's raw
+scores of histories seq [B, L] -> [B, N], with the input item table and the scored item matrix,
+stored [D, N] so that one history reads it in memory order, held constant) and may run a faster
+copy of that graph, kept only if its final scores (the history re-rank, `seqrec.rerank`, applied
+after it as everywhere) agree with the eager ones on probe batches of several sizes and history
+lengths:
 
 - ``"torchscript"``: traced and frozen (fewer, fused ops). Kept only when its scores are
   bit-identical to the eager ones.
@@ -16,6 +18,7 @@ probe batches of several sizes and history lengths:
 - ``"eager"``: the model itself.
 
 ``"auto"`` (the default) takes the first of onnx, torchscript and eager that passes.
+`served_scorer` gives the scorer with the chosen runtime.
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ import torch
 
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.onnx_export import export_onnx, onnx_session
+from seqrec.rerank import HistoryFirst
+from seqrec.scoring import ModelScorer
 
 RUNTIMES = ("auto", "onnx", "torchscript", "eager")
 ONNX_TOLERANCE = 1e-5
 logger = logging.getLogger(__name__)
+Rerank = HistoryFirst | None
 
 
 class ServedScores(torch.nn.Module):
-    """Final scores of every item after each history [B, N], the item matrices held constant:
+    """Raw scores of every item after each history [B, N], the item matrices held constant:
     `SequenceRecommender.recommend_scores` with the matrices computed once."""
 
     def __init__(self, model, input_items: torch.Tensor, item_matrix: torch.Tensor):
@@ -47,7 +53,7 @@ class ServedScores(torch.nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         hidden = self.model.encode(seq, self.padded_items)[:, -1]  # [B, D]
         scores = hidden @ self.item_matrix_t  # [B, N], model.score's dot products
-        return self.model.finish_scores(scores, seq)  # [B, N]
+        return self.model.add_history_terms(scores, seq)  # [B, N]
 
 
 def probe_batches(max_len: int, n_items: int) -> list[torch.Tensor]:
@@ -91,29 +97,40 @@ class OnnxScores:
         return self.session.run(None, {"seq": seq.numpy()})[0]  # [B, N] float32
 
 
-def onnx_scores(scores: ServedScores, probes: list[torch.Tensor], threads: int = 1):
-    """`OnnxScores` of ``scores``, or None unless within `ONNX_TOLERANCE` on ``probes``."""
+def onnx_scores(
+    scores: ServedScores, probes: list[torch.Tensor], threads: int = 1, rerank: Rerank = None
+):
+    """`OnnxScores` of ``scores``, or None unless its final scores (``rerank`` applied after
+    both) are within `ONNX_TOLERANCE` on ``probes``."""
     session = OnnxScores(scores, probes[1], threads)
     with torch.inference_mode():
         for seq in probes:
-            expected = scores(seq).numpy()
+            expected = final(scores(seq), seq, rerank)
             scale = max(1.0, float(np.abs(expected).max()))
-            if np.abs(session(seq) - expected).max() > ONNX_TOLERANCE * scale:
+            if np.abs(final(session(seq), seq, rerank) - expected).max() > ONNX_TOLERANCE * scale:
                 logger.info("the ONNX scores differ from the eager ones beyond the tolerance")
                 return None
     return session
 
 
-def fast_scores(scores: ServedScores, max_len: int, n_items: int, runtime: str = "auto"):
-    """(callable seq [B, max_len] -> numpy [B, N], the runtime that runs it): the first of
-    ``runtime``'s candidates (onnx, then torchscript, for ``"auto"``) that passes its check on
-    probe batches, else the eager module."""
+def final(raw, seq: torch.Tensor, rerank: Rerank) -> np.ndarray:
+    """[B, N] float32 final scores: raw scores [B, N] of ``seq`` [B, L] re-ranked."""
+    raw = torch.as_tensor(raw)
+    return (raw if rerank is None else rerank(raw, seq)).float().numpy()
+
+
+def fast_scores(
+    scores: ServedScores, max_len: int, n_items: int, runtime: str = "auto", rerank: Rerank = None
+):
+    """(callable seq [B, max_len] -> numpy [B, N] raw scores, the runtime that runs it): the
+    first of ``runtime``'s candidates (onnx, then torchscript, for ``"auto"``) that passes its
+    check on probe batches (final scores, ``rerank`` applied), else the eager module."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     candidates = {"auto": ("onnx", "torchscript"), "eager": ()}.get(runtime, (runtime,))
     probes = probe_batches(max_len, n_items)
     builders = {
-        "onnx": lambda: onnx_scores(scores, probes, torch.get_num_threads()),
+        "onnx": lambda: onnx_scores(scores, probes, torch.get_num_threads(), rerank),
         "torchscript": lambda: torchscript_scores(scores, probes),
     }
     for name in candidates:
@@ -127,3 +144,13 @@ def fast_scores(scores: ServedScores, max_len: int, n_items: int, runtime: str =
     if candidates:
         logger.warning("serving the eager model: no faster runtime matches it (asked: %s)", runtime)
     return TorchScores(scores.eval()), "eager"
+
+
+def served_scorer(scorer: ModelScorer, runtime: str = "auto") -> tuple[ModelScorer, str]:
+    """(``scorer`` with its raw scores computed by `fast_scores` from item matrices built once,
+    the runtime's name). The re-rank is the scorer's own, run after the runtime."""
+    model = scorer.model.eval()
+    with torch.no_grad():
+        served = ServedScores(model, model.input_item_matrix(), scorer.item_matrix())
+    fast, name = fast_scores(served, scorer.max_len, model.n_items, runtime, scorer.rerank)
+    return scorer.with_raw_scores(fast), name

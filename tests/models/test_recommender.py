@@ -114,98 +114,16 @@ def test_overfits_one_small_batch(model):
     assert loss.item() < 0.05, f"loss {loss.item():.3f} after {steps} steps"
 
 
-def test_history_first_ranks_every_history_item_above_the_rest_in_score_order():
-    torch.manual_seed(0)
-    plain = build_model(make_config("gru"), make_features(), N)
-    config = dataclasses.replace(make_config("gru"), history_first=True)
-    first = build_model(config, make_features(), N)
-    first.load_state_dict(plain.state_dict())
-    seq = torch.tensor([[0, 0, 4, 9, 2, 4]])  # items 3, 8, 1 (0-based), 3 again
-    with torch.no_grad():
-        before = plain.recommend_scores(seq, plain.item_matrix())[0]
-        after = first.recommend_scores(seq, first.item_matrix())[0]
-    history = [1, 3, 8]
-    top = after.argsort(descending=True)[:3].tolist()
-    assert sorted(top) == history
-    assert top == sorted(history, key=lambda item: -before[item].item())  # their own order kept
-    rest = [item for item in range(N) if item not in history]
-    assert torch.equal(after[rest], before[rest])  # other items are untouched
-
-
-@pytest.mark.parametrize("slots", [1, 2, 5])
-def test_history_slots_lift_only_the_best_scored_history_items(slots):
-    torch.manual_seed(0)
-    plain = build_model(make_config("gru"), make_features(), N)
-    config = dataclasses.replace(make_config("gru"), history_first=True, history_slots=slots)
-    first = build_model(config, make_features(), N)
-    first.load_state_dict(plain.state_dict())
-    seq = torch.tensor([[0, 0, 4, 9, 2, 4], [0, 0, 0, 0, 0, 0]])  # items 3, 8, 1, 3; none
-    with torch.no_grad():
-        before = plain.recommend_scores(seq, plain.item_matrix())
-        after = first.recommend_scores(seq, first.item_matrix())
-    by_score = sorted([1, 3, 8], key=lambda item: -before[0, item].item())
-    lifted = by_score[:slots]  # a history shorter than the slots lifts all it has
-    top = after[0].argsort(descending=True)[: len(lifted)].tolist()
-    assert top == lifted
-    rest = [item for item in range(N) if item not in lifted]
-    assert torch.equal(after[0, rest], before[0, rest])  # the other history items compete
-    assert torch.equal(after[1], before[1])  # an empty history: nothing lifted
-
-
-def recency_pair(**kwargs):
-    """A plain model and one with the same weights that lifts the history by recency."""
-    torch.manual_seed(0)
-    plain = build_model(make_config("gru"), make_features(), N)
-    config = dataclasses.replace(
-        make_config("gru"), history_first=True, history_order="recency", **kwargs
-    )
-    first = build_model(config, make_features(), N)
-    first.load_state_dict(plain.state_dict())
-    return plain, first
-
-
-# items 3, 8, 1, 3 again (0-based): latest first is 3, 1, 8; then an empty history
-RECENCY_SEQ = torch.tensor([[0, 0, 4, 9, 2, 4], [0, 0, 0, 0, 0, 0]])
-
-
-def test_recency_order_ranks_the_latest_history_item_first_whatever_its_score():
-    plain, first = recency_pair()
-    with torch.no_grad():
-        before = plain.recommend_scores(RECENCY_SEQ, plain.item_matrix())
-        after = first.recommend_scores(RECENCY_SEQ, first.item_matrix())
-        # the same ranking holds when the scores put the history items in the opposite order
-        flipped = before.clone()
-        flipped[0, [3, 1, 8]] = torch.tensor([-5.0, -4.0, -3.0])
-        flipped_after = first.finish_scores(flipped, RECENCY_SEQ)
-    assert after[0].argsort(descending=True)[:3].tolist() == [3, 1, 8]
-    assert flipped_after[0].argsort(descending=True)[:3].tolist() == [3, 1, 8]
-    rest = [item for item in range(N) if item not in (1, 3, 8)]
-    assert torch.equal(after[0, rest], before[0, rest])  # other items are untouched
-    assert torch.equal(after[1], before[1])  # an empty history: nothing lifted
-
-
-@pytest.mark.parametrize("slots", [1, 2, 5])
-def test_recency_order_with_slots_lifts_only_the_latest_history_items(slots):
-    plain, first = recency_pair(history_slots=slots)
-    with torch.no_grad():
-        before = plain.recommend_scores(RECENCY_SEQ, plain.item_matrix())
-        after = first.recommend_scores(RECENCY_SEQ, first.item_matrix())
-    lifted = [3, 1, 8][:slots]
-    assert after[0].argsort(descending=True)[: len(lifted)].tolist() == lifted
-    rest = [item for item in range(N) if item not in lifted]
-    assert torch.equal(after[0, rest], before[0, rest])  # the other history items compete
-    assert torch.equal(after[1], before[1])
-
-
 def test_unknown_history_order_is_refused():
     config = dataclasses.replace(make_config("gru"), history_order="frequency")
     with pytest.raises(ValueError, match="model.history_order = 'frequency' is not one of"):
         build_model(config, make_features(), N)
 
 
-def test_finish_scores_equals_the_dense_definition():
+def test_add_history_terms_equals_the_dense_definition():
     """Bonuses scattered where they fall give the scores of the dense [B, N] formulation:
-    every history term's `last` added, then each history item lifted above all others."""
+    every history term's `last` added. The history re-rank is not the model's
+    (`seqrec.rerank`): ``history_first`` leaves the model's scores alone."""
     torch.manual_seed(0)
     config = dataclasses.replace(
         make_config("gru"), repeat_bias=True, content_affinity=True, history_first=True
@@ -219,19 +137,17 @@ def test_finish_scores_equals_the_dense_definition():
         [
             [1, 2, 1, 4, 1, 6],  # item 0 three times
             [0, 0, 7, 8, 7, 1],  # padding, a repeat, item 0 last
-            [0, 0, 0, 0, 0, 0],  # no history: nothing is added or lifted
+            [0, 0, 0, 0, 0, 0],  # no history: nothing is added
             [0, 0, 0, 0, 0, 20],  # the last item, alone
         ]
     )
     scores = torch.randn(len(seq), N)
     with torch.no_grad():
-        dense = scores + sum(term.last(seq, N) for term in model.history_terms())
-        in_history = torch.zeros(len(seq), N, dtype=torch.bool)
-        for row, history in enumerate(seq.tolist()):
-            in_history[row, [item - 1 for item in history if item > 0]] = True
-        spread = dense.amax(dim=1, keepdim=True) - dense.amin(dim=1, keepdim=True)
-        expected = dense + in_history * (spread + 1.0)
-        got = model.finish_scores(scores.clone(), seq)
+        expected = scores + sum(term.last(seq, N) for term in model.history_terms())
+        got = model.add_history_terms(scores.clone(), seq)
+        raw = model.recommend_scores(seq, model.item_matrix())
+        dot = model.score(model.last_hidden(seq), model.item_matrix())
     torch.testing.assert_close(got, expected)
-    assert not torch.equal(dense, scores)  # the terms did add something
+    assert not torch.equal(expected, scores)  # the terms did add something
     torch.testing.assert_close(got[2], scores[2])
+    torch.testing.assert_close(raw, model.add_history_terms(dot, seq))  # nothing lifted
