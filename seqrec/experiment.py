@@ -1,31 +1,48 @@
 """One experiment end to end: load -> split -> item features -> model -> train -> bundle.
 
-This is what `seqrec train`, `seqrec demo`, `seqrec bench` and `seqrec tune` call; the CLI only
-maps flags to an `ExperimentConfig`. Follow it top to bottom to see the whole data flow.
+This is what `seqrec train`, `seqrec demo`, `seqrec bench` and `seqrec tune` call, and
+`run_encode` / `run_eval` are `seqrec encode` / `seqrec eval`; the CLI only maps flags to an
+`ExperimentConfig`. Follow it top to bottom to see the whole data flow.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from seqrec import distributed
-from seqrec.bundle import recover_bundle, save_bundle
+from seqrec.bundle import load_bundle, model_for_catalogue, recover_bundle, save_bundle
 from seqrec.checkpoint import FILES as CHECKPOINT_FILES
-from seqrec.config import ConfigError, ExperimentConfig, check_runnable, config_to_dict
+from seqrec.config import (
+    ConfigError,
+    ExperimentConfig,
+    build_section,
+    check_runnable,
+    config_to_dict,
+    load_config,
+)
+from seqrec.constraints import check_value
 from seqrec.data.dataset import DataError, Dataset
 from seqrec.data.load import load_dataset
-from seqrec.data.split import EvalTask, Split, split_dataset
+from seqrec.data.split import EvalTask, Split, SplitConfig, split_dataset
 from seqrec.evaluate import EvalResult, evaluate
-from seqrec.features.build import ItemFeaturizer, fit_item_features
+from seqrec.features.build import FeatureBuild, ItemFeaturizer, fit_item_features
+from seqrec.features.image import ImageReport
 from seqrec.features.item_features import ItemFeatures
+from seqrec.features.shard import encode_rank_images
 from seqrec.models.recommender import SequenceRecommender, build_model
-from seqrec.train import ModelScorer, TrainResult, fit
+from seqrec.scoring import ModelScorer
+from seqrec.train import TrainResult, fit
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -48,18 +65,23 @@ class Outcome:
     bundle: Path | None
 
 
+def load_data(config: ExperimentConfig, data_path: str | Path) -> Dataset:
+    """The dataset at ``data_path``, read as ``config.data`` says (format, bad rows, text)."""
+    return load_dataset(
+        data_path,
+        format=config.data.format,
+        on_error=config.data.on_error,
+        text_columns=config.data.text_columns,
+    )
+
+
 def prepare(
     config: ExperimentConfig, data_path: str | Path, cache_dir: Path | None = None, progress=None
 ) -> Prepared:
     """Load, split and encode the data ``config`` trains on, refusing early (before the data is
     read, then right after the split) what would otherwise fail once training has started."""
     check_runnable(config)
-    dataset = load_dataset(
-        data_path,
-        format=config.data.format,
-        on_error=config.data.on_error,
-        text_columns=config.data.text_columns,
-    )
+    dataset = load_data(config, data_path)
     split = split_dataset(dataset, config.split)
     check_trainable(split, config)
     built = fit_item_features(dataset, config.features, cache_dir=cache_dir, progress=progress)
@@ -250,3 +272,79 @@ def run_train(
     check_out_dir(out_dir)  # before any data is read
     prepared = prepare(config, data_path, cache_dir=cache_dir, progress=progress)
     return train_on(config, prepared, out_dir=out_dir, on_epoch=on_epoch)
+
+
+def run_encode(
+    config: ExperimentConfig,
+    data_path: str | Path,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    on_shard: Callable[[int, ImageReport], None] | None = None,
+) -> FeatureBuild | None:
+    """Encode every item's text and image into the feature cache (`seqrec encode`).
+
+    Under torchrun each rank first encodes its slice of the images (`seqrec.features.shard`;
+    ``on_shard(rank, report)`` hears of it); after a barrier rank 0 alone builds the item
+    features, every image then a cache hit, and the other ranks return None. ``progress`` is
+    shown (entered) while rank 0 builds the features, not on the other ranks.
+    """
+    dataset = load_data(config, data_path)
+    if distributed.launched_by_torchrun():
+        distributed.setup(torch.device("cpu"))
+        report = encode_rank_images(dataset, config.features, cache_dir)
+        if report is not None and on_shard is not None:
+            on_shard(distributed.rank(), report)
+        distributed.barrier()
+        if not distributed.is_main():
+            return None
+    with progress if progress is not None else nullcontext():
+        return fit_item_features(dataset, config.features, cache_dir, progress=progress)
+
+
+STAGES = ("test", "valid")  # the held-out parts of a split a bundle can be evaluated on
+
+
+@dataclass
+class EvalOutcome:
+    """What `run_eval` measured, and what a reader of the figures should know."""
+
+    result: EvalResult
+    users: int  # users of the evaluated stage
+    new_items: int  # catalogue items unknown to the bundle, encoded from their content
+    refit: bool  # the model was refit on train + valid: its validation figures are not held out
+
+
+def run_eval(
+    bundle_path: str | Path,
+    data_path: str | Path,
+    stage: str = "test",
+    split: str | None = None,
+    remove_seen: bool | None = None,
+    cache_dir: Path | None = None,
+) -> EvalOutcome:
+    """Evaluate a bundle on a dataset sharing its item ids (`seqrec eval`).
+
+    The data is split as the bundle's was (``split``: another ``split.method``) and the
+    ``stage`` part ranked under the bundle's protocol (``remove_seen`` overrides it). Items the
+    bundle has never seen are encoded from their content with its fitted featurizer.
+    """
+    stage = check_value(stage, {"choices": STAGES}, "stage")
+    other_split = None if split is None else build_section(SplitConfig, {"method": split}, "split")
+    bundle = load_bundle(bundle_path)
+    config = bundle.config
+    if remove_seen is not None:
+        config = replace(config, eval=replace(config.eval, remove_seen=remove_seen))
+    dataset = load_data(config, data_path)
+    model, new_items = model_for_catalogue(bundle, dataset.items, cache_dir)
+    task = split_dataset(dataset, other_split or config.split).task(stage)
+    result = evaluate_model(config, ModelScorer(model, config.model.max_len), task)
+    refit = stage == "valid" and config.train.refit
+    return EvalOutcome(result, len(task), new_items, refit)
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "demo.toml"
+
+
+def demo_config() -> ExperimentConfig:
+    """The demo's experiment: ``experiments/demo.toml`` of a source checkout, else defaults."""
+    return load_config(DEMO_CONFIG if DEMO_CONFIG.exists() else None)

@@ -15,14 +15,27 @@ Each loss is a mean over the kept rows.
 
 Sampled losses take ``neg_mask`` ([M, K] bool, True = keep) to drop sampled negatives that must
 not count, e.g. accidental hits where a negative equals the target.
+
+`compute_loss` is the one place a training config's loss becomes a number: it picks the loss of
+``TrainConfig.loss`` for a batch of hidden states, adds the model's history terms and keeps the
+negatives in the pool of `negative_distribution`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from seqrec.constraints import check_config
+
+if TYPE_CHECKING:
+    from seqrec.data.split import Split
+    from seqrec.train import TrainConfig
 
 
 def _mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -208,3 +221,116 @@ def sample_negatives(
     indices = indices.reshape(shape)
     log_q = probs[indices].log().float()
     return indices, log_q
+
+
+@dataclass
+class Prefixes:
+    """Where each training row comes from: row m is position cols[m] of sequence rows[m]."""
+
+    seq: torch.Tensor  # [B, L] inputs (item_idx + 1)
+    rows: torch.Tensor  # [M]
+    cols: torch.Tensor  # [M]
+
+
+def negative_distribution(
+    split: Split, config: TrainConfig
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(pool, sampling_probs) of the items a loss may use as negatives, from one count.
+
+    pool: [P] sorted item indices, or None for all N items. ``negatives = "trained"`` keeps the
+    items with at least one interaction in ``split.train``. An item nobody has interacted with
+    yet (a new arrival) says nothing about shoppers' taste; as a negative of every training
+    example it teaches the model that items like it are never bought, which is what a catalogue
+    full of new arrivals must not learn. Every training target is in the pool by construction.
+    sampling_probs: [N] probabilities the sampled losses draw negatives with (zero outside the
+    pool), or None for uniform over all N items.
+    """
+    check_config(config, "train")
+    counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
+    pool = None
+    if config.negatives == "trained":
+        pool = torch.from_numpy(np.flatnonzero(counts)).long()
+    if config.negative_sampling == "popularity":
+        weights = counts + 1.0
+    elif pool is not None:
+        weights = np.ones(split.n_items)
+    else:
+        return None, None
+    if pool is not None:
+        weights = np.where(counts > 0, weights, 0.0)
+    return pool, torch.tensor(weights / weights.sum(), dtype=torch.float32)
+
+
+def compute_loss(
+    config: TrainConfig,
+    hidden: torch.Tensor,  # [M, D] states at positions with a target
+    targets: torch.Tensor,  # [M] item indices (0-based)
+    item_matrix: torch.Tensor,  # [N, D]
+    generator: torch.Generator,
+    sampling_probs: torch.Tensor | None,
+    history_terms: list | None = None,  # the model's `history_terms()`: repeat bias, affinity
+    prefixes: Prefixes | None = None,  # needed with ``history_terms``
+    pool: torch.Tensor | None = None,  # [P] items that may be negatives, on hidden's device
+) -> torch.Tensor:
+    """The training loss of one batch. With a ``pool`` (`negative_distribution`), only its
+    items compete with the target: the softmax runs over the pool (``ce``), and the sampled
+    losses draw negatives from ``sampling_probs``, which must then be zero outside it. Every
+    target must be in the pool."""
+    history_terms = history_terms or []
+    if config.loss == "ce":
+        return _pool_cross_entropy(hidden, targets, item_matrix, history_terms, prefixes, pool)
+    if pool is not None and sampling_probs is None:
+        raise ValueError("a negative pool needs sampling_probs over it (negative_distribution)")
+    n_items = item_matrix.shape[0]
+    n_candidates = n_items if pool is None else len(pool)
+    negatives, _ = sample_negatives(
+        n_items, (config.n_negatives,), generator, probs=sampling_probs
+    )  # [K]; shared by every position in the batch
+    negatives = negatives.to(hidden.device)
+    pos_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
+    neg_logits = hidden @ item_matrix[negatives].T  # [M, K]
+    if history_terms:
+        assert prefixes is not None, "history terms need the positions of the rows"
+        where = (prefixes.seq, prefixes.rows, prefixes.cols)
+        for term in history_terms:
+            pos_logits = pos_logits + term.at(*where, targets[:, None])[:, 0]
+            neg_logits = neg_logits + term.at(*where, negatives)
+    if config.loss == "bce":
+        return bce_sampled(pos_logits, neg_logits)
+    if config.loss == "gbce":
+        return gbce(pos_logits, neg_logits, n_candidates, config.n_negatives, config.gbce_t)
+    # sampled_softmax (TrainConfig.loss allows no other)
+    if sampling_probs is None:
+        log_q = torch.full((n_items,), -math.log(n_items), device=hidden.device)
+    else:
+        log_q = sampling_probs.clamp_min(1e-12).log().to(hidden.device)
+    return sampled_softmax(
+        pos_logits, neg_logits, log_q[targets], log_q[negatives].expand_as(neg_logits)
+    )
+
+
+def _pool_cross_entropy(
+    hidden: torch.Tensor,  # [M, D]
+    targets: torch.Tensor,  # [M] item indices (0-based)
+    item_matrix: torch.Tensor,  # [N, D]
+    history_terms: list,
+    prefixes: Prefixes | None,
+    pool: torch.Tensor | None,  # [P] or None for all N items
+) -> torch.Tensor:
+    """The ``ce`` loss: softmax cross-entropy over the pool's items (the catalogue without one),
+    without building the [M, N] logits when no history term adds to them."""
+    if pool is not None:
+        targets = torch.searchsorted(pool, targets)  # position of each target in the pool
+    if not history_terms:
+        if pool is not None:
+            item_matrix = item_matrix[pool]  # [P, D]
+        return catalogue_cross_entropy(hidden, item_matrix, targets)
+    assert prefixes is not None, "history terms need the positions of the rows"
+    logits = hidden @ item_matrix.T  # [M, N]
+    for term in history_terms:
+        logits = logits + term.full(
+            prefixes.seq, prefixes.rows, prefixes.cols, item_matrix.shape[0]
+        )
+    if pool is not None:
+        logits = logits[:, pool]  # [M, P]
+    return full_cross_entropy(logits, targets)

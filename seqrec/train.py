@@ -1,6 +1,7 @@
 """Train a sequence recommender: batches of right-aligned histories, next-item targets.
 
-`fit` is the whole loop. Each epoch shuffles users with a seeded generator, takes every position
+`fit` reads as its steps: `_setup`, `_resume`, then per epoch `_train_epoch`, `_validate`,
+`_keep_best` and `_save`. Each epoch shuffles users with a seeded generator, takes every position
 of every training sequence as a next-item example, computes one of four losses (`seqrec.losses`),
 steps AdamW with gradient clipping and a learning-rate schedule, then ranks the full catalogue
 for the validation users and keeps the weights with the best validation metric (early stopping).
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec import distributed, losses
+from seqrec import distributed
 from seqrec.checkpoint import (
     load_checkpoint,
     restore,
@@ -39,10 +40,13 @@ from seqrec.constraints import (
     positive,
 )
 from seqrec.data.dataset import DataError
-from seqrec.data.sequences import build_sequences, histories_to_tensor
+from seqrec.data.sequences import build_sequences
 from seqrec.data.split import EvalTask, Split
+from seqrec.losses import Prefixes, compute_loss, negative_distribution
+from seqrec.scoring import ModelScorer
 
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")
+Validate = Callable[[ModelScorer, EvalTask], dict[str, float]]  # validation metrics of a model
 TARGETS = ("next_item", "next_basket")
 
 
@@ -110,28 +114,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-class ModelScorer:
-    """Full-catalogue scores for histories: the `seqrec.evaluate.Scorer` of a trained model."""
-
-    def __init__(self, model: torch.nn.Module, max_len: int, device: torch.device | str = "cpu"):
-        self.model, self.max_len, self.device = model, max_len, torch.device(device)
-        self._item_matrix: torch.Tensor | None = None
-
-    @torch.no_grad()
-    def item_matrix(self) -> torch.Tensor:
-        if self._item_matrix is None:
-            self.model.eval()
-            self._item_matrix = self.model.item_matrix()  # [N, D]
-        return self._item_matrix
-
-    @torch.no_grad()
-    def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        self.model.eval()
-        seq = histories_to_tensor(histories, self.max_len).to(self.device)  # [B, L]
-        scores = self.model.recommend_scores(seq, self.item_matrix())  # [B, N]
-        return scores.float().cpu().numpy()
-
-
 def training_examples(split: Split, max_len: int, target: str = "next_item") -> torch.Tensor:
     """[U, 2, max_len + 1] right-aligned training sequences: item_idx + 1 ([:, 0]) and basket
     numbers ([:, 1]), for the users with at least one training target (`target_pairs`)."""
@@ -174,104 +156,6 @@ def target_pairs(batch: torch.Tensor, target: str, last: int = 0):
         mask &= baskets > baskets[:, -1:] - last  # basket numbers grow to the row's last
     rows, target_cols = mask.nonzero(as_tuple=True)
     return rows, query[rows, target_cols], items[rows, target_cols] - 1
-
-
-@dataclass
-class Prefixes:
-    """Where each training row comes from: row m is position cols[m] of sequence rows[m]."""
-
-    seq: torch.Tensor  # [B, L] inputs (item_idx + 1)
-    rows: torch.Tensor  # [M]
-    cols: torch.Tensor  # [M]
-
-
-def negative_distribution(
-    split: Split, config: TrainConfig
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(pool, sampling_probs) of the items a loss may use as negatives, from one count.
-
-    pool: [P] sorted item indices, or None for all N items. ``negatives = "trained"`` keeps the
-    items with at least one interaction in ``split.train``. An item nobody has interacted with
-    yet (a new arrival) says nothing about shoppers' taste; as a negative of every training
-    example it teaches the model that items like it are never bought, which is what a catalogue
-    full of new arrivals must not learn. Every training target is in the pool by construction.
-    sampling_probs: [N] probabilities the sampled losses draw negatives with (zero outside the
-    pool), or None for uniform over all N items.
-    """
-    check_config(config, "train")
-    counts = np.bincount(split.train["item_idx"].to_numpy(), minlength=split.n_items)
-    pool = None
-    if config.negatives == "trained":
-        pool = torch.from_numpy(np.flatnonzero(counts)).long()
-    if config.negative_sampling == "popularity":
-        weights = counts + 1.0
-    elif pool is not None:
-        weights = np.ones(split.n_items)
-    else:
-        return None, None
-    if pool is not None:
-        weights = np.where(counts > 0, weights, 0.0)
-    return pool, torch.tensor(weights / weights.sum(), dtype=torch.float32)
-
-
-def compute_loss(
-    config: TrainConfig,
-    hidden: torch.Tensor,  # [M, D] states at positions with a target
-    targets: torch.Tensor,  # [M] item indices (0-based)
-    item_matrix: torch.Tensor,  # [N, D]
-    generator: torch.Generator,
-    sampling_probs: torch.Tensor | None,
-    history_terms: list | None = None,  # the model's `history_terms()`: repeat bias, affinity
-    prefixes: Prefixes | None = None,  # needed with ``history_terms``
-    pool: torch.Tensor | None = None,  # [P] items that may be negatives, on hidden's device
-) -> torch.Tensor:
-    """The training loss of one batch. With a ``pool`` (`negative_distribution`), only its
-    items compete with the target: the softmax runs over the pool (``ce``), and the sampled
-    losses draw negatives from ``sampling_probs``, which must then be zero outside it. Every
-    target must be in the pool."""
-    history_terms = history_terms or []
-    n_items = item_matrix.shape[0]
-    if config.loss == "ce":
-        if pool is not None:
-            targets = torch.searchsorted(pool, targets)  # position of each target in the pool
-        if not history_terms:
-            if pool is not None:
-                item_matrix = item_matrix[pool]  # [P, D]
-            return losses.catalogue_cross_entropy(hidden, item_matrix, targets)
-        logits = hidden @ item_matrix.T  # [M, N]
-        for term in history_terms:
-            logits = logits + term.full(prefixes.seq, prefixes.rows, prefixes.cols, n_items)
-        if pool is not None:
-            logits = logits[:, pool]  # [M, P]
-        return losses.full_cross_entropy(logits, targets)
-    if pool is not None and sampling_probs is None:
-        raise ValueError("a negative pool needs sampling_probs over it (negative_distribution)")
-    n_candidates = n_items if pool is None else len(pool)
-    negatives, log_q_neg = losses.sample_negatives(
-        n_items, (config.n_negatives,), generator, probs=sampling_probs
-    )  # [K], [K]; shared by every position in the batch
-    negatives = negatives.to(hidden.device)
-    pos_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
-    neg_logits = hidden @ item_matrix[negatives].T  # [M, K]
-    for term in history_terms:
-        where = (prefixes.seq, prefixes.rows, prefixes.cols)
-        pos_logits = pos_logits + term.at(*where, targets[:, None])[:, 0]
-        neg_logits = neg_logits + term.at(*where, negatives)
-    if config.loss == "bce":
-        return losses.bce_sampled(pos_logits, neg_logits)
-    if config.loss == "gbce":
-        return losses.gbce(pos_logits, neg_logits, n_candidates, config.n_negatives, config.gbce_t)
-    # sampled_softmax (TrainConfig.loss allows no other)
-    if sampling_probs is None:
-        log_q = torch.full((n_items,), -math.log(n_items), device=hidden.device)
-    else:
-        log_q = sampling_probs.clamp_min(1e-12).log().to(hidden.device)
-    return losses.sampled_softmax(
-        pos_logits,
-        neg_logits,
-        log_q[targets],
-        log_q[negatives].expand_as(neg_logits),
-    )
 
 
 def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -323,12 +207,44 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
 
 
+@dataclass
+class _Run:
+    """What `_setup` prepares once for the epochs of one `fit`."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    device: torch.device
+    world: int  # processes training together (torchrun ranks); 1 otherwise
+    rank: int
+    examples: torch.Tensor  # [U, 2, L + 1] training sequences (`training_examples`)
+    per_rank: int  # examples each process trains on per epoch
+    rank_batch: int  # each process's share of ``config.batch_size``
+    valid_task: EvalTask | None  # this process's validation users; None: a fixed-epoch run
+    step: torch.nn.Module  # `TrainStep`, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+@dataclass
+class _Progress:
+    """Where the epoch loop stands: what a checkpoint saves and `_resume` restores."""
+
+    next_epoch: int = 0
+    history: list[dict] = field(default_factory=list)  # one row per trained epoch
+    # the epoch with the best validation metric so far and its weights (CPU tensors)
+    best: dict = field(default_factory=lambda: {"epoch": -1, "metric": -math.inf, "state": None})
+
+    @property
+    def bad_epochs(self) -> int:  # epochs trained since the best one
+        return len(self.history) - 1 - self.best["epoch"]
+
+
 def fit(
     model: torch.nn.Module,
     split: Split,
     config: TrainConfig,
     max_len: int,
-    validate: Callable[[ModelScorer, EvalTask], dict[str, float]] | None,
+    validate: Validate | None,
     main_metric: str,
     checkpoint_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
@@ -352,134 +268,181 @@ def fit(
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
     if fixed_epochs is None and validate is None:
         raise ValueError("fit needs a validate callback to choose the epoch, or fixed_epochs")
-    device = pick_device(config.device)
-    if device.type == "cuda" and distributed.launched_by_torchrun():
-        device = torch.device("cuda", distributed.local_device_index())
-    distributed.setup(device)
+    run = _setup(model, split, config, max_len, fixed_epochs)
+    progress, identity = _Progress(), None  # identity: what a checkpoint records of this run
+    if checkpoint_path is not None:
+        settings = settings or training_settings(config, max_len, main_metric)
+        identity = run_identity(settings, run.examples, split, run.world, fixed_epochs)
+        progress = _resume(run, checkpoint_path, identity)
+    last = config.epochs if fixed_epochs is None else fixed_epochs
+    for epoch in range(progress.next_epoch, last):
+        if fixed_epochs is None and config.patience and progress.bad_epochs >= config.patience:
+            break  # early stopping
+        row = _train_epoch(run, epoch)
+        metric = _validate(run, validate, max_len, main_metric, row)
+        _keep_best(run, progress, row, metric)
+        if checkpoint_path is not None and identity is not None and distributed.is_main():
+            _save(run, progress, identity, checkpoint_path)
+        if on_epoch is not None and distributed.is_main():
+            on_epoch(row)
+
+    best = progress.best
+    return TrainResult(best["epoch"], best["metric"], progress.history, best["state"])
+
+
+def _setup(
+    model: torch.nn.Module, split: Split, config: TrainConfig, max_len: int, fixed_epochs
+) -> _Run:
+    """Device and processes, training examples, validation users, the train step (wrapped for
+    DistributedDataParallel under torchrun), optimiser and learning-rate schedule."""
+    device = _process_device(config)
     world, rank = distributed.world_size(), distributed.rank()
     torch.manual_seed(config.seed)
     model.to(device)
     examples = training_examples(split, max_len, config.target)  # [U, 2, L + 1]
-    valid_task = split.task("valid") if fixed_epochs is None else None
-    if valid_task is not None and config.valid_users and len(valid_task) > config.valid_users:
-        rows = np.random.default_rng(config.seed).choice(
-            len(valid_task), config.valid_users, replace=False
-        )
-        valid_task = valid_task.subset(np.sort(rows))
     if len(examples) < max(1, world):  # never an empty epoch
         raise DataError(
             f"{len(examples)} training sequences have a {config.target} target, "
             f"{world} process(es) need at least {world}: nothing to learn from"
         )
-    if valid_task is not None and len(valid_task) == 0:
-        raise DataError(
-            "no validation user (history in train, target in valid): cannot pick an epoch"
-        )
-    if valid_task is not None and world > 1:
-        valid_task = valid_task.subset(np.arange(rank, len(valid_task), world))
+    valid_task = _validation_task(split, config, world, rank, fixed_epochs)
 
     pool, sampling_probs = negative_distribution(split, config)
-    if pool is not None:
-        pool = pool.to(device)
-
-    step_module = TrainStep(model, config, sampling_probs, pool)
+    pool = None if pool is None else pool.to(device)
+    train_step: torch.nn.Module = TrainStep(model, config, sampling_probs, pool)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        step_module = DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None
+        train_step = DistributedDataParallel(
+            train_step, device_ids=[device.index] if device.type == "cuda" else None
         )
     opt_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_rank = len(examples) // world  # equal shares keep the ranks in step
     rank_batch = max(1, config.batch_size // world)
-    steps_per_epoch = max(1, math.ceil(per_rank / rank_batch))
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = max(1, math.ceil(per_rank / rank_batch)) * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(config, step, total_steps)
     )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return _Run(
+        model, config, device, world, rank, examples, per_rank, rank_batch, valid_task,
+        train_step, optimizer, scheduler,
+    )  # fmt: skip
 
-    start_epoch, history = 0, []
-    best = {"epoch": -1, "metric": -math.inf, "state": None}
-    identity = None  # what a checkpoint records of this run, to resume only the same run
-    if checkpoint_path is not None:
-        settings = settings or training_settings(config, max_len, main_metric)
-        identity = run_identity(settings, examples, split, world, fixed_epochs)
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, identity)
-        restore(checkpoint_path, state, model, optimizer, scheduler)
-        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
 
-    bad_epochs = len(history) - 1 - best["epoch"]  # epochs since the best one
-    for epoch in range(start_epoch, config.epochs if fixed_epochs is None else fixed_epochs):
-        if fixed_epochs is None and config.patience and bad_epochs >= config.patience:
-            break
-        started = time.perf_counter()
-        torch.manual_seed(_epoch_seed(config.seed, epoch, rank))  # dropout
-        shuffle = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0))
-        generator = torch.Generator(device=device).manual_seed(
-            _epoch_seed(config.seed, epoch, rank)
+def _process_device(config: TrainConfig) -> torch.device:
+    """This process's device (under torchrun, its own GPU), with the process group set up."""
+    device = pick_device(config.device)
+    if device.type == "cuda" and distributed.launched_by_torchrun():
+        device = torch.device("cuda", distributed.local_device_index())
+    distributed.setup(device)
+    return device
+
+
+def _validation_task(
+    split: Split, config: TrainConfig, world: int, rank: int, fixed_epochs: int | None
+) -> EvalTask | None:
+    """The validation users this process scores (None for a fixed-epoch run): a seeded sample
+    of ``config.valid_users`` of them if set, and under torchrun this rank's share."""
+    if fixed_epochs is not None:
+        return None
+    task = split.task("valid")
+    if config.valid_users and len(task) > config.valid_users:
+        rng = np.random.default_rng(config.seed)
+        task = task.subset(np.sort(rng.choice(len(task), config.valid_users, replace=False)))
+    if len(task) == 0:
+        raise DataError(
+            "no validation user (history in train, target in valid): cannot pick an epoch"
         )
-        order = torch.randperm(len(examples), generator=shuffle)[: per_rank * world]
-        mine = order.view(-1, world)[:, rank] if world > 1 else order  # this rank's share
-        model.train()
-        total_loss, total_positions = 0.0, 0
-        for batch_start in range(0, len(mine), rank_batch):
-            batch = examples[mine[batch_start : batch_start + rank_batch]].to(device)
-            with autocast:
-                loss = step_module(batch, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            positions = len(target_pairs(batch, config.target, config.last_targets)[0])
-            total_loss += float(loss.detach()) * positions
-            total_positions += positions
-        train_seconds = time.perf_counter() - started
+    if world > 1:
+        task = task.subset(np.arange(rank, len(task), world))
+    return task
 
-        row = {
-            "epoch": epoch,
-            "loss": total_loss / max(1, total_positions),
-            "train_seconds": train_seconds,
-            "sequences_per_second": len(examples) / train_seconds,
-        }
-        if valid_task is None:  # a refit keeps its last epoch
-            metrics = {main_metric: math.nan}
-            row["refit"] = True
-        else:
-            metrics = validate(ModelScorer(model, max_len, device), valid_task)
-            row.update({f"valid:{name}": value for name, value in metrics.items()})
-        history.append(row)
-        if valid_task is None or metrics[main_metric] > best["metric"]:
-            weights = {
-                key: value.detach().cpu().clone() for key, value in model.state_dict().items()
-            }
-            best = {"epoch": epoch, "metric": metrics[main_metric], "state": weights}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        if checkpoint_path is not None and distributed.is_main():
-            save_checkpoint(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                    "best": best,
-                    "identity": identity,
-                },
-                checkpoint_path,
-            )
-        if on_epoch is not None and distributed.is_main():
-            on_epoch(row)
 
-    return TrainResult(
-        best_epoch=best["epoch"],
-        best_metric=best["metric"],
-        history=history,
-        state_dict=best["state"],
-    )
+def _resume(run: _Run, path: Path, identity: dict) -> _Progress:
+    """A fresh start, or the checkpoint at ``path`` loaded into ``run`` and its loop state (one
+    written by another run, by ``identity``, is refused: see `seqrec.checkpoint`)."""
+    if not path.exists():
+        return _Progress()
+    state = load_checkpoint(path, identity)
+    restore(path, state, run.model, run.optimizer, run.scheduler)
+    return _Progress(state["epoch"] + 1, state["history"], state["best"])
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """Train one epoch on this process's share of a seeded shuffle; the epoch's history row."""
+    config, world, rank = run.config, run.world, run.rank
+    started = time.perf_counter()
+    seed = _epoch_seed(config.seed, epoch, rank)
+    torch.manual_seed(seed)  # dropout
+    shuffle = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0))  # same on all ranks
+    generator = torch.Generator(device=run.device).manual_seed(seed)  # negatives
+    order = torch.randperm(len(run.examples), generator=shuffle)[: run.per_rank * world]
+    mine = order.view(-1, world)[:, rank] if world > 1 else order  # this rank's share
+    run.model.train()
+    total_loss, total_positions = 0.0, 0
+    for start in range(0, len(mine), run.rank_batch):
+        batch = run.examples[mine[start : start + run.rank_batch]].to(run.device)  # [B, 2, L + 1]
+        loss = _train_step(run, batch, generator)
+        positions = len(target_pairs(batch, config.target, config.last_targets)[0])
+        total_loss += float(loss.detach()) * positions
+        total_positions += positions
+    seconds = time.perf_counter() - started
+    return {
+        "epoch": epoch,
+        "loss": total_loss / max(1, total_positions),
+        "train_seconds": seconds,
+        "sequences_per_second": len(run.examples) / seconds,
+    }
+
+
+def _train_step(run: _Run, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One optimiser and schedule step on ``batch`` [B, 2, L + 1]; its loss."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+        loss = run.step(batch, generator)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss
+
+
+def _validate(
+    run: _Run, validate: Validate | None, max_len: int, main_metric: str, row: dict
+) -> float:
+    """The epoch's ``main_metric`` on the validation users, every metric added to ``row``; NaN
+    for a fixed-epoch run (a refit), which keeps its last epoch."""
+    if run.valid_task is None:
+        row["refit"] = True
+        return math.nan
+    assert validate is not None  # `fit` refuses a run that validates without one
+    metrics = validate(ModelScorer(run.model, max_len, run.device), run.valid_task)
+    row.update({f"valid:{name}": value for name, value in metrics.items()})
+    return metrics[main_metric]
+
+
+def _keep_best(run: _Run, progress: _Progress, row: dict, metric: float) -> None:
+    """Record the epoch's ``row``; keep its weights if ``metric`` is the best so far (always in
+    a fixed-epoch run, whose last epoch is the one kept)."""
+    progress.history.append(row)
+    progress.next_epoch = row["epoch"] + 1
+    if run.valid_task is None or metric > progress.best["metric"]:
+        state = run.model.state_dict()
+        weights = {key: value.detach().cpu().clone() for key, value in state.items()}
+        progress.best = {"epoch": row["epoch"], "metric": metric, "state": weights}
+
+
+def _save(run: _Run, progress: _Progress, identity: dict, path: Path) -> None:
+    """Write the checkpoint `_resume` reads (atomically, see `save_checkpoint`)."""
+    state = {
+        "epoch": progress.next_epoch - 1,  # the epoch just trained
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "history": progress.history,
+        "best": progress.best,
+        "identity": identity,
+    }
+    save_checkpoint(state, path)

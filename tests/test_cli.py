@@ -334,3 +334,56 @@ def test_train_refuses_data_with_nothing_to_learn_before_any_epoch(demo_shop, tm
     assert "hasasingleinteraction:nothingtolearnfrom" in output
     assert "Traceback" not in result.output
     assert list((tmp_path / "bundle").iterdir()) == []  # no epoch ran, no checkpoint
+
+
+# --- flag values: checked like config choices, - and _ alike ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "parquet"], "--format = 'parquet' is not one of: hm, sasrec, generic"),
+        (["--on-error", "drop"], "--on-error = 'drop' is not one of: skip, fail"),
+    ],
+)
+def test_data_stats_flags_are_checked_like_config_choices(demo_shop, args, message):
+    result = runner.invoke(app, ["data", "stats", str(demo_shop), *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_serve_runtime_is_checked_like_a_config_choice(tmp_path):
+    result = runner.invoke(app, ["serve", "--bundle", str(tmp_path), "--runtime", "tensor_rt"])
+    assert result.exit_code == 2, result.output
+    assert "--runtime = 'tensor_rt' is not one of: auto, onnx, torchscript, eager" in " ".join(
+        result.output.split()
+    )
+
+
+def test_bench_lists_take_either_spelling(demo_shop, tmp_path, monkeypatch):
+    import cli
+
+    runs = {}
+
+    def record(experiment, data, out_dir, name, models, ablations, *rest):
+        runs.update(models=models, ablations=ablations)
+
+    monkeypatch.setattr(cli, "_run_bench", record)
+    args = ["bench", "--data", str(demo_shop), "--out", str(tmp_path), "--models", "gru,lstm"]
+    result = runner.invoke(app, [*args, "--ablations", "text-only,image_only,id-only"])
+    assert result.exit_code == 0, result.output
+    # unknown names stay as given: seqrec.bench.check_runs names them all together
+    assert runs == {"models": ["gru", "lstm"], "ablations": ["text_only", "image_only", "id_only"]}
+
+
+def test_train_flags_take_either_spelling(demo_shop, tmp_path, monkeypatch):
+    seen = {}
+
+    def record(experiment, *args, **kwargs):
+        seen["config"] = experiment
+        raise SystemExit(0)
+
+    monkeypatch.setattr("seqrec.experiment.run_train", record)
+    result, _ = _train(demo_shop, tmp_path / "b", "--loss", "sampled-softmax", "--model", "gru")
+    assert result.exit_code == 0, result.output
+    assert seen["config"].train.loss == "sampled_softmax" and seen["config"].model.model == "gru"

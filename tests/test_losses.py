@@ -141,3 +141,27 @@ def test_catalogue_cross_entropy_is_stable_for_large_logits():
     assert torch.isfinite(loss) and loss.item() == pytest.approx(plain.item(), abs=1e-6)
     with pytest.raises(ValueError, match="chunk"):
         losses.catalogue_cross_entropy(hidden, items, torch.tensor([0, 2]), chunk=0)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "gbce", "bce"])
+def test_a_negative_pool_leaves_items_outside_it_out_of_the_loss(loss):
+    from seqrec.train import TrainConfig
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 4, generator=generator)  # [M, D]
+    items = torch.randn(10, 4, generator=generator, requires_grad=True)  # [N, D]
+    targets = torch.tensor([1, 3, 3, 8, 1, 5])
+    pool = torch.tensor([1, 2, 3, 5, 8])
+    config = TrainConfig(loss=loss, n_negatives=4)  # gBCE allows at most P - 1
+    probs = torch.zeros(10)
+    probs[pool] = 1.0 / len(pool)  # uniform over the pool, as `negative_distribution` gives
+    loss_value = losses.compute_loss(config, hidden, targets, items, generator, probs, pool=pool)
+    loss_value.backward()
+    outside = torch.tensor([0, 4, 6, 7, 9])
+    assert torch.all(items.grad[outside] == 0)  # never scored: no gradient
+    assert torch.all(items.grad[targets].abs().sum(-1) > 0)
+    if loss == "ce":  # the softmax over the pool's items only
+        assert torch.all(items.grad[pool].abs().sum(-1) > 0)
+        logits = hidden @ items.detach()[pool].T  # [M, P]
+        expected = losses.full_cross_entropy(logits, torch.searchsorted(pool, targets))
+        assert float(loss_value.detach()) == pytest.approx(float(expected), abs=1e-6)

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import pickle
 import signal
@@ -13,7 +14,8 @@ import torch
 
 from seqrec.config import apply_overrides
 from seqrec.experiment import prepare, run_train, train_on
-from seqrec.train import ModelScorer, target_pairs
+from seqrec.scoring import ModelScorer
+from seqrec.train import target_pairs
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +151,8 @@ def test_next_basket_training_runs_and_learns(prepared, tiny_config):
 
 
 def test_negative_pool_keeps_the_items_with_a_training_interaction(prepared):
-    from seqrec.train import TrainConfig, negative_distribution
+    from seqrec.losses import negative_distribution
+    from seqrec.train import TrainConfig
 
     split = prepared.split
     assert negative_distribution(split, TrainConfig()) == (None, None)
@@ -164,31 +167,6 @@ def test_negative_pool_keeps_the_items_with_a_training_interaction(prepared):
     )
     with pytest.raises(ValueError, match="negatives"):
         negative_distribution(split, TrainConfig(negatives="popular"))
-
-
-@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "gbce", "bce"])
-def test_a_negative_pool_leaves_items_outside_it_out_of_the_loss(loss):
-    from seqrec import losses as seqrec_losses
-    from seqrec.train import TrainConfig, compute_loss
-
-    generator = torch.Generator().manual_seed(0)
-    hidden = torch.randn(6, 4, generator=generator)  # [M, D]
-    items = torch.randn(10, 4, generator=generator, requires_grad=True)  # [N, D]
-    targets = torch.tensor([1, 3, 3, 8, 1, 5])
-    pool = torch.tensor([1, 2, 3, 5, 8])
-    config = TrainConfig(loss=loss, n_negatives=4)  # gBCE allows at most P - 1
-    probs = torch.zeros(10)
-    probs[pool] = 1.0 / len(pool)  # uniform over the pool, as `negative_distribution` gives
-    loss_value = compute_loss(config, hidden, targets, items, generator, probs, pool=pool)
-    loss_value.backward()
-    outside = torch.tensor([0, 4, 6, 7, 9])
-    assert torch.all(items.grad[outside] == 0)  # never scored: no gradient
-    assert torch.all(items.grad[targets].abs().sum(-1) > 0)
-    if loss == "ce":  # the softmax over the pool's items only
-        assert torch.all(items.grad[pool].abs().sum(-1) > 0)
-        logits = hidden @ items.detach()[pool].T  # [M, P]
-        expected = seqrec_losses.full_cross_entropy(logits, torch.searchsorted(pool, targets))
-        assert float(loss_value.detach()) == pytest.approx(float(expected), abs=1e-6)
 
 
 def test_trained_negatives_train_a_model_with_history_terms(prepared, tiny_config):
@@ -235,6 +213,22 @@ def test_refit_trains_the_chosen_epochs_again_on_train_plus_valid(prepared, tiny
     expected = ModelScorer(outcome.model, config.model.max_len).score(histories)
     assert np.allclose(bundle.scorer().score(histories), expected, atol=1e-5)
     assert not (tmp_path / "bundle" / "refit_checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_warms_up_linearly_then_follows_the_schedule(schedule):
+    from seqrec.train import TrainConfig, _lr_factor
+
+    config = TrainConfig(schedule=schedule, warmup_steps=4)
+    factors = [_lr_factor(config, step, total_steps=104) for step in range(110)]
+    assert factors[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]  # the first step already trains
+    if schedule == "constant":
+        assert set(factors[4:]) == {1.0}
+        return
+    assert factors[29] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))  # a quarter through
+    assert factors[54] == pytest.approx(0.5)  # halfway through the 100 steps after warm-up
+    assert np.all(np.diff(factors[4:105]) < 0)  # falling every step to zero
+    assert factors[104:] == [0.0] * 6  # past the end it stays at zero, no restart
 
 
 def test_fit_for_fixed_epochs_never_validates(prepared, tiny_config):

@@ -13,7 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from seqrec.features.cache import hash_files
+from seqrec import distributed
+from seqrec.data.dataset import Dataset
+from seqrec.features.build import FeatureConfig
+from seqrec.features.cache import default_cache_dir, hash_files
 from seqrec.features.image import ImageConfig, ImageReport, encode_images
 
 
@@ -42,3 +45,17 @@ def encode_image_shard(
         my_image_slice(paths, rank, world), config, progress, cache_dir=cache_dir, report=report
     )
     return report
+
+
+def encode_rank_images(
+    dataset: Dataset, config: FeatureConfig, cache_dir: str | os.PathLike | None = None
+) -> ImageReport | None:
+    """This torchrun rank's slice of ``dataset``'s images into the cache (``None``: default);
+    None when the features read no image."""
+    image_column = dataset.schema.image_column
+    if not (config.use_image and image_column):
+        return None
+    cache = cache_dir if cache_dir is not None else default_cache_dir()
+    paths = dataset.items[image_column].tolist()
+    rank, world = distributed.rank(), distributed.world_size()
+    return encode_image_shard(paths, config.image, cache, rank, world)

@@ -1,0 +1,109 @@
+"""What the command line prints: rich tables, progress bars and one-line summaries.
+
+`cli.py` maps flags to the package and prints with these; nothing here computes a figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+# the metrics a person reads first: no per-group breakdown except cold recall
+HEADLINE = ("ndcg@", "hr@", "recall@", "map@", "mrr", "cold:recall@")
+
+
+def progress(console: Console) -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def epoch_printer(console: Console, label: str = "") -> Callable[[dict], None]:
+    """An ``on_epoch`` callback printing one line per epoch: loss, speed, validation figures."""
+
+    def show(row: dict) -> None:
+        metrics = "  ".join(
+            f"{name.removeprefix('valid:')} {value:.4f}"
+            for name, value in row.items()
+            if name.startswith("valid:") and name.split("@")[0] in ("valid:ndcg", "valid:hr")
+        )
+        stage = "refit " if row.get("refit") else ""
+        console.print(
+            f"{label}{stage}epoch {row['epoch'] + 1:>3}  loss {row['loss']:.4f}  "
+            f"{row['train_seconds']:.1f}s ({row['sequences_per_second']:.0f} seq/s)  {metrics}"
+        )
+
+    return show
+
+
+def metrics_table(title: str, metrics: dict, ci: dict | None = None) -> Table:
+    """The headline metrics with their 95% CIs (the JSON and the report have them all)."""
+    metrics = {name: value for name, value in metrics.items() if name.startswith(HEADLINE)}
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, value in metrics.items():
+        low, high = (ci or {}).get(name, (None, None))
+        interval = "" if low is None else f"[{low:.4f}, {high:.4f}]"
+        table.add_row(name, f"{value:.4f}", interval)
+    return table
+
+
+def stats_table(title: str, stats: dict) -> Table:
+    """`seqrec data stats`: one row per count; malformed lines as ``file: line, line, ...``."""
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        if isinstance(value, dict):  # malformed_lines: file -> line numbers of malformed rows
+            value = "; ".join(
+                f"{name}: {', '.join(map(str, lines[:10]))}{', ...' if len(lines) > 10 else ''}"
+                for name, lines in value.items()
+            )
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    return table
+
+
+def bench_row_line(row, columns: Sequence[str]) -> str:
+    """One ranker's line as `seqrec bench` finishes it (markup: the name in bold)."""
+    figures = "  ".join(f"{c} {row.test.metrics[c]:.4f}" for c in columns)
+    return f"[bold]{escape(row.name)}[/] ({row.kind}, {row.seconds:.0f}s): {figures}"
+
+
+def bench_table(rows, columns: Sequence[str], out: Console) -> Table:
+    """The closing table of `seqrec bench` and `seqrec demo`: the first metric columns that fit
+    ``out``'s width with every figure whole (ranker names wrap); the report has them all."""
+    unbounded = out.options.update_width(10_000)  # measure the table's own minimum width
+    count = len(columns)
+    table = _bench_table_of(rows, columns)
+    while count > 1 and Measurement.get(out, unbounded, table).minimum > out.width:
+        count -= 1
+        table = _bench_table_of(rows, columns[:count])
+    if count < len(columns):
+        table.caption = f"{', '.join(columns[count:])}: in the report"
+    return table
+
+
+def _bench_table_of(rows, columns: Sequence[str]) -> Table:
+    table = Table(title="test metrics (full-catalogue ranking; models in bold)")
+    table.add_column("ranker", overflow="fold")
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row.name,
+            *[f"{row.test.metrics.get(c, float('nan')):.4f}" for c in columns],
+            style="bold" if row.kind != "baseline" else None,
+        )
+    return table
