@@ -420,12 +420,10 @@ def tune(
     set_: SetOpt = None,
 ):
     """Optuna search over \\[tune.space]; started again, it continues the stored study."""
-    from seqrec.tune import best_trials_table, run_study
+    from seqrec.tune import StudyOptions, best_trials_table, run_study
 
     experiment = _experiment(config, _overrides(set_))
-    result = run_study(
-        experiment,
-        data,
+    options = StudyOptions(
         n_trials=trials,
         storage=storage,
         study_name=study,
@@ -436,6 +434,7 @@ def tune(
         best_config_path=save_best,
         verbose=True,
     )
+    result = run_study(experiment, data, options)
     if result.failed_on_start:
         console.print(f"trials of dead processes marked failed: {result.failed_on_start}")
     console.print(best_trials_table(result))

@@ -28,7 +28,6 @@ import asyncio
 import datetime
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -39,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from seqrec.report import machine_facts, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
@@ -223,16 +224,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Popen:
     """`seqrec.serve.run_server` (what ``seqrec serve`` runs) in a subprocess, ready."""
     serve_config = {
@@ -319,18 +310,55 @@ def machine_speed() -> dict:
     return {"spin_alone_s": round(alone, 3), "spin_two_at_once_s": [round(x, 3) for x in both]}
 
 
+TABLE_HEADER = (
+    "phase",
+    "clients",
+    "s",
+    "requests",
+    "errors",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "server CPU ms/req",
+    "of which ranking",
+    "server cores used",
+    "client CPU ms/req",
+    "mean batch",
+    "load avg before",
+)
+
+
+def table_row(config: LoadConfig, result: PhaseResult) -> list:
+    s = result.summary()
+    phase = f"open @ {config.rate:g}/s" if s["phase"] == "open" else s["phase"]
+    return [
+        phase,
+        *(s[key] for key in ("clients", "seconds", "requests", "errors", "req_per_s")),
+        *(s[key] for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms_per_req")),
+        s["ranking_cpu_ms_per_req"] or "-",
+        s["server_cores_used"],
+        s["client_cpu_ms_per_req"],
+        s["mean_batch"] or "-",
+        ", ".join(map(str, s["load_before"])),
+    ]
+
+
 def markdown(
-    config: LoadConfig, results: list[PhaseResult], manifest: dict, health: dict, speed: dict
+    config: LoadConfig,
+    results: list[PhaseResult],
+    manifest: dict,
+    health: dict,
+    speed: dict,
+    machine: dict,
 ) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    import torch
-
     lines = [
         f"### Run {now}",
         "",
         f"- command: `python benchmarks/serve_load.py {' '.join(sys.argv[1:])}`",
-        f"- machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
+        f"- machine: {machine_line(machine)}",
         f"- bundle: {manifest.get('dataset')} ({manifest['n_items']:,} items), {health['model']}, "
         f"dim {manifest['dim']}, max_len {manifest['max_len']}",
         f"- server: {config.workers} worker(s), {config.threads} torch thread(s), max_batch "
@@ -342,21 +370,8 @@ def markdown(
         f"{speed['spin_alone_s']} s alone, "
         f"{' and '.join(map(str, speed['spin_two_at_once_s']))} s as two processes at once",
         "",
-        "| phase | clients | s | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms "
-        "| server CPU ms/req | of which ranking | server cores used | client CPU ms/req "
-        "| mean batch | load avg before |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *markdown_table(TABLE_HEADER, (table_row(config, result) for result in results)),
     ]
-    for result in results:
-        s = result.summary()
-        phase = f"open @ {config.rate:g}/s" if s["phase"] == "open" else s["phase"]
-        lines.append(
-            f"| {phase} | {s['clients']} | {s['seconds']} | {s['requests']} | {s['errors']} "
-            f"| {s['req_per_s']} | {s['p50_ms']} | {s['p90_ms']} | {s['p99_ms']} | {s['max_ms']} "
-            f"| {s['server_cpu_ms_per_req']} | {s['ranking_cpu_ms_per_req'] or '-'} "
-            f"| {s['server_cores_used']} | {s['client_cpu_ms_per_req']} "
-            f"| {s['mean_batch'] or '-'} | {', '.join(map(str, s['load_before']))} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -394,12 +409,16 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    report = markdown(config, results, manifest, health, speed)
+    import onnxruntime
+    import torch
+
+    machine = machine_facts(torch=torch.__version__, onnxruntime=onnxruntime.__version__)
+    report = markdown(config, results, manifest, health, speed, machine)
     print(report)
     if out:
         out.write_text(report)
     if json_path:
-        summaries = [{**r.summary(), "machine_speed": speed} for r in results]
+        summaries = [{**r.summary(), "machine_speed": speed, "machine": machine} for r in results]
         json_path.write_text(json.dumps(summaries, indent=2))
 
 

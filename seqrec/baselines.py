@@ -19,6 +19,7 @@ rewarded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,14 @@ import torch
 
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.rerank import HistoryFirst, history_key
+
+
+class Baseline(Protocol):
+    """The two calls every baseline here answers (see the module's docstring)."""
+
+    def fit(self, interactions: pd.DataFrame, n_items: int) -> Baseline: ...
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray: ...  # [B, N] float32
 
 
 def _history_pairs(histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +274,7 @@ class ContentKNN:
     binary_history: count an item repeated among the last ``last_n`` once.
     """
 
-    item_vectors: object
+    item_vectors: np.ndarray | sp.spmatrix
     last_n: int | None = 5
     binary_history: bool = False
 
@@ -289,7 +298,7 @@ class ContentKNN:
 class RepeatThenContentKNN:
     """The user's own history items first (by ``order``), then content KNN over the rest."""
 
-    item_vectors: object
+    item_vectors: np.ndarray | sp.spmatrix
     last_n: int | None = 5
     order: str = "recency"
 

@@ -9,6 +9,7 @@ a `BenchReport`; `seqrec.report` writes and renders it (markdown, JSON, chart).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -98,13 +99,15 @@ def tfidf_terms(items, columns: list[str], config: TextConfig = CONTENT_TFIDF):
     """[N, V] sparse, L2-normalised TF-IDF rows of the items' text columns: what the TF-IDF
     content KNN baselines compare."""
     texts = item_texts(items, columns)
-    return sp.csr_matrix(TextEncoder(config).fit(texts).pipeline.transform(texts))
+    return sp.csr_matrix(TextEncoder(config).fit(texts).terms(texts))
 
 
-def baseline_rankers(prepared: Prepared, cache_dir: Path | None = None) -> dict[str, object]:
+def baseline_rankers(
+    prepared: Prepared, cache_dir: Path | None = None
+) -> dict[str, baselines.Baseline]:
     """The heuristics every model must beat, fitted later on the task's fit table only."""
     dataset, features = prepared.dataset, prepared.features
-    rankers: dict[str, object] = {"popularity": baselines.Popularity()}
+    rankers: dict[str, baselines.Baseline] = {"popularity": baselines.Popularity()}
     window = _window(dataset.time_unit, 28)
     if window is not None:
         rankers["popularity (last 28 days)"] = baselines.Popularity(window)
@@ -205,8 +208,9 @@ def run_bench(
         outcome = train_on(
             run_config,
             prepared,
-            on_epoch=None if on_epoch is None else lambda row, name=name: on_epoch(name, row),
+            on_epoch=None if on_epoch is None else functools.partial(on_epoch, name),
         )
+        assert outcome.test is not None  # one process: it evaluates (only rank 0 does)
         add(
             BenchRow(
                 name,

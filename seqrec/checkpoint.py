@@ -93,13 +93,13 @@ def run_identity(
         for key, value in flatten(settings).items()
         if not any(key == name or key.startswith(name + ".") for name in NOT_RECORDED)
     }
-    examples = np.ascontiguousarray(examples.numpy())
+    rows = np.ascontiguousarray(examples.numpy())  # [U, 2, L + 1]
     identity |= {
         "dataset.items": split.n_items,
         "dataset.train_interactions": len(split.train),
         "dataset.valid_interactions": len(split.valid),
-        "dataset.training_sequences": len(examples),
-        "dataset.fingerprint": hashlib.blake2b(examples.data, digest_size=16).hexdigest(),
+        "dataset.training_sequences": len(rows),
+        "dataset.fingerprint": hashlib.blake2b(rows.data, digest_size=16).hexdigest(),
         "processes": world_size,
     }
     if fixed_epochs is not None:

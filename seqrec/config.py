@@ -106,7 +106,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
         if name in kwargs:
             raise ConfigError(f"{key} is given twice (as {name} and with hyphens)")
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key)
         else:
             kwargs[name] = _check_type(value, hint, key)
@@ -121,14 +121,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``hint`` (and converted where TOML spells it
+    otherwise); ConfigError names ``key``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _check_type(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key} = {value!r} does not fit the expected type {hint}")
+        return _check_union(value, hint, key)
     if hint is type(None):
         if value is None:
             return None
@@ -141,6 +138,21 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a table, got {value!r}")
         return value
+    return _check_scalar(value, hint, key)
+
+
+def _check_union(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as the first option of ``X | Y`` it fits."""
+    for option in typing.get_args(hint):
+        try:
+            return _check_type(value, option, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{key} = {value!r} does not fit the expected type {hint}")
+
+
+def _check_scalar(value: Any, hint: Any, key: str) -> Any:
+    """A str, int, float or bool (an int where a float is expected becomes a float)."""
     if hint is str and isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()  # a TOML date where a date string is expected
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -189,13 +189,13 @@ def evaluate(
         names = list(group)
         table = np.stack([group[name] for name in names], axis=1) if len(rows) else None
         if bootstrap and table is not None:
-            low, high = bootstrap_ci(table, n_boot=bootstrap, seed=seed)
+            bounds = np.asarray(bootstrap_ci(table, n_boot=bootstrap, seed=seed))  # [2, M]
         for j, name in enumerate(names):
             full = prefix + name
             result.per_user[full] = group[name]
             result.metrics[full] = float(group[name].mean()) if len(rows) else float("nan")
             if bootstrap and table is not None:
-                result.ci[full] = (float(low[j]), float(high[j]))
+                result.ci[full] = (float(bounds[0, j]), float(bounds[1, j]))
     return result
 
 

@@ -205,7 +205,7 @@ def train_on(
         )
 
     result = run_fit(model, prepared.split, checkpoint_path=checkpoint)
-    model.load_state_dict(result.state_dict)
+    model.load_state_dict(_kept_weights(result))
     chosen, refit, trained_on = model, None, prepared.split.train
     if config.train.refit:
         torch.manual_seed(config.train.seed)
@@ -218,7 +218,7 @@ def train_on(
             checkpoint_path=refit_checkpoint,
             fixed_epochs=result.best_epoch + 1,
         )
-        model.load_state_dict(refit.state_dict)
+        model.load_state_dict(_kept_weights(refit))
         trained_on = refit_split.train
     chosen.cpu().eval()
     model.cpu().eval()
@@ -255,10 +255,16 @@ def train_on(
             metrics,
             prepared.featurizer,
         )
-        checkpoint.unlink(missing_ok=True)
-        refit_checkpoint.unlink(missing_ok=True)
+        for name in CHECKPOINT_FILES:  # the bundle is written: no resume needs them
+            (out_dir / name).unlink(missing_ok=True)
     distributed.barrier()
     return Outcome(model, result, refit, valid, test, bundle)
+
+
+def _kept_weights(result: TrainResult) -> dict:
+    """The weights `fit` kept: its best epoch's (a refit's last)."""
+    assert result.state_dict is not None  # fit keeps an epoch's unless every metric was NaN
+    return result.state_dict
 
 
 def run_train(

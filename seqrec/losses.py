@@ -224,9 +224,11 @@ def sample_negatives(
 
 
 @dataclass
-class Prefixes:
-    """Where each training row comes from: row m is position cols[m] of sequence rows[m]."""
+class HistoryTerms:
+    """A model's history terms (its `history_terms()`: repeat bias, content affinity) and the
+    histories they read: row m of the loss is the state after position cols[m] of seq[rows[m]]."""
 
+    terms: list  # each with ``full`` and ``at``; empty: nothing to add
     seq: torch.Tensor  # [B, L] inputs (item_idx + 1)
     rows: torch.Tensor  # [M]
     cols: torch.Tensor  # [M]
@@ -268,17 +270,17 @@ def compute_loss(
     item_matrix: torch.Tensor,  # [N, D]
     generator: torch.Generator,
     sampling_probs: torch.Tensor | None,
-    history_terms: list | None = None,  # the model's `history_terms()`: repeat bias, affinity
-    prefixes: Prefixes | None = None,  # needed with ``history_terms``
+    history: HistoryTerms | None = None,  # added to every logit; None: none
     pool: torch.Tensor | None = None,  # [P] items that may be negatives, on hidden's device
 ) -> torch.Tensor:
     """The training loss of one batch. With a ``pool`` (`negative_distribution`), only its
     items compete with the target: the softmax runs over the pool (``ce``), and the sampled
     losses draw negatives from ``sampling_probs``, which must then be zero outside it. Every
     target must be in the pool."""
-    history_terms = history_terms or []
+    if history is not None and not history.terms:
+        history = None
     if config.loss == "ce":
-        return _pool_cross_entropy(hidden, targets, item_matrix, history_terms, prefixes, pool)
+        return _pool_cross_entropy(hidden, targets, item_matrix, history, pool)
     if pool is not None and sampling_probs is None:
         raise ValueError("a negative pool needs sampling_probs over it (negative_distribution)")
     n_items = item_matrix.shape[0]
@@ -289,10 +291,9 @@ def compute_loss(
     negatives = negatives.to(hidden.device)
     pos_logits = (hidden * item_matrix[targets]).sum(dim=-1)  # [M]
     neg_logits = hidden @ item_matrix[negatives].T  # [M, K]
-    if history_terms:
-        assert prefixes is not None, "history terms need the positions of the rows"
-        where = (prefixes.seq, prefixes.rows, prefixes.cols)
-        for term in history_terms:
+    if history is not None:
+        where = (history.seq, history.rows, history.cols)
+        for term in history.terms:
             pos_logits = pos_logits + term.at(*where, targets[:, None])[:, 0]
             neg_logits = neg_logits + term.at(*where, negatives)
     if config.loss == "bce":
@@ -313,24 +314,20 @@ def _pool_cross_entropy(
     hidden: torch.Tensor,  # [M, D]
     targets: torch.Tensor,  # [M] item indices (0-based)
     item_matrix: torch.Tensor,  # [N, D]
-    history_terms: list,
-    prefixes: Prefixes | None,
+    history: HistoryTerms | None,  # with at least one term
     pool: torch.Tensor | None,  # [P] or None for all N items
 ) -> torch.Tensor:
     """The ``ce`` loss: softmax cross-entropy over the pool's items (the catalogue without one),
     without building the [M, N] logits when no history term adds to them."""
     if pool is not None:
         targets = torch.searchsorted(pool, targets)  # position of each target in the pool
-    if not history_terms:
+    if history is None:
         if pool is not None:
             item_matrix = item_matrix[pool]  # [P, D]
         return catalogue_cross_entropy(hidden, item_matrix, targets)
-    assert prefixes is not None, "history terms need the positions of the rows"
     logits = hidden @ item_matrix.T  # [M, N]
-    for term in history_terms:
-        logits = logits + term.full(
-            prefixes.seq, prefixes.rows, prefixes.cols, item_matrix.shape[0]
-        )
+    for term in history.terms:
+        logits = logits + term.full(history.seq, history.rows, history.cols, item_matrix.shape[0])
     if pool is not None:
         logits = logits[:, pool]  # [M, P]
     return full_cross_entropy(logits, targets)

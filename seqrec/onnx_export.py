@@ -20,7 +20,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, input_name: str,
         torch.onnx.export(
             module.eval(),
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter also writes to a file object
             dynamo=False,  # the TorchScript exporter needs no onnxscript
             input_names=[input_name],
             output_names=[output_name],

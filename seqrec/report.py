@@ -99,15 +99,15 @@ _BASE_FACTS = ("cpu", "cores", "python")
 
 def machine(**versions: str) -> str:
     """The machine line of a report: processor, usable cores, Python, the versions given."""
-    return machine_line(machine_facts(**versions))
+    return machine_line(machine_facts(False, **versions))
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Iterable[object]]) -> list[str]:
     """A markdown table's lines: the header, its rule, one line per row (each cell as str)."""
     return [_table_line(header), "|" + "---|" * len(header), *map(_table_line, rows)]
 
 
-def _table_line(cells: Sequence[object]) -> str:
+def _table_line(cells: Iterable[object]) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 

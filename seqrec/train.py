@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -40,10 +41,14 @@ from seqrec.constraints import (
     positive,
 )
 from seqrec.data.dataset import DataError
-from seqrec.data.sequences import build_sequences
+from seqrec.data.sequences import build_sequences, target_pairs
 from seqrec.data.split import EvalTask, Split
-from seqrec.losses import Prefixes, compute_loss, negative_distribution
+from seqrec.losses import HistoryTerms, compute_loss, negative_distribution
+from seqrec.models.recommender import SequenceRecommender
 from seqrec.scoring import ModelScorer
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11
 
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")
 Validate = Callable[[ModelScorer, EvalTask], dict[str, float]]  # validation metrics of a model
@@ -125,39 +130,6 @@ def training_examples(split: Split, max_len: int, target: str = "next_item") -> 
     return examples[keep]
 
 
-def target_pairs(batch: torch.Tensor, target: str, last: int = 0):
-    """Training pairs of a batch [B, 2, L + 1]: (rows [P], query positions [P], targets [P]).
-
-    The state after input position ``cols[p]`` of row ``rows[p]`` must rank item ``targets[p]``
-    (0-based). ``next_item``: every position predicts the item right after it. ``next_basket``:
-    the last position of each basket predicts every item of the next basket, and nothing is
-    predicted from the items of its own basket (the next-basket protocol of H&M, where a day's
-    purchases come in arbitrary order). Positions are those of the inputs ``batch[:, 0, :-1]``.
-    ``last`` > 0 keeps only the targets in each row's last ``last`` items (next_item) or baskets
-    (next_basket): the end of a history is what is evaluated, and shoppers with long histories
-    behave differently (more repeats) from the same shoppers at their start.
-    """
-    items, baskets = batch[:, 0], batch[:, 1]  # [B, L + 1]
-    if target == "next_item":
-        mask = (items[:, :-1] > 0) & (items[:, 1:] > 0)  # [B, L]
-        if last:
-            mask[:, : max(0, mask.shape[1] - last)] = False
-        rows, cols = mask.nonzero(as_tuple=True)  # [P], [P]
-        return rows, cols, items[:, 1:][rows, cols] - 1
-    length = items.shape[1]
-    positions = torch.arange(length, device=items.device).expand_as(items)  # [B, L + 1]
-    starts = torch.ones_like(items, dtype=torch.bool)
-    starts[:, 1:] = baskets[:, 1:] != baskets[:, :-1]  # first position of each basket
-    first = torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=1).values
-    query = first - 1  # [B, L + 1] last position of the previous basket (-1: none)
-    previous = items.gather(1, query.clamp_min(0))  # item at the query position
-    mask = (items > 0) & (query >= 0) & (previous > 0)  # [B, L + 1] target positions
-    if last:
-        mask &= baskets > baskets[:, -1:] - last  # basket numbers grow to the row's last
-    rows, target_cols = mask.nonzero(as_tuple=True)
-    return rows, query[rows, target_cols], items[rows, target_cols] - 1
-
-
 def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -172,7 +144,7 @@ class TrainStep(torch.nn.Module):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: SequenceRecommender,
         config: TrainConfig,
         sampling_probs: torch.Tensor | None,
         pool: torch.Tensor | None = None,
@@ -196,8 +168,7 @@ class TrainStep(torch.nn.Module):
             item_matrix.float(),
             generator,
             self.sampling_probs,
-            history_terms=model.history_terms(),
-            prefixes=Prefixes(inputs, rows, cols),
+            history=HistoryTerms(model.history_terms(), inputs, rows, cols),
             pool=self.pool,
         )
 
@@ -211,7 +182,7 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 class _Run:
     """What `_setup` prepares once for the epochs of one `fit`."""
 
-    model: torch.nn.Module
+    model: SequenceRecommender
     config: TrainConfig
     device: torch.device
     world: int  # processes training together (torchrun ranks); 1 otherwise
@@ -239,17 +210,23 @@ class _Progress:
         return len(self.history) - 1 - self.best["epoch"]
 
 
+class FitOptions(TypedDict, total=False):
+    """What `fit` may be asked besides training with validation (all optional, by keyword)."""
+
+    checkpoint_path: Path | None  # resume from and save to this file
+    settings: dict | None  # what the checkpoint records of the run (default: `fit`'s arguments)
+    on_epoch: Callable[[dict], None] | None  # called with each epoch's history row (rank 0)
+    fixed_epochs: int | None  # train that many epochs without validating (a refit)
+
+
 def fit(
-    model: torch.nn.Module,
+    model: SequenceRecommender,
     split: Split,
     config: TrainConfig,
     max_len: int,
     validate: Validate | None,
     main_metric: str,
-    checkpoint_path: Path | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    fixed_epochs: int | None = None,
-    settings: dict | None = None,
+    **options: Unpack[FitOptions],
 ) -> TrainResult:
     """Train ``model`` on ``split.train``; pick the epoch by ``main_metric`` on ``split.valid``.
 
@@ -263,6 +240,8 @@ def fit(
     torchrun, each rank trains on its share of every batch (``batch_size`` is the total over
     ranks) and validates a share of the users; only rank 0 writes the checkpoint.
     """
+    checkpoint_path, on_epoch = options.get("checkpoint_path"), options.get("on_epoch")
+    fixed_epochs = options.get("fixed_epochs")
     check_config(config, "train")
     if fixed_epochs is not None and not 1 <= fixed_epochs <= config.epochs:
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
@@ -271,7 +250,7 @@ def fit(
     run = _setup(model, split, config, max_len, fixed_epochs)
     progress, identity = _Progress(), None  # identity: what a checkpoint records of this run
     if checkpoint_path is not None:
-        settings = settings or training_settings(config, max_len, main_metric)
+        settings = options.get("settings") or training_settings(config, max_len, main_metric)
         identity = run_identity(settings, run.examples, split, run.world, fixed_epochs)
         progress = _resume(run, checkpoint_path, identity)
     last = config.epochs if fixed_epochs is None else fixed_epochs
@@ -291,7 +270,11 @@ def fit(
 
 
 def _setup(
-    model: torch.nn.Module, split: Split, config: TrainConfig, max_len: int, fixed_epochs
+    model: SequenceRecommender,
+    split: Split,
+    config: TrainConfig,
+    max_len: int,
+    fixed_epochs: int | None,
 ) -> _Run:
     """Device and processes, training examples, validation users, the train step (wrapped for
     DistributedDataParallel under torchrun), optimiser and learning-rate schedule."""

@@ -19,6 +19,8 @@ from seqrec.bundle import load_bundle
 from seqrec.config import apply_overrides, save_config
 from seqrec.data.dataset import DataError
 
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 

@@ -16,6 +16,7 @@ def test_reduce_metrics_is_identity_in_one_process():
     assert reduce_metrics(metrics, {"users": 10, "cold:users": 3}) == metrics
 
 
+@pytest.mark.multiprocess
 def test_two_cpu_processes_under_torchrun_match_one_process(demo_shop, tiny_config, tmp_path):
     config_path = tmp_path / "tiny.toml"
     save_config(tiny_config, config_path)
@@ -67,6 +68,7 @@ def _cache_contents(cache_dir: Path) -> dict:
     return contents
 
 
+@pytest.mark.multiprocess
 def test_sharded_encoding_with_two_ranks_equals_one_process(demo_shop, tmp_path):
     import numpy as np
 

@@ -165,3 +165,36 @@ def test_a_negative_pool_leaves_items_outside_it_out_of_the_loss(loss):
         logits = hidden @ items.detach()[pool].T  # [M, P]
         expected = losses.full_cross_entropy(logits, torch.searchsorted(pool, targets))
         assert float(loss_value.detach()) == pytest.approx(float(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_history_terms_add_to_the_logits_they_score(loss):
+    from seqrec.models.repeat import RepeatBias
+    from seqrec.train import TrainConfig
+
+    generator = torch.Generator().manual_seed(0)
+    seq = torch.tensor([[0, 3, 5, 3], [2, 4, 6, 1]])  # [B, L] item_idx + 1
+    rows, cols = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 3, 2, 3])  # [M]
+    targets = torch.tensor([4, 0, 5, 3])  # [M]
+    hidden = torch.randn(4, 3, generator=generator)  # [M, D]
+    items = torch.randn(7, 3, generator=generator)  # [N, D]
+    term = RepeatBias(4)
+    term.weight.requires_grad_(False).copy_(torch.tensor([0.3, -0.2, 0.1, 0.4]))
+    history = losses.HistoryTerms([term], seq, rows, cols)
+    config = TrainConfig(loss=loss, n_negatives=3)
+
+    def value(history, seed=1):
+        negatives = torch.Generator().manual_seed(seed)
+        return float(losses.compute_loss(config, hidden, targets, items, negatives, None, history))
+
+    if loss == "ce":
+        logits = hidden @ items.T + term.full(seq, rows, cols, 7)  # [M, N]
+        expected = float(losses.full_cross_entropy(logits, targets))
+    else:
+        negatives, _ = losses.sample_negatives(7, (3,), torch.Generator().manual_seed(1))
+        pos = (hidden * items[targets]).sum(-1) + term.at(seq, rows, cols, targets[:, None])[:, 0]
+        neg = hidden @ items[negatives].T + term.at(seq, rows, cols, negatives)  # [M, K]
+        expected = float(losses.bce_sampled(pos, neg))
+    assert value(history) == pytest.approx(expected, abs=1e-5)
+    assert value(history) != pytest.approx(value(None), abs=1e-3)  # the terms count
+    assert value(losses.HistoryTerms([], seq, rows, cols)) == value(None)  # no term: no change

@@ -73,6 +73,7 @@ run_train(config, sys.argv[2], __import__("pathlib").Path(sys.argv[3]), cache_di
 """
 
 
+@pytest.mark.multiprocess
 def test_resume_after_sigkill_matches_an_uninterrupted_run(demo_shop, tiny_config, tmp_path):
     from seqrec.config import save_config
 
@@ -300,7 +301,9 @@ def first_epoch_checkpoint(prepared, tiny_config, path, split=None):
 
     model = build_model(tiny_config.model, prepared.features, prepared.dataset.n_items)
     split = prepared.split if split is None else split
-    return fit(model, split, tiny_config.train, 12, None, "ndcg@10", path, fixed_epochs=1)
+    return fit(
+        model, split, tiny_config.train, 12, None, "ndcg@10", checkpoint_path=path, fixed_epochs=1
+    )
 
 
 def test_resume_on_other_data_is_refused(prepared, tiny_config, tmp_path):

@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from cli import app
 from seqrec.config import ConfigError, load_config, save_config
-from seqrec.tune import Param, open_storage, parse_space, run_study, tune_settings
+from seqrec.tune import (
+    Param,
+    StudyOptions,
+    open_storage,
+    parse_space,
+    run_study,
+    tune_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -132,7 +139,11 @@ def test_tune_settings_are_checked_by_their_declaration(tiny_config, settings, m
 def test_an_unknown_metric_is_refused_before_the_study_is_stored(demo_shop, tmp_path, tiny_config):
     out = tmp_path / "study"
     with pytest.raises(ConfigError, match="tune.metric = 'hitrate@10'"):
-        run_study(with_tune(tiny_config, metric="hitrate@10"), demo_shop, n_trials=1, out_dir=out)
+        run_study(
+            with_tune(tiny_config, metric="hitrate@10"),
+            demo_shop,
+            StudyOptions(n_trials=1, out_dir=out),
+        )
     assert not (out / "study.journal").exists()
 
 
@@ -207,18 +218,20 @@ def test_three_trials_then_the_best_config_trains(demo_shop, tmp_path, tiny_conf
     assert metrics["valid"]["ndcg@10"] == pytest.approx(best.value, abs=1e-6)
 
     # Asked again for the same total, the study has nothing left to run.
-    again = run_study(config_path, demo_shop, n_trials=3, out_dir=out)
+    again = run_study(config_path, demo_shop, StudyOptions(n_trials=3, out_dir=out))
     assert again.counts == {"COMPLETE": 3} and again.best_number == best.number
 
 
 def test_rdb_storage_and_a_study_from_another_space_is_refused(demo_shop, tmp_path, tiny_config):
     out, url = tmp_path / "study", f"sqlite:///{tmp_path / 'tune.db'}"
-    result = run_study(with_tune(tiny_config), demo_shop, n_trials=1, storage=url, out_dir=out)
+    result = run_study(
+        with_tune(tiny_config), demo_shop, StudyOptions(n_trials=1, storage=url, out_dir=out)
+    )
     assert result.counts == {"COMPLETE": 1} and result.storage == url
     assert (tmp_path / "tune.db").is_file() and not (out / "study.journal").exists()
     changed = with_tune(tiny_config, {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
     with pytest.raises(ConfigError, match="another base config, metric or"):
-        run_study(changed, demo_shop, n_trials=2, storage=url, out_dir=out)
+        run_study(changed, demo_shop, StudyOptions(n_trials=2, storage=url, out_dir=out))
 
 
 def test_a_clearly_worse_trial_is_pruned_before_its_last_epoch(demo_shop, tmp_path, tiny_config):
@@ -234,7 +247,7 @@ def test_a_clearly_worse_trial_is_pruned_before_its_last_epoch(demo_shop, tmp_pa
         # two good trials, then one whose learning rate is far too small to learn anything
         enqueue=[{"train.lr": 1e-2}, {"train.lr": 5e-3}, {"train.lr": 1e-8}],
     )
-    result = run_study(config, demo_shop, n_trials=3, out_dir=tmp_path / "study")
+    result = run_study(config, demo_shop, StudyOptions(n_trials=3, out_dir=tmp_path / "study"))
     trials = trials_in(tmp_path / "study" / "study.journal", config.name)
     assert states(trials) == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert trials[2].params["train.lr"] == 1e-8
@@ -243,11 +256,12 @@ def test_a_clearly_worse_trial_is_pruned_before_its_last_epoch(demo_shop, tmp_pa
 
 
 RUN = """
-from seqrec.tune import run_study
-run_study({config!r}, {data!r}, n_trials=3, out_dir={out!r})
+from seqrec.tune import StudyOptions, run_study
+run_study({config!r}, {data!r}, StudyOptions(n_trials=3, out_dir={out!r}))
 """
 
 
+@pytest.mark.multiprocess
 def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp_path, tiny_config):
     config = dataclasses.replace(
         tiny_config, train=dataclasses.replace(tiny_config.train, epochs=3)
@@ -275,7 +289,7 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp
     killed = [t.number for t in before if t.state == TrialState.RUNNING]
     assert finished and len(killed) == 1
 
-    result = run_study(config_path, demo_shop, n_trials=3, out_dir=out)
+    result = run_study(config_path, demo_shop, StudyOptions(n_trials=3, out_dir=out))
     after = trials_in(journal, config.name)
     assert result.failed_on_start == killed
     assert after[killed[0]].state == TrialState.FAIL
@@ -287,9 +301,12 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp
     assert len(after) == 4  # three counted trials and the killed one
 
 
+@pytest.mark.multiprocess
 def test_two_workers_share_one_storage(demo_shop, tmp_path, tiny_config):
     out = tmp_path / "study"
-    result = run_study(with_tune(tiny_config), demo_shop, n_trials=4, workers=2, out_dir=out)
+    result = run_study(
+        with_tune(tiny_config), demo_shop, StudyOptions(n_trials=4, workers=2, out_dir=out)
+    )
     trials = trials_in(out / "study.journal", tiny_config.name)
     assert states(trials) == ["COMPLETE"] * 4  # none lost, none failed, none extra
     assert result.counts == {"COMPLETE": 4}

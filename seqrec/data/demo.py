@@ -4,7 +4,8 @@
 ``images/`` and the column mapping ``seqrec.toml``) so that the demo runs through the same
 loader as real data. `make_demo_shop` returns the same tables in memory, together with the
 hidden attributes (``material``, ``pattern``), for tests that check a model finds a signal.
-The same seed gives byte-identical files; nothing else is random.
+The same seed gives byte-identical files; nothing else is random. The pictures are drawn by
+`seqrec.data.demo_images`.
 
 Catalogue. Every product has five attributes, drawn independently except that the material
 must suit the product type (no wool shoes):
@@ -67,7 +68,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+
+from seqrec.data.demo_images import COLOURS, render_item
 
 CATEGORIES = [
     "t-shirt", "sweater", "dress", "skirt", "trousers",
@@ -76,18 +78,7 @@ CATEGORIES = [
 CATEGORY_SHARE = [0.16, 0.10, 0.12, 0.08, 0.12, 0.07, 0.10, 0.10, 0.08, 0.07]
 COMPLEMENTS = {"jacket": "hat", "trousers": "shoes", "dress": "bag", "t-shirt": "shorts"}
 
-COLOURS = {
-    "black": (35, 35, 38),
-    "white": (250, 250, 248),
-    "grey": (140, 140, 145),
-    "navy": (30, 45, 100),
-    "blue": (80, 150, 220),
-    "red": (200, 35, 40),
-    "green": (40, 130, 60),
-    "yellow": (240, 205, 50),
-    "pink": (240, 150, 185),
-    "beige": (215, 195, 160),
-}
+# COLOURS (name -> RGB) lives with the pictures, in seqrec.data.demo_images
 COLOUR_SHARE = [0.16, 0.14, 0.10, 0.10, 0.09, 0.09, 0.08, 0.07, 0.08, 0.09]
 
 PATTERNS = ["solid", "stripes", "dots", "checks", "zigzag", "diagonal"]
@@ -286,8 +277,21 @@ def _codes(values: pd.Series, names: list[str]) -> np.ndarray:
     return pd.Categorical(values, categories=names).codes.astype(np.int64)
 
 
-def _simulate(items: pd.DataFrame, config: DemoConfig, rng: np.random.Generator) -> pd.DataFrame:
-    attrs = [  # (codes per item, number of values): colour, pattern, material, category
+@dataclass
+class _Catalogue:
+    """What the shoppers' choices read of the items, as arrays over the N products."""
+
+    attrs: list[tuple[np.ndarray, int]]  # (codes [N], number of values) per tasted attribute
+    colour: np.ndarray  # [N] colour code
+    category: np.ndarray  # [N] category code
+    complement: np.ndarray  # [categories] complement category code, -1 for none
+    by_type_colour: dict[tuple[int, int], np.ndarray]  # (category, colour) -> item rows
+    launch: np.ndarray  # [N] launch time, seconds from the start of the period
+    popularity: np.ndarray  # [N] popularity logit, scaled
+
+
+def _catalogue(items: pd.DataFrame, config: DemoConfig) -> _Catalogue:
+    attrs = [  # colour, pattern, material, category
         (_codes(items["colour"], list(COLOURS)), len(COLOURS)),
         (_codes(items["pattern"], PATTERNS), len(PATTERNS)),
         (_codes(items["material"], list(MATERIALS)), len(MATERIALS)),
@@ -302,59 +306,21 @@ def _simulate(items: pd.DataFrame, config: DemoConfig, rng: np.random.Generator)
         for k in range(len(CATEGORIES))
         for c in range(len(COLOURS))
     }
-    period = config.period_seconds
     launch = items["launch_time"].to_numpy() - config.start_time
     popularity = config.popularity_scale * items["popularity"].to_numpy()
-    new_window = config.new_arrival_days * DAY
-    n_items = len(items)
+    return _Catalogue(attrs, colour, category, complement, by_type_colour, launch, popularity)
 
+
+def _simulate(items: pd.DataFrame, config: DemoConfig, rng: np.random.Generator) -> pd.DataFrame:
+    catalogue = _catalogue(items, config)
     users, item_rows, times = [], [], []
     for u in range(config.n_users):
-        length = config.min_history + int(
-            round(rng.exponential(config.mean_history - config.min_history))
-        )
-        length = min(length, config.max_history)
-        sizes = []
-        while sum(sizes) < length:
-            sizes.append(1 + int(rng.poisson(config.mean_basket - 1)))
-        sizes[-1] -= sum(sizes) - length
-        first = rng.uniform(0, config.first_purchase_window * period)
-        basket_times = np.sort(rng.integers(int(first), period, size=len(sizes)))
-        basket = np.repeat(np.arange(len(sizes)), sizes)
-        t = basket_times[basket]
-
-        taste = np.zeros(n_items)
-        drift = np.zeros(n_items)
-        for codes, n_values in attrs:
-            taste += rng.normal(0, config.taste_scale, n_values)[codes]
-            drift += rng.normal(0, config.drift_scale, n_values)[codes]
-        age = t[:, None] - launch[None, :]
-        utility = taste + popularity + (t / period)[:, None] * drift
-        utility += config.new_arrival_boost * (age < new_window)
-        utility[age < 0] = -np.inf  # not launched yet
-        utility -= np.log(-np.log(rng.random(utility.shape)))  # Gumbel noise
-        r = rng.random(length)
-        pick_earlier = rng.random(length)
-
-        bought: list[int] = []
-        for j in range(length):
-            row = utility[j]
-            row[bought] = -np.inf
-            start = int(np.searchsorted(basket, basket[j]))  # this basket's first pick
-            earlier = [b for b in bought[:start] if b not in bought[start:]]
-            choice = -1
-            if earlier and r[j] < config.repeat_prob:
-                choice = earlier[int(pick_earlier[j] * len(earlier))]
-            elif j > 0 and r[j] < config.repeat_prob + config.complement_prob:
-                target = complement[category[bought[-1]]]
-                if target >= 0:
-                    candidates = by_type_colour[(int(target), int(colour[bought[-1]]))]
-                    if len(candidates) and np.isfinite(row[candidates]).any():
-                        choice = int(candidates[np.argmax(row[candidates])])
-            if choice < 0:
-                choice = int(np.argmax(row))
-            bought.append(choice)
-        users.append(np.full(length, u))
+        basket, t = _baskets(config, rng)
+        utility = _utilities(catalogue, config, t, rng)
+        r = rng.random(len(t))
+        pick_earlier = rng.random(len(t))
+        bought = _picks(catalogue, config, utility, basket, r, pick_earlier)
+        users.append(np.full(len(t), u))
         item_rows.append(np.array(bought))
         times.append(t)
 
@@ -368,110 +334,79 @@ def _simulate(items: pd.DataFrame, config: DemoConfig, rng: np.random.Generator)
     )
 
 
-# -----------------------------------------------------------------------------
-# images
-
-# Silhouettes as polygons, "x,y x,y ..." in percent of the canvas (x right, y down), plus
-# detail lines drawn in the outline colour.
-SHAPES = {
-    "t-shirt": "30,15 42,12 50,17 58,12 70,15 95,30 85,40 75,34 75,85 25,85 25,34 15,40 5,30",
-    "sweater": "30,12 50,15 70,12 92,25 98,75 86,77 78,38 76,85 24,85 22,38 14,77 2,75 8,25",
-    "dress": "38,8 45,8 50,14 55,8 62,8 64,30 60,42 85,92 15,92 40,42 36,30",
-    "skirt": "30,25 70,25 88,78 12,78",
-    "trousers": "25,8 75,8 80,94 56,94 50,30 44,94 20,94",
-    "shorts": "20,28 80,28 88,66 56,68 50,45 44,68 12,66",
-    "jacket": "32,10 50,30 68,10 90,20 98,80 86,82 78,40 78,92 22,92 22,40 14,82 2,80 10,20",
-    "shoes": "6,42 30,42 36,50 55,55 82,60 95,67 95,76 6,76",
-    "bag": "18,40 82,40 88,85 12,85",
-    "hat": "28,56 32,32 50,27 68,32 72,56",
-}
-DETAIL_LINES = {
-    "jacket": "50,30 50,92",
-    "skirt": "29,30 71,30",
-    "trousers": "25,14 75,14",
-    "shoes": "6,71 95,71",
-}
-BACKGROUND = (226, 226, 230)
-OUTLINE = (55, 55, 60)
-_MASKS: dict[tuple[str, tuple[int, int]], tuple[np.ndarray, np.ndarray]] = {}
+def _baskets(config: DemoConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One shopper's purchases: (basket number [L], time [L] in seconds from the start)."""
+    period = config.period_seconds
+    length = config.min_history + int(
+        round(rng.exponential(config.mean_history - config.min_history))
+    )
+    length = min(length, config.max_history)
+    sizes: list[int] = []
+    while sum(sizes) < length:
+        sizes.append(1 + int(rng.poisson(config.mean_basket - 1)))
+    sizes[-1] -= sum(sizes) - length
+    first = rng.uniform(0, config.first_purchase_window * period)
+    basket_times = np.sort(rng.integers(int(first), period, size=len(sizes)))
+    basket = np.repeat(np.arange(len(sizes)), sizes)
+    return basket, basket_times[basket]
 
 
-def _silhouette(category: str, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(garment mask, outline mask) as bool [height, width] arrays, cached per size."""
-    key = (category, size)
-    if key not in _MASKS:
-        width, height = size
-
-        def scale(points: str) -> list[tuple[float, float]]:
-            pairs = [point.split(",") for point in points.split()]
-            return [(float(x) * (width - 1) / 100, float(y) * (height - 1) / 100) for x, y in pairs]
-
-        fill = Image.new("L", size, 0)
-        draw = ImageDraw.Draw(fill)
-        draw.polygon(scale(SHAPES[category]), fill=255)
-        if category == "bag":  # handle
-            box = scale("32,22 68,58")
-            draw.arc(box, 180, 360, fill=255, width=max(2, width // 16))
-        if category == "hat":  # brim
-            draw.ellipse(scale("8,50 92,64"), fill=255)
-        mask = np.asarray(fill) > 0
-        inner = mask.copy()
-        inner[1:] &= mask[:-1]
-        inner[:-1] &= mask[1:]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        lines = Image.new("L", size, 0)
-        if category in DETAIL_LINES:
-            ImageDraw.Draw(lines).line(scale(DETAIL_LINES[category]), fill=255, width=1)
-        outline = (mask & ~inner) | (np.asarray(lines) > 0)
-        _MASKS[key] = (mask, outline)
-    return _MASKS[key]
+def _utilities(
+    catalogue: _Catalogue, config: DemoConfig, t: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """[L, N] a new shopper's utility of every product at each purchase time ``t`` [L], with
+    Gumbel noise; -inf for products not launched yet."""
+    n_items = len(catalogue.launch)
+    period = config.period_seconds
+    taste = np.zeros(n_items)
+    drift = np.zeros(n_items)
+    for codes, n_values in catalogue.attrs:
+        taste += rng.normal(0, config.taste_scale, n_values)[codes]
+        drift += rng.normal(0, config.drift_scale, n_values)[codes]
+    age = t[:, None] - catalogue.launch[None, :]
+    utility = taste + catalogue.popularity + (t / period)[:, None] * drift
+    utility += config.new_arrival_boost * (age < config.new_arrival_days * DAY)
+    utility[age < 0] = -np.inf  # not launched yet
+    utility -= np.log(-np.log(rng.random(utility.shape)))  # Gumbel noise
+    return utility
 
 
-def _pattern_mask(pattern: str, size: tuple[int, int], offset: int) -> np.ndarray:
-    """Where the pattern's second colour goes, as a bool [height, width] array."""
-    width, height = size
-    s = max(3, width // 8)  # stripe width / cell size in pixels
-    y, x = np.mgrid[0:height, 0:width]
-    x = x + offset
-    if pattern == "solid":
-        return np.zeros((height, width), dtype=bool)
-    if pattern == "stripes":
-        return (y + offset) % (2 * s) < s
-    if pattern == "dots":
-        dx, dy = x % (2 * s) - s, (y + offset) % (2 * s) - s
-        return dx * dx + dy * dy <= (0.55 * s) ** 2
-    if pattern == "checks":
-        return (x // s + y // s) % 2 == 0
-    if pattern == "zigzag":
-        return (y + np.abs(x % (2 * s) - s)) % (2 * s) < 0.7 * s
-    if pattern == "diagonal":
-        return (x + y) % (2 * s) < s
-    raise ValueError(f"unknown pattern {pattern!r}")
+def _picks(
+    catalogue: _Catalogue,
+    config: DemoConfig,
+    utility: np.ndarray,
+    basket: np.ndarray,
+    r: np.ndarray,
+    pick_earlier: np.ndarray,
+) -> list[int]:
+    """The products a shopper buys in order (see the module docstring): a repeat, the
+    complement of the previous product, or the best available one. ``utility`` [L, N] is
+    changed in place (bought products drop out); ``r`` and ``pick_earlier`` [L] are uniform
+    draws deciding the kind of each pick and which earlier purchase a repeat is."""
+    bought: list[int] = []
+    for j in range(len(basket)):
+        row = utility[j]
+        row[bought] = -np.inf
+        start = int(np.searchsorted(basket, basket[j]))  # this basket's first pick
+        earlier = [b for b in bought[:start] if b not in bought[start:]]
+        choice = -1
+        if earlier and r[j] < config.repeat_prob:
+            choice = earlier[int(pick_earlier[j] * len(earlier))]
+        elif j > 0 and r[j] < config.repeat_prob + config.complement_prob:
+            choice = _complement(catalogue, row, bought[-1])
+        if choice < 0:
+            choice = int(np.argmax(row))
+        bought.append(choice)
+    return bought
 
 
-def render_item(
-    category: str,
-    colour: str,
-    pattern: str,
-    size: tuple[int, int] = (64, 96),
-    rng: np.random.Generator | None = None,
-) -> Image.Image:
-    """Draw one product: the type's silhouette in the colour, overlaid with the pattern.
-
-    ``rng`` (if given) shifts the pattern and jitters the shade a little, so that products
-    sharing all three attributes still differ slightly.
-    """
-    rng = rng if rng is not None else np.random.default_rng(0)
-    mask, outline = _silhouette(category, tuple(size))
-    s = max(3, size[0] // 8)
-    offset = int(rng.integers(2 * s))
-    base = np.clip(np.array(COLOURS[colour]) + rng.integers(-8, 9, size=3), 0, 255)
-    luminance = 0.299 * base[0] + 0.587 * base[1] + 0.114 * base[2]
-    second = base * 0.45 if luminance > 150 else base * 0.35 + 255 * 0.65
-    pixels = np.empty((size[1], size[0], 3), dtype=np.uint8)
-    pixels[:] = BACKGROUND
-    pixels[mask] = base
-    pixels[mask & _pattern_mask(pattern, size, offset)] = second.astype(np.uint8)
-    pixels[outline] = OUTLINE
-    return Image.fromarray(pixels, "RGB")
+def _complement(catalogue: _Catalogue, row: np.ndarray, previous: int) -> int:
+    """The best available product of ``previous``'s complement type in its colour (by the
+    utilities ``row`` [N]), or -1 when there is none."""
+    target = catalogue.complement[catalogue.category[previous]]
+    if target < 0:
+        return -1
+    candidates = catalogue.by_type_colour[(int(target), int(catalogue.colour[previous]))]
+    if len(candidates) and np.isfinite(row[candidates]).any():
+        return int(candidates[np.argmax(row[candidates])])
+    return -1

@@ -77,3 +77,36 @@ def histories_to_tensor(histories: list[np.ndarray], max_len: int) -> torch.Tens
         tail = np.asarray(history, dtype=np.int64)[-max_len:]
         out[row, max_len - len(tail) :] = tail + 1
     return torch.from_numpy(out)
+
+
+def target_pairs(batch: torch.Tensor, target: str, last: int = 0):
+    """Training pairs of a batch [B, 2, L + 1]: (rows [P], query positions [P], targets [P]).
+
+    The state after input position ``cols[p]`` of row ``rows[p]`` must rank item ``targets[p]``
+    (0-based). ``next_item``: every position predicts the item right after it. ``next_basket``:
+    the last position of each basket predicts every item of the next basket, and nothing is
+    predicted from the items of its own basket (the next-basket protocol of H&M, where a day's
+    purchases come in arbitrary order). Positions are those of the inputs ``batch[:, 0, :-1]``.
+    ``last`` > 0 keeps only the targets in each row's last ``last`` items (next_item) or baskets
+    (next_basket): the end of a history is what is evaluated, and shoppers with long histories
+    behave differently (more repeats) from the same shoppers at their start.
+    """
+    items, baskets = batch[:, 0], batch[:, 1]  # [B, L + 1]
+    if target == "next_item":
+        mask = (items[:, :-1] > 0) & (items[:, 1:] > 0)  # [B, L]
+        if last:
+            mask[:, : max(0, mask.shape[1] - last)] = False
+        rows, cols = mask.nonzero(as_tuple=True)  # [P], [P]
+        return rows, cols, items[:, 1:][rows, cols] - 1
+    length = items.shape[1]
+    positions = torch.arange(length, device=items.device).expand_as(items)  # [B, L + 1]
+    starts = torch.ones_like(items, dtype=torch.bool)
+    starts[:, 1:] = baskets[:, 1:] != baskets[:, :-1]  # first position of each basket
+    first = torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=1).values
+    query = first - 1  # [B, L + 1] last position of the previous basket (-1: none)
+    previous = items.gather(1, query.clamp_min(0))  # item at the query position
+    mask = (items > 0) & (query >= 0) & (previous > 0)  # [B, L + 1] target positions
+    if last:
+        mask &= baskets > baskets[:, -1:] - last  # basket numbers grow to the row's last
+    rows, target_cols = mask.nonzero(as_tuple=True)
+    return rows, query[rows, target_cols], items[rows, target_cols] - 1

@@ -180,6 +180,7 @@ def _to_timestamp(value: str | int, unit: str) -> int:
 
 def _temporal(dataset: Dataset, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     times = dataset.interactions["timestamp"].to_numpy()
+    assert config.test_start is not None  # SplitConfig.problems: temporal needs test_start
     test_start = _to_timestamp(config.test_start, dataset.time_unit)
     if config.valid_start is None:
         valid_start = test_start - (int(times.max()) + 1 - test_start)

@@ -1,6 +1,6 @@
 """Dataset items -> `ItemFeatures` (text, image, categories, numeric), cached on disk.
 
-    >>> features = build_item_features(dataset, FeatureConfig(), cache_dir="~/.cache/seqrec")
+    >>> features = fit_item_features(dataset, FeatureConfig(), cache_dir="~/.cache/seqrec").features
 
 What each modality becomes (row ``i`` = item index ``i``):
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from seqrec.features.cache import (
     hash_text,
     hash_texts,
     load_object,
+    load_pickled,
     save_object,
 )
 from seqrec.features.image import ImageConfig, ImageReport, encode_images
@@ -112,17 +112,12 @@ class ItemFeaturizer:
     image_column: str | None = None
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "wb") as file:
-            pickle.dump(self, file, protocol=pickle.HIGHEST_PROTOCOL)
+        save_object(Path(path), self)
 
     @staticmethod
     def load(path: str | os.PathLike) -> ItemFeaturizer:
         """Load a saved featurizer (a pickle: only load files you trust)."""
-        with open(path, "rb") as file:
-            featurizer = pickle.load(file)
-        if not isinstance(featurizer, ItemFeaturizer):
-            raise DataError(f"{path} does not hold an ItemFeaturizer")
-        return featurizer
+        return load_pickled(path, ItemFeaturizer)
 
 
 @dataclass
@@ -136,29 +131,18 @@ class FeatureBuild:
 # entry points
 
 
-def build_item_features(
-    dataset: Dataset,
-    config: FeatureConfig | None = None,
-    cache_dir: str | os.PathLike | bool | None = None,
-    progress: Any = None,
-) -> ItemFeatures:
-    """`ItemFeatures` for every catalogue item (see `fit_item_features` for the report).
-
-    ``cache_dir``: None = `default_cache_dir()` (``~/.cache/seqrec``), False = no cache.
-    """
-    return fit_item_features(dataset, config, cache_dir, progress).features
-
-
 def fit_item_features(
     dataset: Dataset,
     config: FeatureConfig | None = None,
     cache_dir: str | os.PathLike | bool | None = None,
     progress: Any = None,
 ) -> FeatureBuild:
-    """Fit the featurizer on ``dataset``'s catalogue and encode it.
+    """Fit the featurizer on ``dataset``'s catalogue and encode it: `ItemFeatures` for every
+    catalogue item, the `EncodeReport` and the fitted `ItemFeaturizer`.
 
-    ``cache_dir``: where encoded vectors are kept (None = `default_cache_dir()`; pass False to
-    use no cache). ``progress``: an optional `rich.progress.Progress`; tasks are added to it.
+    ``cache_dir``: where encoded vectors are kept (None = `default_cache_dir()`, i.e.
+    ``~/.cache/seqrec``; pass False to use no cache). ``progress``: an optional
+    `rich.progress.Progress`; tasks are added to it.
     """
     config = config or FeatureConfig()
     schema = dataset.schema
@@ -282,7 +266,7 @@ def _fit_tfidf_cached(texts, featurizer, cache_dir, report) -> np.ndarray:
     keys = [hash_text(t) for t in texts]
     fitted = load_object(cache.dir / "encoder.pkl")
     vectors, found, _ = cache.lookup(keys)
-    if isinstance(fitted, TextEncoder) and found.all():
+    if isinstance(fitted, TextEncoder) and vectors is not None and found.all():
         featurizer.text_encoder = fitted
         report.text_from_cache = True
         return vectors

@@ -25,10 +25,10 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the stored layout or the meaning of a key changes
 DIGEST_SIZE = 16  # bytes of blake2b: 32 hex characters
+
+T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
@@ -110,6 +112,7 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 
 
 def save_object(path: Path, obj: Any) -> None:
+    """Pickle ``obj`` to ``path`` atomically."""
     atomic_write(path, lambda file: pickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -123,6 +126,17 @@ def load_object(path: Path) -> Any | None:
     except Exception as error:  # a stale pickle from other library versions: rebuild it
         log.warning("ignoring unreadable cache file %s (%s)", path, error)
         return None
+
+
+def load_pickled(path: str | os.PathLike, kind: type[T]) -> T:
+    """The ``kind`` object saved by `save_object` at ``path`` (a pickle: only load files you
+    trust); DataError when the file holds something else."""
+    with open(path, "rb") as file:
+        obj = pickle.load(file)
+    if not isinstance(obj, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise DataError(f"{path} does not hold {article} {kind.__name__}")
+    return obj
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +194,9 @@ class VectorCache:
     def dim(self) -> int | None:
         return int(self._vectors[0].shape[1]) if self._vectors else None
 
-    def lookup(self, keys: list[str | None]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    def lookup(
+        self, keys: Sequence[str | None]
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """Cached rows for ``keys`` (None keys are never found).
 
         Returns (vectors [N, D] float32 with zeros where not found, or None when the cache is
@@ -191,7 +207,7 @@ class VectorCache:
         ok = np.zeros(n, dtype=bool)
         if not self._vectors:
             return None, found, ok
-        vectors = np.zeros((n, self.dim), dtype=np.float32)
+        vectors = np.zeros((n, self._vectors[0].shape[1]), dtype=np.float32)  # [N, D]
         for i, key in enumerate(keys):
             where = self._index.get(key) if key is not None else None
             if where is None:

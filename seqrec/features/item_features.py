@@ -1,14 +1,18 @@
 """The per-item content tensors that the item network turns into item vectors.
 
-Built by `seqrec.features.build.build_item_features` from a `Dataset`; consumed by
+Built by `seqrec.features.build.fit_item_features` from a `Dataset`; consumed by
 `seqrec.models.item_net.ItemNet`. Row ``i`` of every tensor is item index ``i``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # scipy is imported where the terms are built, not to read the features
+    import scipy.sparse as sp
 
 
 @dataclass
@@ -21,7 +25,7 @@ class ItemFeatures:
     numeric: torch.Tensor | None = None  # [N, F] float32, log1p then z-scored, 0 where missing
     # [N, V] scipy CSR float32: the TF-IDF term weights behind ``text`` (TF-IDF text only), for
     # exact content similarity (`seqrec.models.affinity`); travels with the text modality
-    text_terms: object | None = None
+    text_terms: sp.csr_matrix | None = None
 
     @property
     def n_items(self) -> int:

@@ -25,7 +25,7 @@ def my_image_slice(paths: list[str | None], rank: int, world: int) -> list[str]:
     keys = hash_files(paths)
     first_path: dict[str, str] = {}
     for path, key in zip(paths, keys, strict=True):
-        if key is not None and key not in first_path:
+        if path is not None and key is not None and key not in first_path:
             first_path[key] = path
     ordered = sorted(first_path)  # the same order on every rank
     return [first_path[key] for key in ordered[rank::world]]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import pandas as pd
 
 from seqrec.constraints import at_least, check_config, checked, choice, device_field, in_range
 from seqrec.data.dataset import DataError
-from seqrec.features.cache import progress_task
+from seqrec.features.cache import load_pickled, progress_task, save_object
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +259,7 @@ class TextEncoder:
 
     def settings(self) -> dict[str, Any]:
         """The settings that change the vectors (for cache keys)."""
-        settings = {"encoder": self.config.encoder}
+        settings: dict[str, Any] = {"encoder": self.config.encoder}
         if self.config.encoder == "sentence":
             path = resolve_sentence_model(self.config.model)
             settings["model"] = self.config.model
@@ -279,17 +278,12 @@ class TextEncoder:
         return state
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "wb") as file:
-            pickle.dump(self, file, protocol=pickle.HIGHEST_PROTOCOL)
+        save_object(Path(path), self)
 
     @staticmethod
     def load(path: str | os.PathLike) -> TextEncoder:
         """Load a saved encoder (a pickle: only load files you trust)."""
-        with open(path, "rb") as file:
-            encoder = pickle.load(file)
-        if not isinstance(encoder, TextEncoder):
-            raise DataError(f"{path} does not hold a TextEncoder")
-        return encoder
+        return load_pickled(path, TextEncoder)
 
 
 def _folder_signature(path: str) -> list | None:

@@ -66,23 +66,9 @@ class ItemNet(nn.Module):
         if not self.modalities and not config.use_id_embedding:
             raise ValueError("ItemNet needs content modalities or an ID embedding (or both)")
 
-        # --- frozen content, as buffers (move with .to(device), no gradient, not saved) ---
         self.encoders = nn.ModuleDict()
-        for name in self.modalities:
-            tensor = getattr(features, name)
-            if tensor.shape[0] != n_items:
-                raise ValueError(f"{name} features have {tensor.shape[0]} rows, not {n_items}")
-            if name == "categories":
-                self.register_buffer(name, tensor.long(), persistent=False)  # [N, C]
-                self.encoders[name] = CategoryEncoder(features.category_cardinalities, dim)
-            else:
-                self.register_buffer(name, tensor.float(), persistent=False)  # [N, F_m]
-                self.encoders[name] = nn.Sequential(
-                    nn.Linear(tensor.shape[1], dim), nn.LayerNorm(dim)
-                )
-            self.register_buffer(
-                f"{name}_mask", _presence(name, features), persistent=False
-            )  # [N] bool
+        if features is not None:  # without features there are no modalities
+            self._add_content(features, dim)
 
         self.fusion = build_fusion(config.fusion, self.modalities, dim) if self.modalities else None
         self.dropout = nn.Dropout(config.dropout)
@@ -95,6 +81,25 @@ class ItemNet(nn.Module):
             self.id_embedding = nn.Embedding(n_items, dim)
             nn.init.normal_(self.id_embedding.weight, std=std)
 
+    def _add_content(self, features: ItemFeatures, dim: int) -> None:
+        """Frozen content as buffers (move with .to(device), no gradient, not saved) and an
+        encoder per modality."""
+        for name in self.modalities:
+            tensor = getattr(features, name)
+            if tensor.shape[0] != self.n_items:
+                raise ValueError(f"{name} features have {tensor.shape[0]} rows, not {self.n_items}")
+            if name == "categories":
+                self.register_buffer(name, tensor.long(), persistent=False)  # [N, C]
+                self.encoders[name] = CategoryEncoder(features.category_cardinalities, dim)
+            else:
+                self.register_buffer(name, tensor.float(), persistent=False)  # [N, F_m]
+                self.encoders[name] = nn.Sequential(
+                    nn.Linear(tensor.shape[1], dim), nn.LayerNorm(dim)
+                )
+            self.register_buffer(
+                f"{name}_mask", _presence(name, features), persistent=False
+            )  # [N] bool
+
     def forward(self, item_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Item vectors: all N items ([N, D]) or those indexed by ``item_idx`` ([*idx.shape, D]).
 
@@ -102,13 +107,13 @@ class ItemNet(nn.Module):
         """
         if item_idx is None:
             idx = torch.arange(self.n_items, device=self._device())  # [N]
-            out_shape = (self.n_items,)
+            out_shape: tuple[int, ...] = (self.n_items,)
         else:
             idx = item_idx.reshape(-1)  # [M]
             out_shape = tuple(item_idx.shape)
 
         out = None
-        if self.modalities:
+        if self.fusion is not None:  # content modalities
             tokens, masks = {}, {}
             for name in self.modalities:
                 raw = getattr(self, name)[idx]  # [M, F_m] (or [M, C] codes)
@@ -118,6 +123,7 @@ class ItemNet(nn.Module):
         if self.id_embedding is not None:
             ids = self.id_embedding(idx)  # [M, D]
             out = ids if out is None else out + ids
+        assert out is not None  # __init__ refuses a net with neither content nor IDs
         return out.reshape(*out_shape, self.config.dim)
 
     def _device(self) -> torch.device:
@@ -129,13 +135,12 @@ class CategoryEncoder(nn.Module):
 
     def __init__(self, cardinalities: list[int], dim: int):
         super().__init__()
-        self.tables = nn.ModuleList(
-            nn.Embedding(cardinality, dim, padding_idx=0) for cardinality in cardinalities
-        )
-        for table in self.tables:
+        tables = [nn.Embedding(cardinality, dim, padding_idx=0) for cardinality in cardinalities]
+        for table in tables:
             nn.init.normal_(table.weight, std=dim**-0.5)
             with torch.no_grad():
                 table.weight[0].zero_()
+        self.tables = nn.ModuleList(tables)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:

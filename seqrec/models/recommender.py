@@ -94,7 +94,7 @@ class SequenceRecommender(nn.Module):
         self.repeat = repeat  # None unless config.repeat_bias
         self.affinity = affinity  # None unless config.content_affinity (and text or image)
 
-    def history_terms(self) -> list[nn.Module]:
+    def history_terms(self) -> list[RepeatBias | ContentAffinity]:
         """Score terms computed from the history items themselves (`RepeatBias`,
         `ContentAffinity`), each with ``full``, ``at``, ``last`` and ``last_entries``."""
         return [term for term in (self.repeat, self.affinity) if term is not None]
@@ -178,29 +178,12 @@ def build_model(
     item_config = dataclasses.replace(config.item_net, dim=config.dim)
     item_net = ItemNet(item_config, features, n_items)
     output_item_net = None if config.tied else ItemNet(item_config, features, n_items)
-
-    if config.model == "gru":
-        backbone = GRUEncoder(config.dim, layers=config.layers, dropout=config.dropout)
-    elif config.model == "transformer":
-        backbone = TransformerEncoder(
-            config.dim,
-            layers=config.layers,
-            heads=config.heads,
-            dropout=config.dropout,
-            max_len=config.max_len,
-        )
-    else:  # mlp
-        backbone = MLPEncoder(
-            config.dim,
-            layers=config.layers,
-            dropout=config.dropout,
-            max_len=config.max_len,
-            decay=config.mlp_decay,
-        )
+    backbone = _backbone(config)  # built in this order: the initial weights depend on it
     repeat = RepeatBias(config.max_len) if config.repeat_bias else None
     affinity = None
     content = [name for name in item_net.modalities if name in AFFINITY_MODALITIES]
-    if config.content_affinity and content:  # silently off for ID-only ablations
+    # content modalities come from features: none for ID-only ablations, where it is silently off
+    if config.content_affinity and content and features is not None:
         affinity = ContentAffinity(
             features,
             content,
@@ -209,3 +192,13 @@ def build_model(
             neighbours=config.affinity_neighbours,
         )
     return SequenceRecommender(config, item_net, backbone, output_item_net, repeat, affinity)
+
+
+def _backbone(config: ModelConfig) -> nn.Module:
+    """The sequence backbone named by ``config.model``: [B, L, D] inputs -> [B, L, D] states."""
+    dim, layers, dropout, max_len = config.dim, config.layers, config.dropout, config.max_len
+    if config.model == "gru":
+        return GRUEncoder(dim, layers=layers, dropout=dropout)
+    if config.model == "transformer":
+        return TransformerEncoder(dim, layers, config.heads, dropout=dropout, max_len=max_len)
+    return MLPEncoder(dim, layers, dropout=dropout, max_len=max_len, decay=config.mlp_decay)

@@ -4,9 +4,8 @@ every error body can be sent as JSON.
 Python's `json` reads the literals ``NaN``, ``Infinity`` and ``-Infinity`` (and ``1e999`` as
 infinity), none of which JSON has: a request carrying one would reach validation with a float
 that the error body echoes and cannot encode. `loads_strict` parses a body refusing them, naming
-where the first one is; `StrictJSONRoute` makes every FastAPI route parse its JSON body with it;
-the fast path (`seqrec.serve.app.RecommendFastPath`) parses with it too and hands refused bodies
-to FastAPI, so both answer the same 422.
+where the first one is; `StrictJSONRoute` makes every FastAPI route parse its JSON body with it,
+so such a body is answered 422 naming where the number is.
 
 Error bodies echo what the request sent, which UTF-8 JSON cannot always carry: a ``\\ud800``
 escape in a body is a lone surrogate (pydantic refuses it, and its error echoes it), a body of
@@ -19,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -83,7 +84,7 @@ def loads_strict(body: bytes | str):
 def first_non_finite(value, literal: str) -> tuple[str, tuple]:
     """The literal and path of the first `NonFinite` in ``value``; ``(literal, ())`` when none
     is left (a repeated key replaced it)."""
-    stack = [(value, ())]
+    stack: list[tuple[Any, tuple]] = [(value, ())]
     while stack:
         node, path = stack.pop()
         if isinstance(node, NonFinite):
@@ -127,8 +128,10 @@ class ErrorResponse(JSONResponse):
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
-async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's answer to an HTTPException (404, 405, 413, ...), in an `ErrorResponse`."""
+    if not isinstance(exc, StarletteHTTPException):  # registered for HTTPException only
+        raise exc
     headers = getattr(exc, "headers", None)
     if not is_body_allowed_for_status_code(exc.status_code):
         return Response(status_code=exc.status_code, headers=headers)
@@ -143,8 +146,10 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
-async def validation_failed(request: Request, exc: RequestValidationError) -> ErrorResponse:
+async def validation_failed(request: Request, exc: Exception) -> ErrorResponse:
     """FastAPI's 422 answer, in an `ErrorResponse`, with bytes as text (undecodable ones
     replaced) and non-finite floats as their JSON literal names."""
-    encoders = {bytes: _text, float: _encodable_float}
+    if not isinstance(exc, RequestValidationError):  # registered for RequestValidationError only
+        raise exc
+    encoders: dict[Any, Callable[[Any], Any]] = {bytes: _text, float: _encodable_float}
     return ErrorResponse({"detail": jsonable_encoder(exc.errors(), custom_encoder=encoders)}, 422)

@@ -16,7 +16,7 @@ One job per module:
   crash, the study itself (`open_study`) and the trials of dead processes.
 - `seqrec.tune.objective`: one trial, trained in this process on data prepared once.
 - `seqrec.tune.study`: workers that start trials until the study holds ``n_trials``, and
-  `run_study`, the whole command.
+  `run_study`, the whole command (its options in `StudyOptions`).
 - `seqrec.tune.report`: the best trials table, trials.csv, summary.md, plots and best.toml.
 """
 
@@ -24,11 +24,12 @@ from seqrec.tune.objective import Objective
 from seqrec.tune.report import TuneResult, best_config, best_trials_table, write_results
 from seqrec.tune.space import Param, TuneSettings, parse_space, tune_settings
 from seqrec.tune.storage import fail_dead_trials, open_storage, open_study, repair_journal
-from seqrec.tune.study import WorkerJob, run_study, run_worker
+from seqrec.tune.study import StudyOptions, WorkerJob, run_study, run_worker
 
 __all__ = [
     "Objective",
     "Param",
+    "StudyOptions",
     "TuneResult",
     "TuneSettings",
     "WorkerJob",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,13 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     """COMPLETE trials, best first."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=lambda t: -t.value if math.isfinite(t.value) else math.inf)
+    return sorted(complete, key=_rank_key)
+
+
+def _rank_key(trial: FrozenTrial) -> float:
+    """Higher values first, non-finite ones last."""
+    value = trial.value
+    return -value if value is not None and math.isfinite(value) else math.inf
 
 
 def trial_rows(study: optuna.Study, params: list[Param], top: int = 10) -> list[dict[str, str]]:
@@ -117,7 +124,7 @@ def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    plots = {
+    plots: dict[str, Callable[[optuna.Study], Any]] = {
         "history.png": optuna_plots.plot_optimization_history,
         "importance.png": optuna_plots.plot_param_importances,
         "epochs.png": optuna_plots.plot_intermediate_values,

@@ -43,7 +43,7 @@ def _not_empty(values: Any) -> str | None:
 class TuneSettings:
     """The ``[tune]`` table."""
 
-    metric: str | None = None  # validation metric; None: eval.main_metric
+    metric: str = ""  # validation metric; empty: eval.main_metric
     direction: str = checked("maximize", _maximize_only)  # training keeps the highest epoch
     sampler: str = choice("tpe", "tpe", "random")
     pruner: str = choice("median", "median", "hyperband", "none")
@@ -82,30 +82,48 @@ class Param:
 
     def labels(self) -> list:
         """Choices as Optuna stores them: scalars as they are, lists and tables as JSON text."""
-        return [_label(choice) for choice in self.choices]
+        return [_label(choice) for choice in self._choices()]
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "choice":
             return self.decode(trial.suggest_categorical(self.key, self.labels()))
         if self.kind == "int":
-            return trial.suggest_int(
-                self.key, self.low, self.high, step=self.step or 1, log=self.log
-            )
-        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+            low, high, step = self._int_range()
+            return trial.suggest_int(self.key, low, high, step=step, log=self.log)
+        return trial.suggest_float(self.key, *self._bounds(), step=self.step, log=self.log)
 
     def decode(self, stored: Any) -> Any:
         """The config value of a stored Optuna parameter value."""
         if self.kind != "choice":
             return stored
-        return self.choices[self.labels().index(stored)]
+        return self._choices()[self.labels().index(stored)]
 
     def values(self) -> list:
         """Every value of a choice or integer range, the ends of a float range."""
         if self.kind == "choice":
-            return list(self.choices)
+            return list(self._choices())
         if self.kind == "int":
-            return list(range(self.low, self.high + 1, self.step or 1))
-        return [self.low, self.high]
+            low, high, step = self._int_range()
+            return list(range(low, high + 1, step))
+        return list(self._bounds())
+
+    def _choices(self) -> list:
+        if self.choices is None:
+            raise ValueError(f"{self.key} is a {self.kind} range, not a choice")
+        return self.choices
+
+    def _bounds(self) -> tuple[float | int, float | int]:
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key} is a choice, not a range")
+        return self.low, self.high
+
+    def _int_range(self) -> tuple[int, int, int]:
+        """low, high and step (default 1) of an int range."""
+        low, high = self._bounds()
+        step = self.step or 1
+        if isinstance(low, int) and isinstance(high, int) and isinstance(step, int):
+            return low, high, step
+        raise ValueError(f"{self.key}: an int range needs int low, high and step")
 
 
 def _label(value: Any) -> Any:

@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from seqrec.config import ConfigError, ExperimentConfig, config_to_dict
@@ -33,8 +35,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     path = Path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     repair_journal(path)
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
-    return optuna.storages.journal.JournalStorage(backend)
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _torn_tail(data: bytes) -> int:
@@ -55,7 +56,7 @@ def repair_journal(path: Path) -> None:
     optuna could otherwise never read again, with a warning that says what was removed."""
     if not path.is_file() or not _torn_tail(path.read_bytes()):
         return
-    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))  # optuna's writers' lock
+    lock = JournalFileSymlinkLock(str(path))  # optuna's writers' lock
     lock.acquire()
     try:
         data = path.read_bytes()  # again: a live writer may have finished its record meanwhile
@@ -119,7 +120,7 @@ def open_study(
     study = optuna.create_study(
         storage=open_storage(storage),
         study_name=study_name,
-        direction=settings.direction,
+        direction=StudyDirection[settings.direction.upper()],
         sampler=_sampler(settings, settings.seed),
         pruner=_pruner(settings, base),
         load_if_exists=True,

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -102,40 +103,53 @@ def _last_trial(study: optuna.Study) -> FrozenTrial:
     """The latest finished trial of this process."""
     me = worker_id()
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == me]
-    return max(mine, key=lambda t: t.datetime_complete or t.datetime_start)
+    return max(mine, key=_finished_at)
+
+
+def _finished_at(trial: FrozenTrial) -> datetime:
+    """When a trial finished (else when it started)."""
+    return trial.datetime_complete or trial.datetime_start or datetime.min
+
+
+@dataclass
+class StudyOptions:
+    """How `run_study` runs a study (every field has a default)."""
+
+    n_trials: int | None = None  # the study's total of trials; None: tune.trials
+    storage: str | None = None  # RDB URL or journal file; None: OUT/study.journal
+    study_name: str | None = None  # None: the config's name
+    workers: int = 1  # > 1: that many spawned processes on this machine
+    timeout: float | None = None  # seconds after which no new trial starts
+    out_dir: str | Path | None = None  # OUT, the results; None: runs/tune/<config name>
+    cache_dir: str | Path | None = None  # item feature cache
+    best_config_path: str | Path | None = None  # also write the best config TOML here
+    verbose: bool = False
 
 
 def run_study(
     config: ExperimentConfig | str | Path,
     data_path: str | Path,
-    n_trials: int | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    workers: int = 1,
-    timeout: float | None = None,
-    out_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    best_config_path: str | Path | None = None,
-    verbose: bool = False,
+    options: StudyOptions | None = None,
 ) -> TuneResult:
     """Run (or continue) the study of ``config``'s ``[tune]`` table and write its results.
 
-    ``n_trials``: the study's total of COMPLETE + PRUNED trials (default ``tune.trials``).
-    ``storage``: RDB URL or journal file (default ``OUT/study.journal``). ``workers`` > 1 runs
-    that many spawned processes on this machine. Results go to ``out_dir`` (default
-    ``runs/tune/<config name>``) and, when given, the best config also to ``best_config_path``.
+    ``options.n_trials`` counts COMPLETE + PRUNED trials of the whole study, so a study started
+    again continues up to that total (see `StudyOptions` for the defaults).
     """
+    options = options or StudyOptions()
     if not isinstance(config, ExperimentConfig):
         config = load_config(config)
     settings = tune_settings(config)
     params = parse_space(settings.space, config)  # refuse a bad space before opening the storage
     for values in settings.enqueue:
         stored_params(values, params)
-    n_trials = _study_size(n_trials, settings, workers)
-    out_dir = Path(out_dir) if out_dir is not None else Path("runs/tune") / config.name
+    workers = options.workers
+    n_trials = _study_size(options.n_trials, settings, workers)
+    given = options.out_dir
+    out_dir = Path(given) if given is not None else Path("runs/tune") / config.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or str(out_dir / "study.journal")
-    study_name = study_name or config.name
+    storage = options.storage or str(out_dir / "study.journal")
+    study_name = options.study_name or config.name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     failed = fail_dead_trials(open_study(config, settings, storage, study_name))
@@ -145,17 +159,17 @@ def run_study(
         storage=storage,
         study_name=study_name,
         n_trials=n_trials,
-        deadline=None if timeout is None else time.time() + timeout,
-        cache_dir=None if cache_dir is None else str(cache_dir),
+        deadline=None if options.timeout is None else time.time() + options.timeout,
+        cache_dir=None if options.cache_dir is None else str(options.cache_dir),
         threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
-        verbose=verbose,
+        verbose=options.verbose,
     )
     if workers == 1:
         run_worker(job)
     else:
         _run_workers(job, workers)
     study = open_study(config, settings, storage, study_name)
-    result = write_results(study, config, settings, out_dir, best_config_path)
+    result = write_results(study, config, settings, out_dir, options.best_config_path)
     result.storage, result.failed_on_start = storage, failed
     return result
 

@@ -8,12 +8,11 @@ from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport
 from seqrec.features.build import (
     FeatureConfig,
     ItemFeaturizer,
-    build_item_features,
     encode_new_items,
     fit_item_features,
 )
 from seqrec.features.image import ImageConfig
-from seqrec.features.text import TextConfig
+from seqrec.features.text import TextConfig, TextEncoder
 
 CONFIG = FeatureConfig(
     text=TextConfig(min_df=1, svd_dim=4),
@@ -120,10 +119,22 @@ def test_no_cache_and_switched_off_modalities(tmp_path):
         use_numeric=False,
         text_columns=["name"],
     )
-    features = build_item_features(dataset, config, cache_dir=False)
+    features = fit_item_features(dataset, config, cache_dir=False).features
     assert features.modalities() == ["text", "categories"]
     assert features.image_mask is None
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_saved_object_of_another_kind_is_refused_by_name(tmp_path):
+    config = FeatureConfig(text=TextConfig(min_df=1, svd_dim=4), use_image=False)
+    featurizer = fit_item_features(make_dataset(tmp_path), config, cache_dir=False).featurizer
+    featurizer.save(tmp_path / "featurizer.pkl")
+    featurizer.text_encoder.save(tmp_path / "text.pkl")
+    assert isinstance(TextEncoder.load(tmp_path / "text.pkl"), TextEncoder)
+    with pytest.raises(DataError, match="text.pkl does not hold an ItemFeaturizer"):
+        ItemFeaturizer.load(tmp_path / "text.pkl")
+    with pytest.raises(DataError, match="featurizer.pkl does not hold a TextEncoder"):
+        TextEncoder.load(tmp_path / "featurizer.pkl")
 
 
 def test_encode_new_items_with_a_saved_featurizer(tmp_path):
@@ -158,7 +169,7 @@ def test_sentence_text_is_cached_per_text(tmp_path, monkeypatch):
     monkeypatch.setattr(text_module, "load_sentence_model", lambda name, device: FakeModel())
     dataset = make_dataset(tmp_path)
     config = FeatureConfig(text=TextConfig(encoder="sentence", model="fake"), use_image=False)
-    features = build_item_features(dataset, config, cache_dir=tmp_path / "cache")
+    features = fit_item_features(dataset, config, cache_dir=tmp_path / "cache").features
     assert features.text.shape == (8, 3) and torch.all(features.text[7] == 0)
     assert len(calls[0]) == 7  # the two identical "Strap top..." texts differ by desc: 7 unique
     dataset.items.loc[0, "desc"] = "Changed description"
@@ -171,7 +182,7 @@ def test_missing_column_is_a_clear_error(tmp_path):
     dataset = make_dataset(tmp_path)
     config = FeatureConfig(text=CONFIG.text, image=CONFIG.image, text_columns=["title"])
     with pytest.raises(DataError, match="title"):
-        build_item_features(dataset, config, cache_dir=False)
+        fit_item_features(dataset, config, cache_dir=False)
 
 
 def test_progress_gets_tasks(tmp_path):
@@ -179,7 +190,7 @@ def test_progress_gets_tasks(tmp_path):
 
     dataset = make_dataset(tmp_path)
     with Progress(disable=True) as progress:
-        build_item_features(dataset, CONFIG, cache_dir=tmp_path / "cache", progress=progress)
+        fit_item_features(dataset, CONFIG, cache_dir=tmp_path / "cache", progress=progress)
     tasks = progress.tasks
     assert tasks and tasks[0].description.startswith("images") and tasks[0].finished
 

@@ -1,5 +1,5 @@
 """The HTTP service, served by uvicorn on a loopback port: evaluated rankings, fallback, unknown
-ids, bad requests, the ASGI fast path, the CLI server."""
+ids, bad requests, the service's options, the CLI server."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from seqrec.bundle import load_bundle
+from seqrec.config import ConfigError
 from seqrec.evaluate import top_k
-from seqrec.serve.app import MicroBatcher, RankQuery, Recommender, ServeConfig, create_app
+from seqrec.serve import ServeConfig, create_app, run_server
+from seqrec.serve.batching import MicroBatcher
+from seqrec.serve.recommender import RankQuery, Recommender
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,6 +163,8 @@ def test_malformed_and_oversized_bodies(client):
     assert bad_json.status_code == 422 and "JSON decode error" in bad_json.text
     not_json = client.post("/recommend", content=b"history=a", headers={"Content-Type": "text"})
     assert not_json.status_code == 422
+    too_deep = client.post("/recommend", content=b"[" * 3000, headers=headers)  # RecursionError
+    assert too_deep.status_code == 400 and "error parsing the body" in too_deep.text
     no_body = client.post("/recommend")
     assert no_body.status_code == 422 and "Field required" in no_body.text
     big = json.dumps({"history": ["x" * 200] * 30}).encode()  # 30 ids, but over 4096 bytes
@@ -314,79 +319,30 @@ def test_cli_server_answers_concurrent_requests(live_server, bundle):
     assert health["runtime"] == "onnx"  # as asked on the command line
 
 
-class FakeInner:
-    """The app behind `RecommendFastPath`: records what it was handed, answers 299."""
-
-    def __init__(self):
-        self.bodies = []
-
-    async def __call__(self, scope, receive, send):
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        self.bodies.append(b"".join(chunks))
-        await send({"type": "http.response.start", "status": 299, "headers": []})
-        await send({"type": "http.response.body", "body": b"inner"})
-
-
-def call_fast_path(chunks, content_type=b"application/json", path="/recommend"):
-    """Status, body and the inner app's record of one request through `RecommendFastPath`."""
-    from fastapi import HTTPException
-
-    from seqrec.serve.app import RecommendFastPath
-
-    async def answer(request):
-        if request.k == 99:
-            raise HTTPException(413, "over a cap")
-        return json.dumps({"k": request.k, "history": request.history}).encode()
-
-    inner = FakeInner()
-    middleware = RecommendFastPath(inner, answer, max_bytes=64)
-    headers = [(b"content-type", content_type)] if content_type else []
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
-        for i, chunk in enumerate(chunks)
-    ]
-    sent = []
-
-    async def receive():
-        return messages.pop(0)
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(middleware(scope, receive, send))
-    return sent[0]["status"], sent[1]["body"], inner.bodies
-
-
-def test_fast_path_answers_good_requests_and_hands_the_rest_on_intact():
-    status, body, inner = call_fast_path([b'{"history": ["a",', b' "b"], "k": 3}'])
-    assert (status, json.loads(body), inner) == (200, {"k": 3, "history": ["a", "b"]}, [])
-    handed_on = {
-        "bad JSON": [b'{"history": ['],
-        "invalid value": [b'{"k": "3"}'],
-        "a non-finite number": [b'{"k": NaN, "k": 3}'],  # valid once the NaN is overwritten
-        "nested too deep": [b"[" * 100_000],
-        "over a cap": [b'{"k": 99}'],
-        "streamed over the size limit": [b'{"history": ["' + b"x" * 40, b"x" * 40 + b'"]}'],
-    }
-    for reason, chunks in handed_on.items():
-        status, body, inner = call_fast_path(chunks)
-        assert (status, body, inner) == (299, b"inner", [b"".join(chunks)]), reason
-    for content_type in (b"text/plain", None):
-        assert call_fast_path([b'{"k": 3}'], content_type=content_type)[2] == [b'{"k": 3}']
-    assert call_fast_path([b'{"k": 3}'], path="/items")[2] == [b'{"k": 3}']
-
-
-def test_fast_path_and_fastapi_route_give_the_same_answer(client, bundle):
+def test_any_json_content_type_gets_the_same_answer(client, bundle):
     history = ids_of(bundle, [5, 1, 7])
     body = json.dumps({"history": [*history, "nope"], "k": 5, "exclude": history[:1]})
-    fast = client.post("/recommend", content=body, headers={"Content-Type": "application/json"})
-    routed = client.post(  # a JSON type the fast path leaves to FastAPI
+    plain = client.post("/recommend", content=body, headers={"Content-Type": "application/json"})
+    patch = client.post(
         "/recommend", content=body, headers={"Content-Type": "application/merge-patch+json"}
     )
-    assert fast.status_code == routed.status_code == 200
-    assert fast.json() == routed.json() and fast.json()["unknown_ids"] == ["nope"]
+    assert plain.status_code == patch.status_code == 200
+    assert plain.json() == patch.json() and plain.json()["unknown_ids"] == ["nope"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"runtime": "tensorrt"}, "runtime = 'tensorrt' is not one of: auto, onnx"),
+        ({"max_batch": 0}, "max_batch = 0 must be >= 1"),
+        ({"max_body_bytes": 0}, "max_body_bytes = 0 must be >= 1"),
+        ({"max_history": -1}, "max_history = -1 must be >= 0"),
+        ({"batch_wait_ms": -0.5}, "batch_wait_ms = -0.5 must be >= 0"),
+    ],
+)
+def test_serve_options_are_checked_before_the_bundle_is_read(tmp_path, options, message):
+    config = ServeConfig(**options)
+    with pytest.raises(ConfigError, match=message):
+        create_app(tmp_path / "no bundle", config)
+    with pytest.raises(ConfigError, match=message):
+        run_server(tmp_path / "no bundle", config=config)

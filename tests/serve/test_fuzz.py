@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from seqrec.bundle import load_bundle
-from seqrec.serve.app import ServeConfig, create_app
+from seqrec.serve import ServeConfig, create_app
 
 
 @pytest.fixture(scope="module")

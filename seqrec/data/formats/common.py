@@ -348,12 +348,19 @@ def _clean_items(
     return items.reset_index(drop=True)
 
 
+@dataclass
+class RawInteractions:
+    """Interaction rows as read from one file, before any check."""
+
+    frame: pd.DataFrame
+    path: Path
+    columns: tuple[str, str, str | None]  # the (user, item, time) columns of ``frame``
+    timestamps: np.ndarray  # [R] int64 per row (meaningless where ``bad_time``)
+    bad_time: np.ndarray  # [R] bool: a time that could not be read
+
+
 def _clean_interactions(
-    frame: pd.DataFrame,
-    path: Path,
-    columns: tuple[str, str, str | None],
-    timestamps: np.ndarray,
-    bad_time: np.ndarray,
+    raw: RawInteractions,
     item_ids: pd.Series,
     problems: Problems,
     items_path: Path | None,
@@ -362,13 +369,14 @@ def _clean_interactions(
 ) -> tuple[pd.DataFrame, int]:
     """Validate raw interaction rows and map them onto item indices.
 
-    ``columns`` names the (user, item, time) columns of ``frame``. Each row is counted under the
-    first problem it has, in this order: missing_user_or_item, bad_timestamp, unknown_item (only
-    when ``items_path`` is set), duplicate_row (an exact repeat of all columns of ``frame``; only
-    counted and dropped when ``drop_duplicates``). Returns the sorted interactions, with the
-    ``carry`` columns of ``frame`` appended, and the number of exact repeats seen.
+    Each row is counted under the first problem it has, in this order: missing_user_or_item,
+    bad_timestamp, unknown_item (only when ``items_path`` is set), duplicate_row (an exact
+    repeat of all columns of ``raw.frame``; only counted and dropped when ``drop_duplicates``).
+    Returns the sorted interactions, with the ``carry`` columns of ``raw.frame`` appended, and
+    the number of exact repeats seen.
     """
-    user_column, item_column, time_column = columns
+    frame, path, bad_time = raw.frame, raw.path, raw.bad_time
+    user_column, item_column, time_column = raw.columns
     users, items = frame[user_column], frame[item_column]
 
     def describe(column: str | None, why: str = ""):
@@ -398,7 +406,7 @@ def _clean_interactions(
         {
             "user_id": users[keep].astype("str").reset_index(drop=True),
             "item_idx": item_idx[keep].astype(np.int64),
-            "timestamp": timestamps[keep].astype(np.int64),
+            "timestamp": raw.timestamps[keep].astype(np.int64),
         }
     )
     for column in carry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport
 from seqrec.data.formats.common import (
     Problems,
+    RawInteractions,
     _as_id_strings,
     _clean_interactions,
     _clean_items,
@@ -25,9 +27,9 @@ from seqrec.data.formats.common import (
     parse_time,
 )
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # pragma: no cover
     import tomli as tomllib
 
 TIME_FORMATS = ("auto", "unix", "iso", "order")
@@ -215,11 +217,7 @@ def load_generic(
         schema = ItemSchema()
 
     interactions, _ = _clean_interactions(
-        frame,
-        inter_path,
-        (spec.user, spec.item, spec.time),
-        timestamps,
-        bad_time,
+        RawInteractions(frame, inter_path, (spec.user, spec.item, spec.time), timestamps, bad_time),
         items["item_id"],
         problems,
         items_path=items_path,

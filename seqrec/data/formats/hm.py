@@ -16,6 +16,7 @@ import pandas as pd
 from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport
 from seqrec.data.formats.common import (
     Problems,
+    RawInteractions,
     _clean_interactions,
     _clean_items,
     _datetime_to_int,
@@ -74,44 +75,8 @@ def load_hm(
     )
     _require_columns(tx_path, HM_TRANSACTION_COLUMNS)
 
-    strings = ["article_id", *text_columns, *HM_CATEGORY_COLUMNS]
-    articles = _read_table(articles_path, problems, strings=strings)
-    items = _clean_items(articles, "article_id", articles_path, problems)
-    image_paths = _hm_image_paths(directory, items["item_id"])
-    items["image_path"] = image_paths
-    absent = image_paths.isna().to_numpy()
-    problems.add("missing_image", absent, lambda i: f"no image for article {items.item_id[i]}")
-    if not (directory / "images").is_dir():
-        report.notes.append(f"no images directory at {directory / 'images'}")
-
-    strings = ["t_dat", "customer_id", "article_id", "sales_channel_id"]
-    tx = _read_table(tx_path, problems, strings=strings, floats=["price"])
-    tx = tx[HM_TRANSACTION_COLUMNS]
-    dates = pd.to_datetime(tx["t_dat"], format="%Y-%m-%d", errors="coerce")
-    days, bad_time = _datetime_to_int(dates, "D")
-    interactions, n_repeats = _clean_interactions(
-        tx,
-        tx_path,
-        ("customer_id", "article_id", "t_dat"),
-        days,
-        bad_time,
-        items["item_id"],
-        problems,
-        items_path=articles_path,
-        drop_duplicates=False,
-        carry=("price",),
-    )
-    if n_repeats:
-        report.notes.append(
-            f"{n_repeats} rows of {tx_path.name} repeat an earlier row exactly "
-            "(multi-unit purchases); kept"
-        )
-
-    # Median price over the purchases kept; NaN for articles nobody bought.
-    price = interactions.groupby("item_idx")["price"].median()
-    items["price"] = price.reindex(np.arange(len(items))).to_numpy(dtype=np.float64)
-    interactions = interactions.drop(columns=["price"])
-
+    items = _hm_articles(directory, articles_path, text_columns, problems)
+    interactions = _hm_transactions(tx_path, articles_path, items, problems)
     customers_path = directory / "customers.csv"
     if customers_path.is_file():
         _require_columns(customers_path, ["customer_id"])
@@ -137,3 +102,47 @@ def load_hm(
         report=report,
         time_unit="day",
     )
+
+
+def _hm_articles(
+    directory: Path, articles_path: Path, text_columns: list[str], problems: Problems
+) -> pd.DataFrame:
+    """The articles kept, with their image paths (None where the file is absent)."""
+    strings = ["article_id", *text_columns, *HM_CATEGORY_COLUMNS]
+    articles = _read_table(articles_path, problems, strings=strings)
+    items = _clean_items(articles, "article_id", articles_path, problems)
+    image_paths = _hm_image_paths(directory, items["item_id"])
+    items["image_path"] = image_paths
+    absent = image_paths.isna().to_numpy()
+    problems.add("missing_image", absent, lambda i: f"no image for article {items.item_id[i]}")
+    if not (directory / "images").is_dir():
+        problems.report.notes.append(f"no images directory at {directory / 'images'}")
+    return items
+
+
+def _hm_transactions(
+    tx_path: Path, articles_path: Path, items: pd.DataFrame, problems: Problems
+) -> pd.DataFrame:
+    """The purchases kept, in days; sets each article's ``price`` in ``items`` to the median
+    price it was bought at (NaN for articles nobody bought)."""
+    strings = ["t_dat", "customer_id", "article_id", "sales_channel_id"]
+    tx = _read_table(tx_path, problems, strings=strings, floats=["price"])
+    tx = tx[HM_TRANSACTION_COLUMNS]
+    dates = pd.to_datetime(tx["t_dat"], format="%Y-%m-%d", errors="coerce")
+    days, bad_time = _datetime_to_int(dates, "D")
+    interactions, n_repeats = _clean_interactions(
+        RawInteractions(tx, tx_path, ("customer_id", "article_id", "t_dat"), days, bad_time),
+        items["item_id"],
+        problems,
+        items_path=articles_path,
+        drop_duplicates=False,
+        carry=("price",),
+    )
+    if n_repeats:
+        problems.report.notes.append(
+            f"{n_repeats} rows of {tx_path.name} repeat an earlier row exactly "
+            "(multi-unit purchases); kept"
+        )
+    price = interactions.groupby("item_idx")["price"].median()
+    items["price"] = price.reindex(np.arange(len(items))).to_numpy(dtype=np.float64)
+    return interactions.drop(columns=["price"])

@@ -14,6 +14,7 @@ from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport
 from seqrec.data.formats.common import (
     Malformed,
     Problems,
+    RawInteractions,
     _check_text_columns,
     _clean_interactions,
     _clean_items,
@@ -84,44 +85,13 @@ def load_sasrec(
     raw = _read_user_item_lines(txt_path, problems)
 
     items_path = txt_path.parent / "items.csv"
-    if items_path.is_file():
-        _require_columns(items_path, ["item_id"])
-        items = _clean_items(
-            _read_table(items_path, problems, strings=["item_id"]), "item_id", items_path, problems
-        )
-        if "genres" in items.columns:
-            items["genres_text"] = items["genres"].str.replace("|", " ", regex=False)
-        default_text = [c for c in ("title", "genres_text") if c in items.columns]
-    else:
-        if text_columns:
-            raise DataError(f"text columns given but there is no items.csv beside {txt_path}")
-        items = pd.DataFrame({"item_id": pd.Series([], dtype="str")})
-        default_text = []
-
-    # Catalogue = items.csv ids plus any id seen in the interactions.
-    seen = raw["item"][~_is_blank(raw["item"])]
-    extra = seen[~seen.isin(set(items["item_id"]))]
-    if len(extra):
-        extra_ids = _order_ids(extra)
-        if items_path.is_file():
-            report.notes.append(
-                f"{len(extra_ids)} item ids of {txt_path.name} are not in {items_path.name}; "
-                "added without content"
-            )
-        extra_items = pd.DataFrame({"item_id": extra_ids.to_numpy()})
-        items = pd.concat([items, extra_items], ignore_index=True) if len(items) else extra_items
-    items["item_id"] = items["item_id"].astype("str")
-
+    items, default_text = _sasrec_items(txt_path, items_path, raw, text_columns, problems)
     text_columns = list(text_columns) if text_columns else default_text
     _check_text_columns(items, text_columns, items_path)
 
     line = np.arange(len(raw), dtype=np.int64)
     interactions, _ = _clean_interactions(
-        raw,
-        txt_path,
-        ("user", "item", None),
-        line,
-        np.zeros(len(raw), dtype=bool),
+        RawInteractions(raw, txt_path, ("user", "item", None), line, np.zeros(len(raw), bool)),
         items["item_id"],
         problems,
         items_path=None,
@@ -144,3 +114,42 @@ def load_sasrec(
         report=report,
         time_unit="order",
     )
+
+
+def _sasrec_items(
+    txt_path: Path,
+    items_path: Path,
+    raw: pd.DataFrame,
+    text_columns: list[str] | None,
+    problems: Problems,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The catalogue (the items of ``items_path`` if it exists, then every other item id of
+    ``raw`` in order, without content) and its default text columns."""
+    if items_path.is_file():
+        _require_columns(items_path, ["item_id"])
+        items = _clean_items(
+            _read_table(items_path, problems, strings=["item_id"]), "item_id", items_path, problems
+        )
+        if "genres" in items.columns:
+            items["genres_text"] = items["genres"].str.replace("|", " ", regex=False)
+        default_text = [c for c in ("title", "genres_text") if c in items.columns]
+    else:
+        if text_columns:
+            raise DataError(f"text columns given but there is no items.csv beside {txt_path}")
+        items = pd.DataFrame({"item_id": pd.Series([], dtype="str")})
+        default_text = []
+
+    # Catalogue = items.csv ids plus any id seen in the interactions.
+    seen = raw["item"][~_is_blank(raw["item"])]
+    extra = seen[~seen.isin(set(items["item_id"]))]
+    if len(extra):
+        extra_ids = _order_ids(extra)
+        if items_path.is_file():
+            problems.report.notes.append(
+                f"{len(extra_ids)} item ids of {txt_path.name} are not in {items_path.name}; "
+                "added without content"
+            )
+        extra_items = pd.DataFrame({"item_id": extra_ids.to_numpy()})
+        items = pd.concat([items, extra_items], ignore_index=True) if len(items) else extra_items
+    items["item_id"] = items["item_id"].astype("str")
+    return items, default_text

@@ -1,0 +1,116 @@
+"""What the service takes and gives: its options (`ServeConfig`) and the request and response
+models of its endpoints (pydantic; FastAPI validates requests with them and documents them in
+the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from seqrec.constraints import at_least, choice
+from seqrec.serve.scoring import RUNTIMES
+
+MAX_K = 100
+
+
+@dataclass
+class ServeConfig:
+    """Request limits and batching of the service (checked by `seqrec.constraints.check_config`
+    when the app is created)."""
+
+    # longer request histories are refused (413); the model reads the last max_len
+    max_history: int = at_least(0, 1000)
+    max_exclude: int = at_least(0, 1000)  # longer exclude lists are refused (413)
+    max_body_bytes: int = at_least(1, 64 * 1024)  # larger request bodies are refused (413)
+    max_batch: int = at_least(1, 64)  # most requests scored together
+    # extra wait to gather a batch; 0: batch what queued meanwhile
+    batch_wait_ms: float = at_least(0, 0.0)
+    warmup: bool = True  # score one history at start-up so the first request is not slow
+    thread: bool = True  # rank in a worker thread (else in the event loop, blocking it)
+    runtime: str = choice("auto", *RUNTIMES)  # what computes the scores (seqrec.serve.scoring)
+
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _integral(value: Any) -> Any:
+    """12.0 is an integer in JSON Schema: accept it where strict mode would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    history: list[ItemId] = Field(
+        default_factory=list,
+        description="Item ids the shopper interacted with, most recent last (at most "
+        f"{ServeConfig.max_history} by default, else 413). Unknown ids are ignored.",
+    )
+    k: Annotated[int, BeforeValidator(_integral)] = Field(
+        12, ge=1, le=MAX_K, description="Number of items to return."
+    )
+    exclude: list[ItemId] = Field(
+        default_factory=list, description="Item ids never to recommend (unknown ids are ignored)."
+    )
+    remove_seen: bool | None = Field(
+        None, description="Never recommend history items; default: the bundle's eval protocol."
+    )
+
+
+class Recommendation(BaseModel):
+    item_id: str
+    score: float
+    title: str
+    price: float | None
+    image_url: str | None
+
+
+class RecommendResponse(BaseModel):
+    items: list[Recommendation]
+    source: Literal["model", "popularity"] = Field(
+        description="model: ranked from the history; popularity: no known history item."
+    )
+    unknown_ids: list[str] = Field(description="History ids the bundle does not know (ignored).")
+    history_used: int = Field(description="Known history items the model read (<= max_len).")
+
+
+class ItemSummary(BaseModel):
+    item_id: str
+    title: str
+    price: float | None
+    image_url: str | None
+
+
+class ItemDetail(ItemSummary):
+    popularity: float = Field(description="Training interactions of the item.")
+    text: dict[str, str | None] = Field(description="The item's text columns.")
+
+
+class ItemPage(BaseModel):
+    total: int = Field(description="Items matching the search.")
+    offset: int
+    items: list[ItemSummary]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    dataset: str
+    model: str
+    n_items: int
+    max_len: int
+    runtime: Literal["onnx", "torchscript", "eager"] = Field(
+        description="What computes the scores (seqrec.serve.scoring)."
+    )
+    requests_scored: int
+    batches: int
+    ranking_cpu_s: float = Field(description="CPU seconds spent scoring and ranking.")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+# the error answers the routes document in the OpenAPI schema
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 404, 413)}

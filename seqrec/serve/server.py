@@ -1,0 +1,86 @@
+"""The app under uvicorn: `run_server` (what ``seqrec serve`` runs), in one process or several."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from fastapi import FastAPI
+
+from seqrec.constraints import check_config
+from seqrec.data.dataset import DataError
+from seqrec.serve.app import create_app
+from seqrec.serve.schemas import ServeConfig
+
+if TYPE_CHECKING:
+    import uvicorn
+
+ENV_BUNDLE = "SEQREC_SERVE_BUNDLE"  # how `run_server` passes its arguments to worker processes
+ENV_CONFIG = "SEQREC_SERVE_CONFIG"
+ENV_THREADS = "SEQREC_SERVE_THREADS"
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes; arguments come from `run_server`."""
+    torch.set_num_threads(int(os.environ.get(ENV_THREADS, "1")))
+    config = ServeConfig(**json.loads(os.environ.get(ENV_CONFIG, "{}")))
+    app = create_app(os.environ[ENV_BUNDLE], config)
+    gc.freeze()  # the bundle's many objects stay out of the collector's scans (shorter pauses)
+    return app
+
+
+def run_server(
+    bundle_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    threads: int = 1,
+    config: ServeConfig | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``bundle_path`` under uvicorn; each of ``workers`` processes loads the bundle once
+    and scores with ``threads`` torch threads."""
+    import uvicorn
+
+    config = config or ServeConfig()
+    check_config(config)  # here too, so that workers never start with options they refuse
+    bundle_path = Path(bundle_path).resolve()
+    if not (bundle_path / "bundle.json").is_file():
+        raise DataError(f"{bundle_path} is not a complete seqrec bundle (no bundle.json)")
+    os.environ[ENV_BUNDLE] = str(bundle_path)
+    os.environ[ENV_CONFIG] = json.dumps(asdict(config))
+    os.environ[ENV_THREADS] = str(threads)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+    }
+    if workers == 1:
+        uvicorn.run(app_from_env(), **options)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    factory = f"{__name__}:app_from_env"
+    server_config = uvicorn.Config(factory, factory=True, workers=workers, **options)
+    Multiprocess(server_config, sockets=[tcp_listener(server_config)]).run()
+
+
+def tcp_listener(server_config: uvicorn.Config) -> socket.socket:
+    """The listening socket of a multi-worker uvicorn, declared TCP.
+
+    uvicorn binds it with ``proto`` 0, which accepted sockets inherit, and asyncio only sets
+    TCP_NODELAY on sockets that say ``IPPROTO_TCP``: with Nagle left on, every keep-alive
+    response waits ~40 ms for the client's delayed ACK (uvicorn issue #3149, ``--workers N``).
+    """
+    sock = server_config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
+        sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        sock.set_inheritable(True)
+    return sock
