@@ -297,6 +297,7 @@ def live_server(bundle_path, pick_free_port):
         server.wait(timeout=10)
 
 
+@pytest.mark.multiprocess
 def test_cli_server_answers_concurrent_requests(live_server, bundle):
     rng = np.random.default_rng(2)
     histories = [rng.integers(0, bundle.n_items, 8) for _ in range(24)]

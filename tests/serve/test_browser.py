@@ -55,6 +55,7 @@ def card_ids(page, selector: str) -> list[str]:
     )
 
 
+@pytest.mark.browser
 def test_clicking_products_updates_recommendations(page, shop_url):
     expect = sync_api.expect
     page.goto(shop_url + "/")
@@ -90,6 +91,7 @@ def test_clicking_products_updates_recommendations(page, shop_url):
     assert card_ids(page, "#recs") == best_sellers
 
 
+@pytest.mark.browser
 def test_search_filters_the_grid(page, shop_url):
     page.goto(shop_url + "/")
     first_title = page.locator("#grid .card .title").first.text_content()

@@ -26,5 +26,6 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     derandomize=True,  # the same examples every run
     suppress_health_check=list(HealthCheck),
 )
+@pytest.mark.slow
 def test_api_has_no_server_errors(case):
     case.call_and_validate()
