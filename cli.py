@@ -123,13 +123,6 @@ def _launch_ranks(nproc: int) -> None:
     raise typer.Exit(distributed.launch(nproc, str(Path(__file__).resolve()), args))
 
 
-def _cold_warning(counts: dict) -> None:
-    from seqrec.evaluate import cold_items_note
-
-    if note := cold_items_note(counts):
-        console.print(f"[yellow]warning:[/] {escape(note)}")
-
-
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -239,13 +232,8 @@ def train(
         outcome = run_train(
             experiment, data, out, cache_dir, progress=bar, on_epoch=show.epoch_printer(console)
         )
-    if outcome.test is None:  # a rank other than 0: rank 0 reports
-        return
-    console.print(show.metrics_table("validation (chosen epoch)", outcome.valid.metrics))
-    test_title = "test" if outcome.refit is None else "test (model refit on train + valid)"
-    console.print(show.metrics_table(test_title, outcome.test.metrics, outcome.test.ci))
-    _cold_warning(outcome.test.counts)
-    console.print(f"bundle written to [bold]{escape(str(outcome.bundle))}[/]")
+    if outcome.test is not None:  # None: a rank other than 0 (rank 0 reports)
+        show.train_summary(console, outcome)
 
 
 def _restart_or_resume(out: Path, restart: bool) -> None:
@@ -280,25 +268,15 @@ def eval_(
     cache_dir: CacheOpt = None,
 ):
     """Evaluate a bundle on a dataset sharing its item ids; new items are encoded from content."""
+    from seqrec.data.split import METHODS
     from seqrec.experiment import STAGES, run_eval
 
     stage = _choice("--stage", stage, STAGES)
+    split = _choice("--split", split, METHODS)
     outcome = run_eval(bundle, data, stage, split, remove_seen, cache_dir)
-    if outcome.new_items:
-        console.print(
-            f"{outcome.new_items:,} items unknown to the bundle were encoded from their content"
-        )
-    if outcome.refit:
-        console.print(
-            "[yellow]warning:[/] this bundle's model was refit on train + valid, so its "
-            "validation figures are not held-out figures"
-        )
-    result = outcome.result
-    title = f"{stage} ({outcome.users:,} users)"
-    console.print(show.metrics_table(title, result.metrics, result.ci))
-    _cold_warning(result.counts)
+    show.eval_summary(console, outcome, stage)
     if json_path is not None:
-        json_path.write_text(json.dumps(result.metrics, indent=2))
+        json_path.write_text(json.dumps(outcome.result.metrics, indent=2))
 
 
 def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, baselines=True):
@@ -322,11 +300,8 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
         cache_dir=cache_dir,
     )
     report.command = "seqrec " + " ".join(sys.argv[1:])
-    console.print(show.bench_table(report.rows, columns[:6], console))
-    if report.rows:
-        _cold_warning(report.rows[0].test.counts)
-    paths = write_report(report, out_dir, name)
-    console.print("report: " + ", ".join(map(str, paths)), markup=False, soft_wrap=True)
+    show.bench_summary(console, report.rows, columns[:6])
+    show.written(console, "report", write_report(report, out_dir, name))
     return report
 
 
@@ -370,8 +345,7 @@ def report(
     """Render a bench report's markdown and chart again from its JSON; notes are kept."""
     from seqrec.report import rewrite_report
 
-    paths = rewrite_report(json_path)
-    console.print("report: " + ", ".join(map(str, paths)), markup=False, soft_wrap=True)
+    show.written(console, "report", rewrite_report(json_path))
 
 
 @app.command()
@@ -438,7 +412,7 @@ def tune(
     if result.failed_on_start:
         console.print(f"trials of dead processes marked failed: {result.failed_on_start}")
     console.print(best_trials_table(result))
-    console.print("written: " + ", ".join(str(path) for path in result.files), markup=False)
+    show.written(console, "written", result.files)
 
 
 @app.command()

@@ -2,8 +2,10 @@
 
 Every ranker goes through the same harness (`seqrec.evaluate.evaluate`): full-catalogue ranking
 of the test targets, fitted on ``train`` + ``valid`` for baselines, trained on ``train`` with the
-epoch chosen on ``valid`` for models. Nothing is chosen on test. `run_bench` returns the rows as
-a `BenchReport`; `seqrec.report` writes and renders it (markdown, JSON, chart).
+epoch chosen on ``valid`` for models. Nothing is chosen on test. With ``[ranker] enabled``, the
+two-stage ranker, its ablations and its candidate set alone follow as rows of their own
+(`seqrec.ranker.bench_rows`), on top of the config's own model row. `run_bench` returns the rows
+as a `BenchReport`; `seqrec.report` writes and renders it (markdown, JSON, chart).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from seqrec import baselines
 from seqrec.config import ConfigError, ExperimentConfig
@@ -25,7 +26,7 @@ from seqrec.data.dataset import DataError
 from seqrec.evaluate import EvalResult
 from seqrec.experiment import Prepared, evaluate_model, train_on
 from seqrec.features.build import FeatureConfig, fit_item_features
-from seqrec.features.text import TextConfig, TextEncoder, item_texts
+from seqrec.features.text import TextConfig, tfidf_terms
 from seqrec.models.recommender import BACKBONES
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ ONE_MODALITY = {"text_only": "text", "image_only": "image"}  # ablation -> the m
 @dataclass
 class BenchRow:
     name: str
-    kind: str  # baseline | model | ablation
+    kind: str  # baseline | model | ablation | ranker | ranker ablation
     test: EvalResult
     valid_metric: float | None = None  # the model-selection metric on validation
     seconds: float = 0.0
@@ -51,6 +52,9 @@ class BenchReport:
     rows: list[BenchRow] = field(default_factory=list)
     seconds: float = 0.0
     command: str = ""
+    # with [ranker] enabled: candidate recall per source, feature importance, notes
+    # (`seqrec.ranker.bench_rows.RankerSummary.to_dict`)
+    ranker: dict | None = None
 
 
 def _window(time_unit: str, days: int) -> int | None:
@@ -80,26 +84,6 @@ def sentence_vectors(prepared: Prepared, cache_dir: Path | None = None) -> np.nd
         log.warning("no text-embedding content KNN baseline: %s", error)
         return None
     return None if built.features.text is None else built.features.text.numpy()
-
-
-# plain word TF-IDF (sklearn's defaults plus English stop words), as in the reference figures
-# of the H&M subset's README (benchmarks/analyses/hm_baselines.py compares variants)
-CONTENT_TFIDF = TextConfig(
-    encoder="tfidf",
-    ngram_range=(1, 1),
-    min_df=1,
-    max_features=0,
-    sublinear_tf=False,
-    svd_dim=0,
-    column_names="no",
-)
-
-
-def tfidf_terms(items, columns: list[str], config: TextConfig = CONTENT_TFIDF):
-    """[N, V] sparse, L2-normalised TF-IDF rows of the items' text columns: what the TF-IDF
-    content KNN baselines compare."""
-    texts = item_texts(items, columns)
-    return sp.csr_matrix(TextEncoder(config).fit(texts).terms(texts))
 
 
 def baseline_rankers(
@@ -154,8 +138,10 @@ def check_runs(models: list[str], ablations: list[str]) -> None:
 def training_runs(
     config: ExperimentConfig, prepared: Prepared, models: list[str], ablations: list[str]
 ) -> list[tuple[str, str, ExperimentConfig]]:
-    """``(row name, kind, config)`` of each model and ablation to train; an ablation that keeps
-    a modality the items lack is skipped with a warning."""
+    """``(row name, kind, config)`` of each model and ablation to train, the sequence model alone
+    (``[ranker]`` off: the ranker has rows of its own); an ablation that keeps a modality the
+    items lack is skipped with a warning."""
+    config = model_only(config)
     runs = [
         (
             model,
@@ -203,6 +189,7 @@ def run_bench(
             result = evaluate_model(config, ranker, test_task)
             add(BenchRow(name, "baseline", result, seconds=time.perf_counter() - begin))
 
+    own = None  # the config's own model row, which the ranker is fitted on top of
     for name, kind, run_config in training_runs(config, prepared, models, ablations):
         begin = time.perf_counter()
         outcome = train_on(
@@ -211,6 +198,8 @@ def run_bench(
             on_epoch=None if on_epoch is None else functools.partial(on_epoch, name),
         )
         assert outcome.test is not None  # one process: it evaluates (only rank 0 does)
+        if kind == "model" and name == config.model.model:
+            own = outcome
         add(
             BenchRow(
                 name,
@@ -222,8 +211,34 @@ def run_bench(
                 + ("" if outcome.refit is None else ", refit on train + valid"),
             )
         )
+    if config.ranker.enabled:
+        report.ranker = _ranker_part(config, prepared, own, add, on_epoch)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def model_only(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with ``[ranker]`` off: what a model or ablation row trains."""
+    return dataclasses.replace(config, ranker=dataclasses.replace(config.ranker, enabled=False))
+
+
+def _ranker_part(config, prepared, own, add, on_epoch) -> dict:
+    """The two-stage ranker's rows (`seqrec.ranker.bench_rows`) on top of the config's own
+    sequence model: its model row's, trained here when no model row trained it."""
+    from seqrec.ranker.bench_rows import ranker_rows  # lightgbm only when a ranker runs
+
+    notes = []
+    if own is None:
+        label = f"{config.model.model} for the ranker"
+        own = train_on(
+            model_only(config),
+            prepared,
+            on_epoch=None if on_epoch is None else functools.partial(on_epoch, label),
+        )
+        notes.append(f"sequence model ({config.model.model}) trained for the ranker alone")
+    summary = ranker_rows(config, prepared, own, add)
+    summary.notes = notes + summary.notes
+    return summary.to_dict()
 
 
 __all__ = ["ABLATIONS", "BenchReport", "BenchRow", "check_runs", "run_bench"]

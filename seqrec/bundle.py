@@ -10,6 +10,8 @@ Files:
   training popularity counts (``popularity``, the serving fallback);
 - ``featurizer.pkl``: the fitted feature encoders, to encode items the bundle has never seen;
 - ``metrics.json``: validation metrics per epoch, the chosen epoch, and test metrics;
+- a two-stage bundle (``ranker.enabled``) adds the ranker, the item columns and the log its
+  features read (`seqrec.bundle_ranker`); `Bundle.scorer` is then the ranker's;
 - ``bundle.json``: format version, sizes, the evaluation protocol, and every other file with its
   size and sha256; `load_bundle` refuses a folder whose files do not match it.
 
@@ -37,7 +39,7 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +48,13 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
+from seqrec.bundle_ranker import RANKER_FILES, BundledRanker, RankerPart, ranker_schema
 from seqrec.config import ExperimentConfig, load_config, save_config
 from seqrec.data.dataset import DataError, Dataset
 from seqrec.features.build import ItemFeaturizer
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models.recommender import SequenceRecommender, build_model
+from seqrec.ranker.scorer import RankerScorer
 from seqrec.scoring import ModelScorer
 
 BUNDLE_VERSION = 2  # 2: bundle.json lists every file with its size and sha256
@@ -63,7 +67,7 @@ REQUIRED_FILES = (
     "item_matrix.safetensors",
     "metrics.json",
 )
-BUNDLE_FILES = (*REQUIRED_FILES, "featurizer.pkl", "bundle.json")
+BUNDLE_FILES = (*REQUIRED_FILES, "featurizer.pkl", *RANKER_FILES, "bundle.json")
 STAGING, RETIRED = ".seqrec-new-", ".seqrec-old-"  # suffixes of the folders beside a bundle
 COMPLETE_IT = "retrain with the same --out to complete it"
 
@@ -110,7 +114,7 @@ def features_from_tensors(tensors: dict[str, torch.Tensor], cardinalities: list[
     )
 
 
-def save_bundle(
+def save_bundle(  # noqa: PLR0913 (a two-stage bundle's ranker is one optional part more)
     out_dir: Path,
     config: ExperimentConfig,
     dataset: Dataset,
@@ -119,8 +123,11 @@ def save_bundle(
     popularity: np.ndarray,
     metrics: dict,
     featurizer: ItemFeaturizer | None = None,
+    *,
+    ranker: RankerPart | None = None,
 ) -> Path:
-    """Write a bundle at ``out_dir``, replacing the one there as a whole (see the module doc)."""
+    """Write a bundle at ``out_dir``, replacing the one there as a whole (see the module doc);
+    with ``ranker``, a two-stage bundle."""
     given, out_dir = Path(out_dir), Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{given} is a file: give --out a folder for the bundle")
@@ -139,6 +146,10 @@ def save_bundle(
     }
     if featurizer is not None:
         writers["featurizer.pkl"] = featurizer.save
+    summary = _summary(config, dataset, features, item_matrix)
+    if ranker is not None:  # a two-stage bundle (seqrec.bundle_ranker)
+        writers.update(ranker.writers(dataset))
+        summary["ranker"] = ranker_schema(dataset)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_bundle(out_dir)
     staging = _sibling(out_dir, STAGING)
@@ -150,7 +161,9 @@ def save_bundle(
         for name, write in writers.items():
             write(staging / name)
             files[name] = _describe(staging / name)
-        manifest = {**_summary(config, dataset, features, item_matrix), "files": files}
+        for written in ranker.ranker.save(staging) if ranker is not None else []:
+            files[written.name] = _describe(written)
+        manifest = {**summary, "files": files}
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2))
         _sync(staging / "bundle.json")
         if out_dir.is_dir():
@@ -303,7 +316,10 @@ def check_bundle(path: Path) -> dict:
             "to rewrite it"
         )
     files = manifest.get("files", {})
-    for name in REQUIRED_FILES:
+    required = list(REQUIRED_FILES)
+    if any(name in files for name in RANKER_FILES):  # a two-stage bundle: all of them
+        required += RANKER_FILES
+    for name in required:
         if name not in files:
             raise DataError(f"{manifest_path} does not list {name}: {COMPLETE_IT}")
     for name, expected in files.items():
@@ -350,6 +366,8 @@ class Bundle:
     item_matrix: torch.Tensor  # [N, D]
     popularity: np.ndarray  # [N] training interaction counts
     metrics: dict
+    ranker: BundledRanker | None = None  # two-stage bundles
+    _ranker_scorer: RankerScorer | None = field(default=None, repr=False)
 
     @property
     def n_items(self) -> int:
@@ -358,9 +376,26 @@ class Bundle:
     def item_index(self) -> dict[str, int]:
         return {item_id: idx for idx, item_id in enumerate(self.items["item_id"])}
 
-    def scorer(self) -> ModelScorer:
+    def model_scorer(self) -> ModelScorer:
         """The `ModelScorer` of the bundle's model, with its precomputed item matrix."""
         return ModelScorer(self.model, self.config.model.max_len, item_matrix=self.item_matrix)
+
+    def scorer(self) -> ModelScorer | RankerScorer:
+        """What the bundle ranks with: the ranker of a two-stage bundle (over the bundle's log,
+        built once), else the model's `ModelScorer`."""
+        if self.ranker is None:
+            return self.model_scorer()
+        if self._ranker_scorer is None:
+            self._ranker_scorer = self.ranker_scorer(self.model_scorer())
+        return self._ranker_scorer
+
+    def ranker_scorer(self, model: ModelScorer) -> RankerScorer:
+        """The bundle's ranker over its log (what the service reads), with ``model`` as the
+        sequence model it reads (the bundle's, or a faster runtime of it)."""
+        if self.ranker is None:
+            raise DataError(f"{self.path} has no ranker (trained without ranker.enabled)")
+        time_unit = str(self.manifest.get("time_unit", "order"))
+        return self.ranker.scorer(self.items["item_id"], self.features, model, time_unit)
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -386,17 +421,20 @@ def load_bundle(path: str | Path) -> Bundle:
         item_matrix=matrices["item_matrix"],
         popularity=matrices["popularity"].numpy(),
         metrics=json.loads((path / "metrics.json").read_text()),
+        ranker=BundledRanker.of_bundle(path, manifest, config.ranker.enabled),
     )
 
 
 def model_for_catalogue(
     bundle: Bundle, items: pd.DataFrame, cache_dir: Path | None = None
-) -> tuple[SequenceRecommender, int]:
-    """The bundle's model re-indexed to another catalogue (``items``, row = item index).
+) -> tuple[SequenceRecommender, ItemFeatures, int]:
+    """The bundle's model and item features re-indexed to another catalogue (``items``, row =
+    item index).
 
     Items the bundle knows keep their content and learned ID vectors; items it has never seen
     are encoded from their text and image with the bundle's fitted featurizer, with a zero ID
-    vector, so they are ranked from content alone. Returns the model and the number of new items.
+    vector, so they are ranked from content alone. Returns the model, its item features (what
+    a ranker's context reads) and the number of new items.
     """
     from seqrec.features.build import encode_new_items
 
@@ -405,7 +443,7 @@ def model_for_catalogue(
     is_new = known.isna().to_numpy().copy()  # writable, for torch.from_numpy
     rows = known.fillna(-1).to_numpy(dtype=np.int64).copy()
     if not is_new.any() and np.array_equal(rows, np.arange(bundle.n_items)):
-        return bundle.model, 0
+        return bundle.model, bundle.features, 0
     new_features = None
     if is_new.any():
         listed = bundle.manifest["files"].get("featurizer.pkl")
@@ -441,4 +479,4 @@ def model_for_catalogue(
             state[key] = weight
     model.load_state_dict(state)
     model.eval()
-    return model, int(is_new.sum())
+    return model, features, int(is_new.sum())

@@ -4,7 +4,8 @@ Every section is the config dataclass of the step that uses it, so a newcomer ca
 from the TOML to the code: ``[data]`` -> `DataConfig` (here), ``[split]`` ->
 `seqrec.data.split.SplitConfig`, ``[features]`` -> `seqrec.features.build.FeatureConfig`,
 ``[model]`` -> `seqrec.models.recommender.ModelConfig`, ``[train]`` -> `seqrec.train.TrainConfig`,
-``[eval]`` -> `EvalConfig` (here), ``[tune]`` -> the Optuna search space (a plain table).
+``[eval]`` -> `EvalConfig` (here), ``[ranker]`` -> `seqrec.ranker.config.RankerConfig` (the
+two-stage recommender, off by default), ``[tune]`` -> the Optuna search space (a plain table).
 
 Each field declares its allowed values beside it (`seqrec.constraints`: ``choice``,
 ``at_least``, ...). `config_from_dict` (TOML files, ``--set`` overrides) refuses unknown keys,
@@ -18,11 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
-import math
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +31,13 @@ else:  # pragma: no cover
 
 import tomli_w
 
-from seqrec.constraints import ConfigError, at_least, check_config, choice
+from seqrec.constraints import ConfigError, at_least, build_section, choice, read_document
 from seqrec.data.load import FORMATS, ON_ERROR
 from seqrec.data.split import SplitConfig
 from seqrec.features.build import FeatureConfig
 from seqrec.metrics import METRICS
 from seqrec.models.recommender import ModelConfig
+from seqrec.ranker.config import RankerConfig
 from seqrec.train import TrainConfig, device_unavailable
 
 
@@ -80,107 +78,8 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
     tune: dict[str, Any] = field(default_factory=dict)
-
-
-def build_section(cls: type, values: Any, where: str) -> Any:
-    """A checked ``cls`` instance from a TOML table: keys, types, then every declared
-    constraint (`seqrec.constraints.check_config`), each error naming its key path."""
-    section = _build(cls, values, where)
-    check_config(section, where)
-    return section
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    """A ``cls`` instance from a TOML table, checking keys and types recursively."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"[{where}] must be a table, got {values!r}")
-    hints = _hints(cls)
-    names = hints.keys()
-    kwargs = {}
-    for given, value in values.items():
-        name = given.replace("-", "_") if isinstance(given, str) else given
-        key = f"{where}.{given}" if where else str(given)
-        if name not in names:
-            raise ConfigError(f"unknown key {key}; known keys: {', '.join(sorted(names))}")
-        if name in kwargs:
-            raise ConfigError(f"{key} is given twice (as {name} and with hyphens)")
-        hint = hints[name]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key)
-        else:
-            kwargs[name] = _check_type(value, hint, key)
-    return cls(**kwargs)
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """Field name -> resolved annotation of a config dataclass (resolving them is slow)."""
-    hints = typing.get_type_hints(cls)
-    return {spec.name: hints[spec.name] for spec in dataclasses.fields(cls)}
-
-
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``hint`` (and converted where TOML spells it
-    otherwise); ConfigError names ``key``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _check_union(value, hint, key)
-    if hint is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{key} must be empty")
-    if hint is Any:
-        return value
-    if origin in (list, tuple):
-        return _check_sequence(value, hint, key)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a table, got {value!r}")
-        return value
-    return _check_scalar(value, hint, key)
-
-
-def _check_union(value: Any, hint: Any, key: str) -> Any:
-    """``value`` as the first option of ``X | Y`` it fits."""
-    for option in typing.get_args(hint):
-        try:
-            return _check_type(value, option, key)
-        except ConfigError:
-            continue
-    raise ConfigError(f"{key} = {value!r} does not fit the expected type {hint}")
-
-
-def _check_scalar(value: Any, hint: Any, key: str) -> Any:
-    """A str, int, float or bool (an int where a float is expected becomes a float)."""
-    if hint is str and isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()  # a TOML date where a date string is expected
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if hint in (int, float, str, bool) and not (
-        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
-    ):
-        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
-    if hint is float and not math.isfinite(value):
-        raise ConfigError(f"{key} = {value!r} must be a finite number")
-    return value
-
-
-def _check_sequence(value: Any, hint: Any, key: str) -> list | tuple:
-    """A list (``list[X]``), a fixed-length tuple (``tuple[X, Y]``) or ``tuple[X, ...]``."""
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{key} must be a list, got {value!r}")
-    args = typing.get_args(hint) or (Any,)
-    if typing.get_origin(hint) is tuple and args[-1] is not Ellipsis:
-        if len(value) != len(args):
-            raise ConfigError(f"{key} = {value!r} must have {len(args)} values")
-    else:
-        args = (args[0],) * len(value)
-    checked = [
-        _check_type(item, arg, f"{key}[{i}]")
-        for i, (item, arg) in enumerate(zip(value, args, strict=True))
-    ]
-    return tuple(checked) if typing.get_origin(hint) is tuple else checked
 
 
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
@@ -205,12 +104,7 @@ def load_config(path: str | Path | None) -> ExperimentConfig:
     if path is None:
         return ExperimentConfig()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        values = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    values = read_document(path, "config file")
     config = config_from_dict(values)
     if "name" not in values:
         config.name = path.stem

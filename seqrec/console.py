@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -60,6 +62,45 @@ def metrics_table(title: str, metrics: dict, ci: dict | None = None) -> Table:
     return table
 
 
+def cold_warning(out: Console, counts: dict) -> None:
+    """Warn when the cold test targets give themselves away (`seqrec.evaluate.cold_items_note`)."""
+    from seqrec.evaluate import cold_items_note
+
+    if note := cold_items_note(counts):
+        out.print(f"[yellow]warning:[/] {escape(note)}")
+
+
+def written(out: Console, what: str, paths: Iterable[Path]) -> None:
+    """``what: path, path, ...`` on one line, never wrapped inside a path."""
+    out.print(f"{what}: " + ", ".join(map(str, paths)), markup=False, soft_wrap=True)
+
+
+def train_summary(out: Console, outcome: Any) -> None:
+    """What `seqrec train` ends with: validation and test figures, the bundle's folder."""
+    out.print(metrics_table("validation (chosen epoch)", outcome.valid.metrics))
+    test_title = "test" if outcome.refit is None else "test (model refit on train + valid)"
+    out.print(metrics_table(test_title, outcome.test.metrics, outcome.test.ci))
+    cold_warning(out, outcome.test.counts)
+    out.print(f"bundle written to [bold]{escape(str(outcome.bundle))}[/]")
+
+
+def eval_summary(out: Console, outcome: Any, stage: str) -> None:
+    """What `seqrec eval` ends with (a `seqrec.experiment.EvalOutcome`): the figures with
+    their CIs, and what to keep in mind reading them."""
+    if outcome.new_items:
+        out.print(
+            f"{outcome.new_items:,} items unknown to the bundle were encoded from their content"
+        )
+    if outcome.refit:
+        out.print(
+            "[yellow]warning:[/] this bundle's model was refit on train + valid, so its "
+            "validation figures are not held-out figures"
+        )
+    result = outcome.result
+    out.print(metrics_table(f"{stage} ({outcome.users:,} users)", result.metrics, result.ci))
+    cold_warning(out, result.counts)
+
+
 def stats_table(title: str, stats: dict) -> Table:
     """`seqrec data stats`: one row per count; malformed lines as ``file: line, line, ...``."""
     table = Table(title=title)
@@ -93,6 +134,14 @@ def bench_table(rows, columns: Sequence[str], out: Console) -> Table:
     if count < len(columns):
         table.caption = f"{', '.join(columns[count:])}: in the report"
     return table
+
+
+def bench_summary(out: Console, rows: Sequence, columns: Sequence[str]) -> None:
+    """What `seqrec bench` and `seqrec demo` end with: the closing table (`bench_table`) and
+    the cold-target warning."""
+    out.print(bench_table(rows, columns, out))
+    if rows:
+        cold_warning(out, rows[0].test.counts)
 
 
 def _bench_table_of(rows, columns: Sequence[str]) -> Table:

@@ -32,6 +32,16 @@ class Scorer(Protocol):
         ...
 
 
+def task_queries(scorer: Scorer, task: EvalTask):
+    """The task's users as `seqrec.ranker.queries.Queries` (histories, their times, cutoffs)
+    when ``scorer`` is time-aware (has ``score_queries``: the two-stage ranker), else None."""
+    if not hasattr(scorer, "score_queries"):
+        return None
+    from seqrec.ranker.queries import queries_from_task  # the ranker imports this module
+
+    return queries_from_task(task)
+
+
 @dataclass
 class EvalResult:
     """Per-user metrics and their summary for one evaluation run.
@@ -146,12 +156,17 @@ def evaluate(
     bootstrap: number of bootstrap resamples for the CIs (0 = none).
     """
     histories = task.histories()
+    queries = task_queries(scorer, task)
     t_rows = np.repeat(np.arange(len(task)), np.diff(task.target_indptr))  # [T] user row
     ranks = np.zeros(len(task.target_items), dtype=np.int64)  # [T]
     for start in range(0, len(task), batch_size):
         stop = min(start + batch_size, len(task))
         batch = histories[start:stop]
-        scores = np.asarray(scorer.score(batch))  # [B, N]
+        if queries is None:
+            scores = np.asarray(scorer.score(batch))  # [B, N]
+        else:
+            score_queries = getattr(scorer, "score_queries")  # noqa: B009 (time-aware scorer)
+            scores = np.asarray(score_queries(queries.subset(slice(start, stop))))  # [B, N]
         if scores.shape != (len(batch), task.n_items):
             raise ValueError(
                 f"scorer returned {scores.shape}, expected {(len(batch), task.n_items)}"

@@ -1,5 +1,9 @@
 """One experiment end to end: load -> split -> item features -> model -> train -> bundle.
 
+With ``ranker.enabled`` the sequence model is trained as before, then the two-stage ranker
+(`seqrec.ranker`) is fitted on top of it, and the experiment's figures and bundle are the
+ranker's (the model's own figures are kept beside them).
+
 This is what `seqrec train`, `seqrec demo`, `seqrec bench` and `seqrec tune` call, and
 `run_encode` / `run_eval` are `seqrec encode` / `seqrec eval`; the CLI only maps flags to an
 `ExperimentConfig`. Follow it top to bottom to see the whole data flow.
@@ -19,6 +23,7 @@ import torch
 
 from seqrec import distributed
 from seqrec.bundle import load_bundle, model_for_catalogue, recover_bundle, save_bundle
+from seqrec.bundle_ranker import RankerPart, ranker_reads_model, ranker_scorer
 from seqrec.checkpoint import FILES as CHECKPOINT_FILES
 from seqrec.config import (
     ConfigError,
@@ -38,6 +43,9 @@ from seqrec.features.image import ImageReport
 from seqrec.features.item_features import ItemFeatures
 from seqrec.features.shard import encode_rank_images
 from seqrec.models.recommender import SequenceRecommender, build_model
+from seqrec.ranker.fit import fit_ranker
+from seqrec.ranker.model import Ranker
+from seqrec.ranker.scorer import RankerScorer
 from seqrec.scoring import ModelScorer
 from seqrec.train import TrainResult, fit
 
@@ -63,6 +71,9 @@ class Outcome:
     valid: EvalResult | None  # None on ranks other than 0 under torchrun
     test: EvalResult | None
     bundle: Path | None
+    ranker: Ranker | None = None  # with ranker.enabled; valid and test are then the ranker's
+    model_valid: EvalResult | None = None  # with a ranker: the sequence model's own figures
+    model_test: EvalResult | None = None
 
 
 def load_data(config: ExperimentConfig, data_path: str | Path) -> Dataset:
@@ -231,34 +242,93 @@ def train_on(
     test = evaluate_model(
         config, ModelScorer(model, config.model.max_len), prepared.split.task("test")
     )
-    bundle = None
+    outcome = Outcome(model, result, refit, valid, test, None)
+    if config.ranker.enabled:
+        outcome = with_ranker(config, prepared, features, chosen, outcome)
     if out_dir is not None:
         popularity = np.bincount(
             trained_on["item_idx"].to_numpy(), minlength=prepared.dataset.n_items
         )
-        metrics = {
-            "best_epoch": result.best_epoch,
-            "refit_epochs": None if refit is None else len(refit.history),
-            "valid": valid.metrics,
-            "test": test.metrics,
-            "test_ci": {name: list(bounds) for name, bounds in test.ci.items()},
-            "history": result.history,
-            "refit_history": None if refit is None else refit.history,
-        }
-        bundle = save_bundle(
+        ranker = None
+        if outcome.ranker is not None:  # the log its features read when served: test's
+            ranker = RankerPart(outcome.ranker, prepared.split.fit_interactions("test"))
+        outcome.bundle = save_bundle(
             out_dir,
             config,
             prepared.dataset,
             features,
             model,
             popularity,
-            metrics,
+            bundle_metrics(outcome),
             prepared.featurizer,
+            ranker=ranker,
         )
         for name in CHECKPOINT_FILES:  # the bundle is written: no resume needs them
             (out_dir / name).unlink(missing_ok=True)
     distributed.barrier()
-    return Outcome(model, result, refit, valid, test, bundle)
+    return outcome
+
+
+def with_ranker(
+    config: ExperimentConfig,
+    prepared: Prepared,
+    features: ItemFeatures,
+    chosen: SequenceRecommender,
+    outcome: Outcome,
+) -> Outcome:
+    """``outcome`` with the two-stage ranker fitted on top of its sequence model, and the
+    ranker's validation and test figures in place of the model's (kept as ``model_valid`` and
+    ``model_test``).
+
+    The ranker reads the sequence model unless trained ``without = ["sequence"]``
+    (`ranker_reads_model`). It is fitted with ``chosen``, the model trained on ``split.train``
+    alone (the data its fit reads, `seqrec.ranker.fit.fit_ranker`), and evaluated as each
+    stage's model would be served: on validation with ``chosen`` over ``split.train``, on test
+    with the bundle's model (the refit one with ``train.refit``) over train + valid. (With a
+    sequence model, `fit_ranker` learns from most validation shoppers: the ranker's validation
+    figures are then not held out; its test figures are.)
+    """
+    split, max_len = prepared.split, config.model.max_len
+    reads = ranker_reads_model(config.ranker)
+    fitted_with = ModelScorer(chosen, max_len) if reads else None
+    ranker = fit_ranker(prepared.dataset, split, features, config.ranker, model=fitted_with)
+    results = {}
+    for stage, model in (("valid", chosen), ("test", outcome.model)):
+        task = split.task(stage)
+        scorer = ranker_scorer(
+            ranker, prepared.dataset, features, task.fit, ModelScorer(model, max_len)
+        )
+        results[stage] = evaluate_model(config, scorer, task)
+    return replace(
+        outcome,
+        valid=results["valid"],
+        test=results["test"],
+        ranker=ranker,
+        model_valid=outcome.valid,
+        model_test=outcome.test,
+    )
+
+
+def bundle_metrics(outcome: Outcome) -> dict:
+    """metrics.json: the chosen epoch, validation per epoch, the figures of what the bundle
+    ranks with (the ranker's in a two-stage bundle, the sequence model's then under
+    ``model_valid`` / ``model_test``)."""
+    assert outcome.valid is not None and outcome.test is not None  # rank 0 writes bundles
+    refit = outcome.refit
+    metrics = {
+        "best_epoch": outcome.train.best_epoch,
+        "refit_epochs": None if refit is None else len(refit.history),
+        "valid": outcome.valid.metrics,
+        "test": outcome.test.metrics,
+        "test_ci": {name: list(bounds) for name, bounds in outcome.test.ci.items()},
+        "history": outcome.train.history,
+        "refit_history": None if refit is None else refit.history,
+    }
+    if outcome.model_valid is not None and outcome.model_test is not None:
+        metrics["model_valid"] = outcome.model_valid.metrics
+        metrics["model_test"] = outcome.model_test.metrics
+        metrics["model_test_ci"] = {k: list(v) for k, v in outcome.model_test.ci.items()}
+    return metrics
 
 
 def _kept_weights(result: TrainResult) -> dict:
@@ -332,7 +402,9 @@ def run_eval(
 
     The data is split as the bundle's was (``split``: another ``split.method``) and the
     ``stage`` part ranked under the bundle's protocol (``remove_seen`` overrides it). Items the
-    bundle has never seen are encoded from their content with its fitted featurizer.
+    bundle has never seen are encoded from their content with its fitted featurizer. A
+    two-stage bundle ranks with its ranker, whose features read the evaluated data's log (the
+    stage's fit table) before each shopper's cutoff, as the service reads its recent events.
     """
     stage = check_value(stage, {"choices": STAGES}, "stage")
     other_split = None if split is None else build_section(SplitConfig, {"method": split}, "split")
@@ -341,9 +413,13 @@ def run_eval(
     if remove_seen is not None:
         config = replace(config, eval=replace(config.eval, remove_seen=remove_seen))
     dataset = load_data(config, data_path)
-    model, new_items = model_for_catalogue(bundle, dataset.items, cache_dir)
+    model, features, new_items = model_for_catalogue(bundle, dataset.items, cache_dir)
     task = split_dataset(dataset, other_split or config.split).task(stage)
-    result = evaluate_model(config, ModelScorer(model, config.model.max_len), task)
+    model_scorer = ModelScorer(model, config.model.max_len)
+    scorer: ModelScorer | RankerScorer = model_scorer
+    if bundle.ranker is not None:  # over the evaluated data's log before each cutoff
+        scorer = ranker_scorer(bundle.ranker.ranker, dataset, features, task.fit, model_scorer)
+    result = evaluate_model(config, scorer, task)
     refit = stage == "valid" and config.train.refit
     return EvalOutcome(result, len(task), new_items, refit)
 

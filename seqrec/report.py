@@ -7,8 +7,9 @@ rendered from that document alone, so `rewrite_report` renders them again from t
 rerunning anything. Notes a person adds below `NOTES_MARKER` in the ``.md`` are kept when the
 report is written again.
 
-The scripts in ``benchmarks/`` use the shared pieces: `machine` / `machine_facts` for the machine
-line, `markdown_table` for tables and `write_keeping_notes` for hand-written notes.
+The scripts in ``benchmarks/`` use the shared pieces: `run_facts` / `run_lines` for the command,
+machine and date of a run (`machine` / `machine_facts` for the machine line alone),
+`markdown_table` for tables and `write_keeping_notes` for hand-written notes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,11 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seqrec.config import config_to_dict
+from seqrec.constraints import read_document
 from seqrec.data.dataset import DataError
 from seqrec.evaluate import cold_items_note, paired_difference
 
 if TYPE_CHECKING:
-    from seqrec.bench import BenchReport
+    from seqrec.bench import BenchReport, BenchRow
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,27 @@ def machine(**versions: str) -> str:
     return machine_line(machine_facts(False, **versions))
 
 
+def utc_now() -> str:
+    """The date and time a report gives: ``2026-12-04 04:14 UTC``."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_facts(**versions: str) -> dict[str, str]:
+    """How this run's figures were made: the command as typed, the machine line (`machine`,
+    with the versions given) and the date; `run_lines` writes them."""
+    command = shlex.join(["python", *sys.argv])
+    return {"command": command, "machine": machine(**versions), "date": utc_now()}
+
+
+def run_lines(facts: dict[str, str]) -> list[str]:
+    """A report's ``- command:``, ``- machine:`` and ``- date:`` lines (`run_facts`)."""
+    return [
+        f"- command: `{facts['command']}`",
+        f"- machine: {facts['machine']}",
+        f"- date: {facts['date']}",
+    ]
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Iterable[object]]) -> list[str]:
     """A markdown table's lines: the header, its rule, one line per row (each cell as str)."""
     return [_table_line(header), "|" + "---|" * len(header), *map(_table_line, rows)]
@@ -141,40 +165,56 @@ def table_columns(ks: list[int], with_cold: bool = True) -> list[str]:
 
 
 def paired_rows(report: BenchReport) -> list[dict]:
-    """Each model and ablation row against the baseline with the highest test main metric:
+    """Each row that is not a baseline (models, ablations, the two-stage ranker and its
+    ablations) against the baseline with the highest test main metric:
     ``{"name", "against", "differences": {metric: (mean, low, high)}}`` for the main metric,
     recall and cold recall (`seqrec.evaluate.paired_difference`). Empty without both kinds."""
     columns = table_columns(report.config.eval.ks)
-    main, recall, cold = columns[0], columns[2], f"cold:{columns[2]}"
     baseline_rows = [row for row in report.rows if row.kind == "baseline"]
     model_rows = [row for row in report.rows if row.kind != "baseline"]
     if not baseline_rows or not model_rows:
         return []
+    main = columns[0]
     best = max(baseline_rows, key=lambda row: np.nan_to_num(row.test.metrics[main], nan=-1.0))
-    bootstrap = report.config.eval.bootstrap
-    return [
-        {
-            "name": row.name,
-            "against": best.name,
-            "differences": {
-                metric: paired_difference(row.test, best.test, metric, bootstrap)
-                for metric in (main, recall, cold)
-                if metric != cold or best.test.counts.get("cold:users", 0)
-            },
-        }
-        for row in model_rows
-    ]
+    return [_paired(row, best, columns, report.config.eval.bootstrap) for row in model_rows]
+
+
+def ranker_paired_rows(report: BenchReport) -> list[dict]:
+    """Each ranker ablation row against the full two-stage ranker (the first ``ranker`` row),
+    as `paired_rows`: what leaving out image or text features, the sequence model or the
+    learned ranker changes. Empty without both kinds."""
+    columns = table_columns(report.config.eval.ks)
+    full = next((row for row in report.rows if row.kind == "ranker"), None)
+    ablations = [row for row in report.rows if row.kind == "ranker ablation"]
+    if full is None:
+        return []
+    return [_paired(row, full, columns, report.config.eval.bootstrap) for row in ablations]
+
+
+def _paired(row: BenchRow, against: BenchRow, columns: list[str], bootstrap: int) -> dict:
+    """``row`` minus ``against`` on the main metric, recall and (when ``against`` has cold
+    users) cold recall, with paired bootstrap CIs."""
+    main, recall, cold = columns[0], columns[2], f"cold:{columns[2]}"
+    return {
+        "name": row.name,
+        "against": against.name,
+        "differences": {
+            metric: paired_difference(row.test, against.test, metric, bootstrap)
+            for metric in (main, recall, cold)
+            if metric != cold or against.test.counts.get("cold:users", 0)
+        },
+    }
 
 
 def report_document(report: BenchReport, name: str) -> dict:
     """The report as plain data, the content of ``<name>.json``: the markdown and the chart are
     rendered from this alone (`render_markdown`, `write_document`)."""
-    return {
+    document = {
         "name": name,
         "dataset": report.dataset,
         "command": report.command or " ".join(sys.argv),
         "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "seconds": report.seconds,
         "config": config_to_dict(report.config),
         "rows": [
@@ -192,6 +232,10 @@ def report_document(report: BenchReport, name: str) -> dict:
         ],
         "paired": paired_rows(report),
     }
+    if report.ranker is not None:  # [ranker] enabled: its sources, importance, ablations
+        document["ranker"] = report.ranker
+        document["paired_ranker"] = ranker_paired_rows(report)
+    return document
 
 
 # --- rendering: markdown and chart --------------------------------------------------------------
@@ -208,6 +252,8 @@ def render_markdown(document: dict) -> str:
     paired = document.get("paired") or []
     if paired:
         lines += ["", *_paired_table(paired, columns[0])]
+    if document.get("ranker"):
+        lines += ["", *_ranker_lines(document, columns[0])]
     return "\n".join(lines) + "\n"
 
 
@@ -268,23 +314,64 @@ def _results_table(document: dict, columns: list[str]) -> list[str]:
 
 def _paired_table(paired: list[dict], main: str) -> list[str]:
     """Each model row minus the best baseline, with the paired bootstrap CI."""
-    names = list(paired[0]["differences"])
-    rows = [
-        [entry["name"], *(_difference(*values) for values in entry["differences"].values())]
-        for entry in paired
-    ]
     return [
         f"Paired differences against the best baseline on test {main} "
         f"({paired[0]['against']}): each",
         "row's value minus the baseline's over the same users, 95% paired bootstrap CI",
         "(users resampled together for both rankers); a CI that excludes 0 separates them.",
         "",
-        *markdown_table(["ranker", *(f"{column} difference" for column in names)], rows),
+        *_differences(paired),
     ]
+
+
+def _differences(paired: list[dict]) -> list[str]:
+    """The table of `paired_rows` entries: each row's differences with their CIs."""
+    names = list(paired[0]["differences"])
+    rows = [
+        [entry["name"], *(_difference(*values) for values in entry["differences"].values())]
+        for entry in paired
+    ]
+    return markdown_table(["ranker", *(f"{column} difference" for column in names)], rows)
 
 
 def _difference(mean: float, low: float, high: float) -> str:
     return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def _ranker_lines(document: dict, main: str) -> list[str]:
+    """The two-stage ranker's sections: its ablations against it (paired), the candidate
+    sources' recall of the test targets, notes, and the features it splits on most."""
+    ranker, paired = document["ranker"], document.get("paired_ranker") or []
+    lines = ["## Two-stage ranker"]
+    if paired:
+        lines += [
+            "",
+            f"Ablations against the full ranker ({paired[0]['against']}) on test {main}: each "
+            "row's value minus the ranker's over the same users, 95% paired bootstrap CI.",
+            "",
+            *_differences(paired),
+        ]
+    table = [
+        [r["source"], r["n"], f"{r['recall']:.4f}", f"{r['only']:.4f}"] for r in ranker["sources"]
+    ]
+    table.append(["merged", ranker["max_candidates"], f"{ranker['candidate_recall']:.4f}", ""])
+    lines += [
+        "",
+        "### Candidate sources",
+        "",
+        "Share of the test targets each source proposes alone among its N candidates per "
+        "shopper (recall@N), and the share no other source proposes; the merged set keeps at "
+        f"most {ranker['max_candidates']} candidates per shopper.",
+        "",
+        *markdown_table(["source", "N", "recall@N", "only this source"], table),
+    ]
+    if ranker.get("notes"):
+        lines += ["", *(f"- {note}" for note in ranker["notes"])]
+    if ranker.get("importance"):
+        top = ", ".join(f"{name} ({value:.0f})" for name, value in ranker["importance"].items())
+        count = len(ranker["importance"])
+        lines += ["", f"Features by total gain in the ranker's trees (top {count}): {top}."]
+    return lines
 
 
 def _plot(document: dict, path: Path) -> None:
@@ -300,8 +387,17 @@ def _plot(document: dict, path: Path) -> None:
     values = np.array([row["test"].get(metric, np.nan) for row in rows])  # [R]
     bounds = np.array([row["ci"].get(metric, (np.nan, np.nan)) for row in rows]).reshape(-1, 2)
     errors = np.abs(np.stack([values - bounds[:, 0], bounds[:, 1] - values]))  # [2, R]
-    colours = {"baseline": "#9e9e9e", "model": "#1f77b4", "ablation": "#ff7f0e"}
-    fig, axis = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    kinds = ("baseline", "model", "ablation", "ranker", "ranker ablation")
+    colours = dict(zip(kinds, ("#9e9e9e", "#1f77b4", "#ff7f0e", "#2ca02c", "#98df8a"), strict=True))
+    importance = (document.get("ranker") or {}).get("importance") or {}
+    height = 0.45 * len(names) + 1.5
+    if importance:  # a second panel: the ranker's features by gain
+        fig, (axis, right) = plt.subplots(
+            1, 2, figsize=(15, max(height, 0.3 * len(importance) + 1.5))
+        )
+        _importance_panel(right, importance)
+    else:
+        fig, axis = plt.subplots(figsize=(8, height))
     axis.barh(names, values, xerr=errors, color=[colours[row["kind"]] for row in rows], capsize=3)
     axis.invert_yaxis()
     axis.set_xlabel(f"test {metric} (95% bootstrap CI)")
@@ -309,6 +405,14 @@ def _plot(document: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _importance_panel(axis, importance: dict[str, float]) -> None:
+    """Horizontal bars: the ranker's top features by total gain, largest on top."""
+    axis.barh(list(importance), list(importance.values()), color="#2ca02c")
+    axis.invert_yaxis()
+    axis.set_xlabel("total gain in the ranker's trees")
+    axis.set_title(f"two-stage ranker: top {len(importance)} features")
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -339,12 +443,7 @@ def rewrite_report(json_path: Path) -> list[Path]:
     if json_path.is_dir():
         reports = ", ".join(sorted(path.name for path in json_path.glob("*.json"))) or "none"
         raise DataError(f"{json_path} is a folder; give one report's JSON file (there: {reports})")
-    if not json_path.is_file():
-        raise DataError(f"report not found: {json_path}")
-    try:
-        document = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{json_path} is not valid JSON: {error}") from None
+    document = read_document(json_path, "report", "JSON", DataError)
     missing = [key for key in REPORT_KEYS if key not in document]
     if missing:
         raise DataError(f"{json_path} is not a seqrec bench report: it lacks {', '.join(missing)}")

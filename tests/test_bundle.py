@@ -10,9 +10,11 @@ import torch
 
 from seqrec import bundle as bundle_module
 from seqrec.bundle import BUNDLE_FILES, load_bundle, recover_bundle, save_bundle
+from seqrec.bundle_ranker import RANKER_FILES
 from seqrec.config import apply_overrides
 from seqrec.data.dataset import DataError
 from seqrec.experiment import prepare, train_on
+from seqrec.scoring import ModelScorer
 
 HISTORIES = [np.array([0, 5, 7]), np.array([3]), np.array([11, 2, 40, 9])]
 
@@ -75,6 +77,22 @@ def test_a_missing_file_is_refused(trained, tmp_path):
     out = write(trained, tmp_path / "bundle")
     (out / "featurizer.pkl").unlink()
     with pytest.raises(DataError, match="featurizer.pkl is missing.*complete it"):
+        load_bundle(out)
+
+
+def test_a_model_bundle_has_no_ranker_files_and_scores_with_its_model(trained, tmp_path):
+    out = write(trained, tmp_path / "bundle")
+    loaded = load_bundle(out)
+    assert loaded.ranker is None and not set(RANKER_FILES) & {p.name for p in out.iterdir()}
+    assert isinstance(loaded.scorer(), ModelScorer)
+    np.testing.assert_array_equal(scores(out), loaded.model_scorer().score(HISTORIES))
+
+
+def test_a_bundle_whose_config_has_the_ranker_on_but_no_ranker_files_is_refused(trained, tmp_path):
+    config, prepared, model = trained
+    ranked = (apply_overrides(config, {"ranker.enabled": True}), prepared, model)
+    out = write(ranked, tmp_path / "bundle")
+    with pytest.raises(DataError, match="ranker.enabled = true but .* lists no ranker.txt"):
         load_bundle(out)
 
 

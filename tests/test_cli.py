@@ -387,3 +387,22 @@ def test_train_flags_take_either_spelling(demo_shop, tmp_path, monkeypatch):
     result, _ = _train(demo_shop, tmp_path / "b", "--loss", "sampled-softmax", "--model", "gru")
     assert result.exit_code == 0, result.output
     assert seen["config"].train.loss == "sampled_softmax" and seen["config"].model.model == "gru"
+
+
+def test_eval_split_takes_either_spelling_and_names_the_flag(tmp_path, monkeypatch):
+    seen = {}
+
+    def record(bundle, data, stage, split, *rest):
+        seen.update(stage=stage, split=split)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("seqrec.experiment.run_eval", record)
+    args = ["eval", "--bundle", str(tmp_path), "--data", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--split", "leave-last-basket-out", "--stage", "valid"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"stage": "valid", "split": "leave_last_basket_out"}
+    result = runner.invoke(app, [*args, "--split", "last-basket"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--split = 'last-basket' is not one of: leave_last_out," in " ".join(
+        result.output.split()
+    )

@@ -13,15 +13,11 @@ The findings are written in the report, below its notes marker, and kept when it
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from hm_analysis import arguments, hm_split
 
 from seqrec.baselines import (
     ContentKNN,
@@ -31,13 +27,11 @@ from seqrec.baselines import (
     RepeatThenPopularity,
     lexicographic,
 )
-from seqrec.bench import CONTENT_TFIDF, tfidf_terms
-from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
-from seqrec.data.split import SplitConfig, split_dataset
+from seqrec.data.load import HM_TEXT_COLUMNS
 from seqrec.evaluate import evaluate
-from seqrec.report import machine, markdown_table, write_keeping_notes
+from seqrec.features.text import CONTENT_TFIDF, tfidf_terms
+from seqrec.report import markdown_table, run_facts, run_lines, write_keeping_notes
 
-REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["ndcg@12", "map@12", "recall@12", "hr@12", "cold:recall@12"]
 HEADERS = ["NDCG@12", "MAP@12", "Recall@12", "HR@12", "cold Recall@12"]
 # data README: (ndcg, map, recall, hr, cold recall) computed independently of the project
@@ -221,24 +215,17 @@ def variants_table(task, items, tfidf) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     started = time.perf_counter()
-
-    dataset = load_dataset(args.data)
-    task = split_dataset(dataset, SplitConfig("leave_last_basket_out")).task("test")
+    dataset, split = hm_split(args.data)
+    task = split.task("test")
     cold = task.cold_items()[task.target_items]
     tfidf = tfidf_vectors(dataset.items, stop_words="english")
     headline, within = headline_table(task, tfidf, args.bootstrap)
     lines = [
         "# H&M baselines against the reference figures",
         "",
-        f"Command: `{shlex.join(['python', *sys.argv])}`  ",
-        f"Machine: {machine(numpy=np.__version__)}  ",
-        f"Date: {datetime.date.today().isoformat()}",
+        *run_lines(run_facts(numpy=np.__version__)),
         "",
         f"Split: leave-last-basket-out, stage test (fit on every purchase before each customer's "
         f"last basket: {len(task.fit):,} rows); {len(task)} customers, {len(task.target_items):,} "

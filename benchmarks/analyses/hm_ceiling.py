@@ -22,26 +22,21 @@ Writes benchmarks/results/hm_ceiling.md and .json.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import itertools
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from hm_analysis import arguments, hm_split
 
 from seqrec.baselines import ContentKNN, ItemKNN, Popularity, repeat_first, repeat_scores
-from seqrec.bench import tfidf_terms
 from seqrec.bundle import load_bundle
-from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
-from seqrec.data.split import SplitConfig, split_dataset
+from seqrec.data.load import HM_TEXT_COLUMNS
 from seqrec.evaluate import evaluate
-from seqrec.report import machine, markdown_table, write_keeping_notes
+from seqrec.features.text import tfidf_terms
+from seqrec.report import markdown_table, run_facts, run_lines, write_keeping_notes
 
-REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["ndcg@12", "recall@12", "hr@12", "cold:recall@12"]
 TREND_DAYS = 28
 GRID = {  # weight of each signal added to content KNN (scaled to a row maximum of 1)
@@ -156,22 +151,13 @@ def model_halves(scorer, task, content: np.ndarray) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser = arguments(__doc__)
     parser.add_argument("--bundle", type=Path, help="a model trained on train only")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
     started = time.perf_counter()
-    dataset = load_dataset(args.data)
-    split = split_dataset(dataset, SplitConfig("leave_last_basket_out"))
+    dataset, split = hm_split(args.data)
     tfidf = tfidf_terms(dataset.items, HM_TEXT_COLUMNS)  # what the bench's content KNN reads
-    document = {
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "blends": [],
-    }
+    document = {**run_facts(), "blends": []}
     stages = {stage: signals(split, stage, tfidf) for stage in ("valid", "test")}
     document["targets"] = {stage: target_shares(task) for stage, (task, _) in stages.items()}
     names = list(GRID)
@@ -215,9 +201,8 @@ def render(document: dict) -> str:
     lines = [
         "# H&M: how far the readable signals go",
         "",
-        f"- command: `{document['command']}`",
-        f"- machine: {document['machine']}",
-        f"- date: {document['date']}; wall time {document['seconds']} s",
+        *run_lines(document),
+        f"- wall time: {document['seconds']} s",
         "- split: leave-last-basket-out; every article ranked, k = 12, pessimistic ties",
         "",
         "## What the targets are",

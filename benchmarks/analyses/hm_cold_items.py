@@ -14,24 +14,18 @@ a goal. Writes benchmarks/results/hm_cold_items.md.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from hm_analysis import arguments, hm_split
 from sklearn.metrics import roc_auc_score
 
 from seqrec.baselines import ContentKNN, RepeatThenContentKNN, lexicographic, repeat_first
-from seqrec.bench import tfidf_terms
-from seqrec.data.load import HM_TEXT_COLUMNS, load_dataset
-from seqrec.data.split import SplitConfig, split_dataset
+from seqrec.data.load import HM_TEXT_COLUMNS
 from seqrec.evaluate import evaluate
-from seqrec.report import machine, markdown_table
+from seqrec.features.text import tfidf_terms
+from seqrec.report import markdown_table, run_facts, run_lines
 
-REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ["ndcg@12", "recall@12", "cold:recall@12", "warm:recall@12"]
 
 
@@ -169,22 +163,15 @@ def percent(part: int, whole: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--bootstrap", type=int, default=1000)
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     started = time.perf_counter()
-    dataset = load_dataset(args.data)
-    split = split_dataset(dataset, SplitConfig("leave_last_basket_out"))
+    dataset, split = hm_split(args.data)
     product = dataset.items["item_id"].astype(str).str[:7].astype(np.int64).to_numpy()  # [N]
 
     lines = [
         "# H&M: what the cold articles are",
         "",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {machine()}",
-        "- date: " + datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        *run_lines(run_facts()),
         "",
         "A cold article has no purchase in the stage's fit table (valid: train; test: train +",
         "valid). The catalogue holds only articles these customers bought, so each cold article",

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 from pathlib import Path
 
 from seqrec.bundle import load_bundle
 from seqrec.data.load import load_dataset
 from seqrec.data.split import split_dataset
 from seqrec.experiment import evaluate_model
-from seqrec.report import machine, markdown_table
+from seqrec.report import markdown_table, run_facts, run_lines
 
 
 def main() -> None:
@@ -36,10 +35,8 @@ def main() -> None:
     metric = config.eval.main_metric
     k = metric.split("@")[1]
     tasks = {stage: split.task(stage) for stage in ("valid", "test")}
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    script = "benchmarks/analyses/hm_history_slots.py"
-    print(f"`python {script} --bundle {args.bundle} --data {args.data}`")
-    print(f"{machine()}; {stamp}; model {config.model.model}, best epoch as trained\n")
+    print("\n".join(run_lines(run_facts())))
+    print(f"- model: {config.model.model}, best epoch as trained\n")
     header = ["history_slots", f"valid {metric}", f"valid cold:recall@{k}", f"test {metric}"]
     header += [f"test recall@{k}", f"test cold:recall@{k}"]
     rows = []

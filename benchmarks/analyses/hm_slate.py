@@ -12,18 +12,16 @@ prints a Markdown table; `benchmarks/results/hm.md` quotes it.
 from __future__ import annotations
 
 import argparse
-import datetime
 from pathlib import Path
 
 import numpy as np
+from hm_analysis import hm_split
 
-from seqrec.data.load import load_dataset
-from seqrec.data.split import SplitConfig, split_dataset
-from seqrec.report import machine, markdown_table
+from seqrec.report import markdown_table, run_facts, run_lines
 
 
 def slate_rows(data: Path, k: int) -> list[dict]:
-    split = split_dataset(load_dataset(data), SplitConfig("leave_last_basket_out"))
+    _, split = hm_split(data)
     rows = []
     for stage in ("valid", "test"):
         task = split.task(stage)
@@ -53,8 +51,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=12)
     args = parser.parse_args()
     rows = slate_rows(args.data, args.k)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"`python benchmarks/analyses/hm_slate.py --data {args.data}`; {machine()}; {stamp}\n")
+    print("\n".join(run_lines(run_facts())) + "\n")
     header = [
         "stage",
         "customers",

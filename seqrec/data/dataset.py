@@ -40,6 +40,8 @@ class ItemSchema:
     image_column: str | None = None  # absolute image paths; NaN/None where no image is known
     title_column: str | None = None  # a short display name, for tables and the demo shop page
     price_column: str | None = None
+    # items sharing a value are variants of one product (H&M: product_code, one per colour)
+    group_column: str | None = None
 
 
 MAX_LINES_KEPT = 100  # line numbers of malformed rows kept per file (all are counted)

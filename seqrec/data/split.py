@@ -69,6 +69,10 @@ class EvalTask:
     target_items: np.ndarray  # unique target item indices per user
     fit: pd.DataFrame  # interactions anything evaluated on this task may be fitted on
     n_items: int
+    history_times: np.ndarray | None = None  # [sum of history lengths] timestamps of history_items
+    # [U] when each user asks: the first timestamp of their held-out targets (a shop knows the
+    # date of a visit); time-aware rankers read only events strictly before it
+    cutoffs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -79,6 +83,12 @@ class EvalTask:
     def targets(self) -> list[np.ndarray]:
         return np.split(self.target_items, self.target_indptr[1:-1])
 
+    def times(self) -> list[np.ndarray]:
+        """The timestamps of each user's history items (empty arrays when unknown)."""
+        if self.history_times is None:
+            return [np.zeros(0, dtype=np.int64) for _ in range(len(self))]
+        return np.split(self.history_times, self.history_indptr[1:-1])
+
     def cold_items(self) -> np.ndarray:
         """[N] bool: True for items with no interaction in the fit table."""
         seen = np.zeros(self.n_items, dtype=bool)
@@ -87,7 +97,7 @@ class EvalTask:
 
     def subset(self, rows: np.ndarray) -> EvalTask:
         """The task restricted to the given user rows (for samples and batches)."""
-        histories, targets = self.histories(), self.targets()
+        histories, targets, times = self.histories(), self.targets(), self.times()
         return EvalTask(
             stage=self.stage,
             users=self.users[rows],
@@ -97,6 +107,8 @@ class EvalTask:
             target_items=_concat([targets[r] for r in rows]),
             fit=self.fit,
             n_items=self.n_items,
+            history_times=None if self.history_times is None else _concat([times[r] for r in rows]),
+            cutoffs=None if self.cutoffs is None else self.cutoffs[rows],
         )
 
 
@@ -203,6 +215,7 @@ def make_task(stage: str, fit: pd.DataFrame, held_out: pd.DataFrame, n_items: in
     held = held.sort_values("user_id", kind="stable")
     history_sizes = fit_rows.groupby("user_id", sort=True).size().reindex(users).to_numpy()
     target_sizes = held.groupby("user_id", sort=True).size().reindex(users).to_numpy()
+    cutoffs = held.groupby("user_id", sort=True)["timestamp"].min().reindex(users).to_numpy()
     return EvalTask(
         stage=stage,
         users=users,
@@ -212,6 +225,8 @@ def make_task(stage: str, fit: pd.DataFrame, held_out: pd.DataFrame, n_items: in
         target_items=held["item_idx"].to_numpy(dtype=np.int64),
         fit=fit,
         n_items=n_items,
+        history_times=fit_rows["timestamp"].to_numpy(dtype=np.int64),
+        cutoffs=cutoffs.astype(np.int64),
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from seqrec.constraints import at_least, check_config, checked, choice, device_field, in_range
 from seqrec.data.dataset import DataError
@@ -301,3 +302,23 @@ def _folder_signature(path: str) -> list | None:
 def encode_text(texts: list[str], config: TextConfig | None = None) -> np.ndarray:
     """Fit the configured encoder on ``texts`` and encode them: [N, D] float32, L2-normalised."""
     return TextEncoder(config).fit_transform(list(texts))
+
+
+# plain word TF-IDF (sklearn's defaults plus English stop words), as in the reference figures
+# of the H&M subset's README (benchmarks/analyses/hm_baselines.py compares variants)
+CONTENT_TFIDF = TextConfig(
+    encoder="tfidf",
+    ngram_range=(1, 1),
+    min_df=1,
+    max_features=0,
+    sublinear_tf=False,
+    svd_dim=0,
+    column_names="no",
+)
+
+
+def tfidf_terms(items, columns: list[str], config: TextConfig = CONTENT_TFIDF):
+    """[N, V] sparse, L2-normalised TF-IDF rows of the items' text columns: what the TF-IDF
+    content KNN baselines compare."""
+    texts = item_texts(items, columns)
+    return sp.csr_matrix(TextEncoder(config).fit(texts).terms(texts))

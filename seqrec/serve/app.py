@@ -28,7 +28,6 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -40,7 +39,7 @@ from seqrec.bundle import Bundle, load_bundle
 from seqrec.constraints import check_config
 from seqrec.serve.batching import MicroBatcher
 from seqrec.serve.page import PAGE_HTML
-from seqrec.serve.recommender import RankQuery, Recommender
+from seqrec.serve.recommender import Recommender, RequestError
 from seqrec.serve.schemas import (
     ERRORS,
     Health,
@@ -143,12 +142,11 @@ async def answer(
 ) -> bytes:
     """The JSON body answering ``request`` (of the RecommendResponse shape); 413 over a cap."""
     check_caps(request, config)
-    history, unknown = rec.lookup(request.history)
-    exclude, _ = rec.lookup(request.exclude)
-    remove_seen = rec.remove_seen if request.remove_seen is None else request.remove_seen
-    if remove_seen and len(history):
-        exclude = np.concatenate([exclude, history])
-    ranking = await batcher.submit(RankQuery(history, request.k, exclude))
+    try:
+        query, unknown = rec.query(request)
+    except RequestError as error:  # a time a two-stage bundle cannot read
+        raise HTTPException(400, str(error)) from None
+    ranking = await batcher.submit(query)
     items = [
         {**rec.records[idx], "score": score}
         for idx, score in zip(ranking.items.tolist(), ranking.scores.tolist(), strict=True)
@@ -157,7 +155,7 @@ async def answer(
         "items": items,
         "source": ranking.source,
         "unknown_ids": unknown,
-        "history_used": min(len(history), rec.max_len),
+        "history_used": rec.history_used(len(query.history)),
     }
     return json.dumps(body).encode()
 

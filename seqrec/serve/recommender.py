@@ -4,6 +4,13 @@ Rankings are `seqrec.evaluate.top_k` of the scores `Bundle.scorer` gives, so a s
 the one ``seqrec eval`` ranks. Scoring is faster than calling the bundle's scorer per request:
 the item matrices are computed once at start-up and the raw scores run in the fastest runtime
 that agrees with the eager model (`seqrec.serve.scoring`); the history re-rank runs after it.
+
+A two-stage bundle ranks with its ranker (`seqrec.ranker.scorer.RankerScorer`) over the log it
+was saved with, reading the sequence model in that runtime. Its requests may say when the
+shopper asks (``at``) and when each history item was bought (``history_times``): only events
+before ``at`` are read. By default ``at`` is right after the log's last event (the day after
+it for day timestamps) and each history item was bought right before ``at``, as `RankerScorer`
+takes histories without times.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ import pandas as pd
 
 from seqrec.bundle import Bundle
 from seqrec.evaluate import top_k
+from seqrec.ranker.events import DAY_UNITS
+from seqrec.ranker.queries import Queries
+from seqrec.ranker.sources import prepare as prepare_sources
+from seqrec.serve.schemas import RecommendRequest, Timestamp
 from seqrec.serve.scoring import served_scorer
 
 DISPLAY_COLUMNS = ("item_id", "title", "price", "image_path")
@@ -28,13 +39,42 @@ class RankQuery:
     history: np.ndarray  # [H] known item indices, most recent last
     k: int
     exclude: np.ndarray  # [E] item indices removed from the ranking
+    times: np.ndarray | None = None  # [H] when each was bought (two-stage bundles)
+    cutoff: int | None = None  # when the shopper asks (two-stage bundles)
 
 
 @dataclass
 class Ranking:
     items: np.ndarray  # [k'] item indices, best first
     scores: np.ndarray  # [k']
-    source: str  # "model" | "popularity"
+    source: str  # "model" | "ranker" | "popularity"
+
+
+class RequestError(ValueError):
+    """A request the bundle cannot answer as given (answered 400 with this message)."""
+
+
+def request_time(value: Timestamp, time_unit: str, key: str) -> int:
+    """A request's time in the bundle's timestamp units (`seqrec.data.dataset.Dataset.time_unit`):
+    an int as is (a raw timestamp), a string as an ISO date or date-time (UTC unless it says)."""
+    if isinstance(value, int):
+        return value
+    per_day = DAY_UNITS.get(time_unit)
+    if per_day is None:
+        raise RequestError(
+            f"{key} = {value!r}: this bundle's timestamps only order events, "
+            "give a raw timestamp (an integer)"
+        )
+    try:
+        when = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        when = pd.NaT
+    if when is pd.NaT:
+        raise RequestError(f"{key} = {value!r} is not an ISO date or date-time (2020-09-23)")
+    if when.tzinfo is not None:
+        when = when.tz_convert("UTC").tz_localize(None)
+    seconds = (when - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    return int(seconds * per_day // 86400)  # days or seconds since 1970-01-01
 
 
 def none_if_nan(value: Any) -> Any:
@@ -68,7 +108,13 @@ class Recommender:
         self.max_len = bundle.config.model.max_len
         self.n_items = bundle.n_items
         self.index = bundle.item_index()
-        self.scorer, self.runtime = served_scorer(bundle.scorer(), runtime)
+        self.scorer, self.runtime = served_scorer(bundle.model_scorer(), runtime)
+        self.time_unit = str(bundle.manifest.get("time_unit", "order"))
+        self.ranker = None if bundle.ranker is None else bundle.ranker_scorer(self.scorer)
+        if self.ranker is not None:  # content graphs built now, not by the first request
+            prepare_sources(self.ranker.ranker.config, self.ranker.context)
+        # when a two-stage bundle's shopper asks by default: right after the log's last event
+        self.default_cutoff = 0 if self.ranker is None else self.ranker.context.events.t_max + 1
         self.popularity = np.asarray(bundle.popularity, dtype=np.float32)  # [N]
         self.remove_seen = bool(bundle.manifest.get("remove_seen", False))
         self.by_popularity = np.argsort(-self.popularity, kind="stable")  # catalogue order
@@ -91,21 +137,80 @@ class Recommender:
                 known.append(idx)
         return np.asarray(known, dtype=np.int64), unknown
 
+    def query(self, request: RecommendRequest) -> tuple[RankQuery, list[str]]:
+        """The query of a request and the history ids the bundle does not know (ignored);
+        RequestError when its times cannot be read."""
+        history, unknown = self.lookup(request.history)
+        exclude, _ = self.lookup(request.exclude)
+        remove_seen = self.remove_seen if request.remove_seen is None else request.remove_seen
+        if remove_seen and len(history):
+            exclude = np.concatenate([exclude, history])
+        if self.ranker is None:  # the sequence model reads no times
+            return RankQuery(history, request.k, exclude), unknown
+        times, cutoff = self.request_times(request)
+        return RankQuery(history, request.k, exclude, times, cutoff), unknown
+
+    def request_times(self, request: RecommendRequest) -> tuple[np.ndarray, int]:
+        """([H] times of the request's known history items, the cutoff) in timestamp units."""
+        cutoff = self.default_cutoff
+        if request.at is not None:
+            cutoff = request_time(request.at, self.time_unit, "at")
+        known = [i for i, item_id in enumerate(request.history) if item_id in self.index]
+        if request.history_times is not None and len(request.history_times) != len(request.history):
+            raise RequestError(
+                f"history_times has {len(request.history_times)} values for "
+                f"{len(request.history)} history ids; give one per id"
+            )
+        if request.history_times is None:
+            return np.full(len(known), cutoff - 1, dtype=np.int64), cutoff
+        times = np.array(
+            [
+                request_time(request.history_times[i], self.time_unit, f"history_times[{i}]")
+                for i in known
+            ],
+            dtype=np.int64,
+        )
+        if len(times) and times.max() >= cutoff:
+            raise RequestError("history_times must be before the time asked (at)")
+        return times, cutoff
+
+    def history_used(self, n_known: int) -> int:
+        """History items the ranking reads of ``n_known``: the model reads the last max_len,
+        a ranker the whole history."""
+        return n_known if self.ranker is not None else min(n_known, self.max_len)
+
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         """[B, N] float32, the scores of `Bundle.scorer().score`, its raw scores computed with
         the item matrices precomputed once, by `self.runtime` (`seqrec.serve.scoring`)."""
+        if self.ranker is not None:
+            return self.ranker.score(histories)
         return self.scorer.score(histories)
 
+    def score_queries(self, queries: list[RankQuery]) -> np.ndarray:
+        """[B, N] float32 scores of queries with history: the ranker's at each query's times
+        (the defaults where not given) for a two-stage bundle, else the model's."""
+        if self.ranker is None:
+            return self.score([query.history for query in queries])
+        cutoffs = [self.default_cutoff if q.cutoff is None else q.cutoff for q in queries]
+        times = [
+            np.full(len(q.history), cutoff - 1, dtype=np.int64) if q.times is None else q.times
+            for q, cutoff in zip(queries, cutoffs, strict=True)
+        ]
+        asked = Queries([query.history for query in queries], times, np.array(cutoffs))
+        return self.ranker.score_queries(asked)
+
     def rank(self, queries: list[RankQuery]) -> list[Ranking]:
-        """Rank each query: one model batch for those with history, popularity for the rest."""
+        """Rank each query: one batch for those with history (the model's or the ranker's),
+        popularity for the rest."""
         rows = [i for i, query in enumerate(queries) if len(query.history)]
-        histories = [queries[i].history for i in rows]
-        scores = self.score(histories) if rows else np.empty((0, self.n_items), np.float32)
+        scored = [queries[i] for i in rows]
+        scores = self.score_queries(scored) if rows else np.empty((0, self.n_items), np.float32)
         row_of = {query_index: row for row, query_index in enumerate(rows)}
+        scored_by = "model" if self.ranker is None else "ranker"
         rankings = []
         for i, query in enumerate(queries):
             if i in row_of:
-                values, source = scores[row_of[i]], "model"
+                values, source = scores[row_of[i]], scored_by
             else:
                 values, source = self.popularity, "popularity"
             items = self.top(values, query.k, query.exclude)

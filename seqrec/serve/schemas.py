@@ -7,7 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from seqrec.constraints import at_least, choice
 from seqrec.serve.scoring import RUNTIMES
@@ -33,6 +39,12 @@ class ServeConfig:
 
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# a moment: an ISO date or date-time, or a raw timestamp of the data's clock (days or seconds
+# since 1970-01-01, or a position for order-only data); bounded so that it fits int64 sums
+Timestamp = (
+    Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    | Annotated[int, Field(ge=-(10**15), le=10**15)]
+)
 
 
 def _integral(value: Any) -> Any:
@@ -57,6 +69,17 @@ class RecommendRequest(BaseModel):
     remove_seen: bool | None = Field(
         None, description="Never recommend history items; default: the bundle's eval protocol."
     )
+    at: Timestamp | None = Field(
+        None,
+        description="Two-stage bundles: when the shopper asks (an ISO date or date-time, or a "
+        "raw timestamp); only events before it are read. Default: right after the bundle's "
+        "log ends. Ignored by a bundle of the sequence model alone.",
+    )
+    history_times: list[Timestamp] | None = Field(
+        None,
+        description="Two-stage bundles: when each history item was bought (one per history "
+        "id, before `at`). Default: right before `at`.",
+    )
 
 
 class Recommendation(BaseModel):
@@ -69,11 +92,14 @@ class Recommendation(BaseModel):
 
 class RecommendResponse(BaseModel):
     items: list[Recommendation]
-    source: Literal["model", "popularity"] = Field(
-        description="model: ranked from the history; popularity: no known history item."
+    source: Literal["model", "ranker", "popularity"] = Field(
+        description="model: ranked from the history by the sequence model; ranker: by a "
+        "two-stage bundle's ranker; popularity: no known history item."
     )
     unknown_ids: list[str] = Field(description="History ids the bundle does not know (ignored).")
-    history_used: int = Field(description="Known history items the model read (<= max_len).")
+    history_used: int = Field(
+        description="Known history items the ranking read (the model reads <= max_len)."
+    )
 
 
 class ItemSummary(BaseModel):

@@ -122,6 +122,15 @@ def test_unknown_ids_are_ignored_and_listed(client, bundle):
     assert with_unknown["history_used"] == 2
 
 
+def test_a_model_bundle_ignores_the_times_a_ranker_reads(client, bundle):
+    history = ids_of(bundle, [4, 9, 2])
+    plain = recommend(client, history=history, k=8)
+    timed = recommend(
+        client, history=history, k=8, at="2024-02-01", history_times=[1, 2, "2024-01-05"]
+    )
+    assert timed == plain and plain["source"] == "model"
+
+
 @pytest.mark.parametrize("history", [[], ["nope", "unknown too"]])
 def test_popularity_fallback(client, bundle, history):
     answer = recommend(client, history=history, k=7, exclude=ids_of(bundle, [0]))

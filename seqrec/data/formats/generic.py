@@ -1,15 +1,28 @@
-"""Any CSV/Parquet pair described by a ``seqrec.toml`` that maps columns to roles."""
+"""Any CSV/Parquet pair described by a ``seqrec.toml`` that maps columns to roles.
+
+The file's keys are the fields of `InteractionsConfig` (``[interactions]``) and `ItemsConfig`
+(``[items]``, optional), read by `seqrec.constraints.build_section`: an unknown key, a value of
+the wrong type or a missing ``path`` is refused naming the file and the key. ``items.group``
+names the column of the product an item is a variant of (`ItemSchema.group_column`).
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from seqrec.constraints import (
+    ConfigError,
+    build_section,
+    choice,
+    not_blank,
+    read_document,
+    required,
+)
 from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport
 from seqrec.data.formats.common import (
     Problems,
@@ -27,30 +40,26 @@ from seqrec.data.formats.common import (
     parse_time,
 )
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 TIME_FORMATS = ("auto", "unix", "iso", "order")
+TOML_NAME = "seqrec.toml"
 
 
 @dataclass
 class InteractionsConfig:
-    """[interactions] of seqrec.toml."""
+    """[interactions] of seqrec.toml: one row per purchase (or view, or rating)."""
 
-    path: str = ""
+    path: str = required(not_blank)  # .csv or .parquet, relative to the TOML's folder
     user: str = "user_id"
     item: str = "item_id"
     time: str | None = None  # None = file order
-    time_format: str = "auto"  # "auto", "unix", "iso" or "order"
+    time_format: str = choice("auto", *TIME_FORMATS)
 
 
 @dataclass
 class ItemsConfig:
-    """[items] of seqrec.toml."""
+    """[items] of seqrec.toml: one row per item, each named column given a role."""
 
-    path: str = ""
+    path: str = required(not_blank)  # .csv or .parquet, relative to the TOML's folder
     id: str = "item_id"
     text: list[str] = field(default_factory=list)
     category: list[str] = field(default_factory=list)
@@ -59,6 +68,15 @@ class ItemsConfig:
     images_dir: str | None = None  # relative to the TOML's folder
     title: str | None = None
     price: str | None = None
+    group: str | None = None  # items sharing a value are variants of one product
+
+
+@dataclass
+class ShopToml:
+    """A seqrec.toml as written: ``[interactions]`` and, optionally, ``[items]``."""
+
+    interactions: InteractionsConfig
+    items: ItemsConfig | None = None
 
 
 @dataclass
@@ -70,62 +88,18 @@ class GenericConfig:
     items: ItemsConfig | None = None
 
 
-def _config_section(table: object, cls: type, section: str, toml_path: Path):
-    """Build a config dataclass from a TOML table, rejecting unknown keys and wrong types."""
-    if not isinstance(table, dict):
-        raise DataError(f"{toml_path}: [{section}] must be a table")
-    known = {f.name: f for f in fields(cls)}
-    values = {}
-    for key, value in table.items():
-        if key not in known:
-            raise DataError(
-                f"{toml_path}: unknown key {section}.{key} (known keys: {', '.join(known)})"
-            )
-        default = getattr(cls(), key)
-        if isinstance(default, list):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            want = "a list of strings"
-        else:
-            ok = isinstance(value, str)
-            want = "a string"
-        if not ok:
-            raise DataError(
-                f"{toml_path}: key {section}.{key} must be {want}, got {type(value).__name__}"
-            )
-        values[key] = value
-    if not values.get("path"):
-        raise DataError(f"{toml_path}: key {section}.path is required")
-    return cls(**values)
-
-
 def read_config(path: str | Path) -> GenericConfig:
-    """Parse a seqrec.toml (or the seqrec.toml inside a directory)."""
+    """Parse a seqrec.toml (or the seqrec.toml inside a directory); a `ConfigError` names the
+    file and the key (``seqrec.toml: items.text must be a list, got 'title'``)."""
     toml_path = Path(path)
     if toml_path.is_dir():
-        toml_path = toml_path / "seqrec.toml"
-    _require_file(toml_path, "config")
+        toml_path = toml_path / TOML_NAME
+    values = read_document(toml_path, "config")
     try:
-        with open(toml_path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise DataError(f"{toml_path} is not valid TOML: {err}") from err
-    unknown = [key for key in raw if key not in ("interactions", "items")]
-    if unknown:
-        raise DataError(
-            f"{toml_path}: unknown key {unknown[0]!r} (known tables: interactions, items)"
-        )
-    if "interactions" not in raw:
-        raise DataError(f"{toml_path}: the [interactions] table is required")
-    inter = _config_section(raw["interactions"], InteractionsConfig, "interactions", toml_path)
-    if inter.time_format not in TIME_FORMATS:
-        raise DataError(
-            f"{toml_path}: key interactions.time_format must be one of {', '.join(TIME_FORMATS)}, "
-            f"got {inter.time_format!r}"
-        )
-    items = None
-    if "items" in raw:
-        items = _config_section(raw["items"], ItemsConfig, "items", toml_path)
-    return GenericConfig(root=toml_path.parent.resolve(), interactions=inter, items=items)
+        shop = build_section(ShopToml, values, "")
+    except ConfigError as error:
+        raise ConfigError(f"{toml_path}: {error}") from None
+    return GenericConfig(toml_path.parent.resolve(), shop.interactions, shop.items)
 
 
 def _load_generic_items(
@@ -134,9 +108,11 @@ def _load_generic_items(
     items_path = _require_file(root / config.path, "items file")
     text = list(text_columns) if text_columns else list(config.text)
     roles = [*text, *config.category, *config.numeric]
-    roles += [c for c in (config.image, config.title, config.price) if c]
+    group = [config.group] if config.group else []
+    roles += [c for c in (config.image, config.title, config.price) if c] + group
     _require_columns(items_path, [config.id, *roles])
-    frame = _read_table(items_path, problems, strings=[config.id, *text, *config.category])
+    strings = [config.id, *text, *config.category, *group]
+    frame = _read_table(items_path, problems, strings=strings)
     items = _clean_items(frame, config.id, items_path, problems)
 
     for column in dict.fromkeys([*config.numeric, *([config.price] if config.price else [])]):
@@ -171,6 +147,7 @@ def _load_generic_items(
         image_column=image_column,
         title_column=config.title,
         price_column=config.price,
+        group_column=config.group,
     )
     return items, schema, items_path
 

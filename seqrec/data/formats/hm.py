@@ -93,6 +93,7 @@ def load_hm(
         image_column="image_path",
         title_column="prod_name",
         price_column="price",
+        group_column="product_code",
     )
     return Dataset(
         name=directory.resolve().name,

@@ -1,0 +1,237 @@
+"""`seqrec bench` with ``[ranker] enabled``: the two-stage ranker's rows and what explains them.
+
+Rows, each evaluated like every other bench row (`seqrec.experiment.evaluate_model`, the
+features reading each stage's fit table strictly before each cutoff):
+
+- ``two-stage ranker`` (kind ``ranker``): fitted and evaluated as `seqrec train` does it
+  (`seqrec.experiment.with_ranker`) on top of the sequence model the bench trained for the
+  config's own model row: its test figures are the ones ``seqrec eval`` gives the bundle;
+- ``ranker without image features`` / ``... text features`` / ``... the sequence model`` (kind
+  ``ranker ablation``): the same with ``ranker.without`` extended by that family, skipped with a
+  note when the data has no such family;
+- ``candidates only`` (kind ``ranker ablation``): the merged candidate set without the learned
+  ranker, in the order of `seqrec.ranker.candidates.interleaved` (best rank over the sources,
+  ties by source order); its notes give the candidate recall.
+
+Beside the rows, `RankerSummary` holds each candidate source's recall of the test targets at its
+configured N, the merged set's recall, and the ranker's top features by gain (`seqrec.report`
+renders them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from seqrec.bench import BenchRow
+from seqrec.bundle_ranker import ranker_reads_model
+from seqrec.config import ExperimentConfig
+from seqrec.data.split import EvalTask
+from seqrec.experiment import Outcome, Prepared, evaluate_model, with_ranker
+from seqrec.models.recommender import SequenceRecommender, build_model
+from seqrec.ranker.candidates import candidate_recall, dense_scores, generate, merge, n_of
+from seqrec.ranker.config import RankerConfig
+from seqrec.ranker.context import RankerContext
+from seqrec.ranker.fit import ranker_context, target_labels
+from seqrec.ranker.queries import Queries, queries_from_task
+from seqrec.ranker.sources import enabled_sources
+from seqrec.scoring import ModelScorer
+
+log = logging.getLogger(__name__)
+
+MAIN_ROW = "two-stage ranker"
+ABLATION_ROWS = {  # ranker.without family -> row name
+    "image": "ranker without image features",
+    "text": "ranker without text features",
+    "sequence": "ranker without the sequence model",
+}
+CANDIDATES_ROW = "candidates only"
+QUERY_BATCH = 2048  # test queries whose candidates are held at once for the recall table
+TOP_FEATURES = 20
+
+
+@dataclass
+class RankerSummary:
+    """What the report shows beside the ranker rows (plain data, as in the report's JSON)."""
+
+    sources: list[dict] = field(default_factory=list)  # {"source", "n", "recall", "only"}
+    candidate_recall: float = float("nan")  # share of test targets among the merged candidates
+    max_candidates: int = 0
+    importance: dict[str, float] = field(default_factory=dict)  # top features by gain
+    notes: list[str] = field(default_factory=list)  # skipped ablations, model provenance
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CandidateOrder:
+    """The merged candidates of ``config``'s sources as a full-catalogue scorer, without the
+    learned ranker (`interleaved` order), every other item tied below them."""
+
+    config: RankerConfig
+    context: RankerContext
+
+    def score_queries(self, queries: Queries) -> np.ndarray:  # [B, N]
+        found = generate(queries, self.context, self.config)
+        return dense_scores(found, len(queries), self.context.n_items)
+
+
+def source_recall_table(
+    config: RankerConfig, context: RankerContext, task: EvalTask
+) -> tuple[list[dict], float]:
+    """Each enabled source's recall of ``task``'s targets at its configured N (share of the
+    targets among its candidates), the share of targets no other source proposes among the
+    merged candidates, and the merged set's recall (`candidate_recall`)."""
+    sources = enabled_sources(config, context)
+    queries, targets = queries_from_task(task), task.targets()
+    n_targets = len(task.target_items)
+    found_by = dict.fromkeys((source.name for source in sources), 0.0)  # targets found
+    only_by = dict.fromkeys(found_by, 0.0)
+    merged_found = 0.0
+    for start in range(0, len(queries), QUERY_BATCH):
+        batch = queries.subset(slice(start, start + QUERY_BATCH))
+        batch_targets = targets[start : start + QUERY_BATCH]
+        in_batch = sum(len(items) for items in batch_targets)
+        found = {s.name: s.candidates(batch, context, n_of(config, s)) for s in sources}
+        for name, candidates in found.items():
+            found_by[name] += candidate_recall(candidates, batch_targets) * in_batch
+        merged = merge(len(batch), found, config.max_candidates)
+        merged_found += candidate_recall(merged, batch_targets) * in_batch
+        hit = target_labels(merged.rows, merged.items, batch_targets, context.n_items)  # [P]
+        proposers = sum((ranks > 0).astype(np.int64) for ranks in merged.ranks.values())  # [P]
+        for name, ranks in merged.ranks.items():
+            only_by[name] += float((hit & (ranks > 0) & (proposers == 1)).sum())
+    share = 1.0 / max(n_targets, 1)
+    table = [
+        {
+            "source": source.name,
+            "n": n_of(config, source),
+            "recall": found_by[source.name] * share,
+            "only": only_by[source.name] * share,
+        }
+        for source in sources
+    ]
+    return table, merged_found * share
+
+
+def chosen_model(config: ExperimentConfig, prepared: Prepared, trained: Outcome):
+    """The sequence model that chose the epoch on validation, trained on ``split.train`` only:
+    the trained model itself, or rebuilt from its kept weights when it was then refit."""
+    if trained.refit is None:
+        return trained.model
+    model = build_model(config.model, prepared.features, prepared.dataset.n_items)
+    assert trained.train.state_dict is not None  # fit keeps the best epoch's weights
+    model.load_state_dict(trained.train.state_dict)
+    return model.cpu().eval()
+
+
+def absent_families(prepared: Prepared) -> dict[str, str]:
+    """Feature families these items lack, with the reason: an ablation of one would repeat the
+    full ranker."""
+    absent = {}
+    if prepared.features.image is None:
+        absent["image"] = "the items have no image features"
+    if not prepared.dataset.schema.text_columns and prepared.features.text is None:
+        absent["text"] = "the items have no text"
+    return absent
+
+
+@dataclass
+class RankerBench:
+    """The ranker rows of one bench run: its data and the sequence model trained for it
+    (``chosen``: on ``split.train`` only; ``trained.model``: what test is scored with)."""
+
+    config: ExperimentConfig
+    prepared: Prepared
+    trained: Outcome
+    chosen: SequenceRecommender
+
+    def ranker_row(
+        self, name: str, kind: str, ranker_config: RankerConfig
+    ) -> tuple[BenchRow, dict]:
+        """The row of a ranker of ``ranker_config`` and its feature importance by gain."""
+        begin = time.perf_counter()
+        config = dataclasses.replace(self.config, ranker=ranker_config)
+        fitted = with_ranker(
+            config, self.prepared, self.prepared.features, self.chosen, self.trained
+        )
+        assert fitted.ranker is not None and fitted.test is not None and fitted.valid is not None
+        ranker = fitted.ranker
+        notes = f"best iteration {ranker.best_iteration}"
+        if ranker_config.without:
+            notes += f", without {', '.join(ranker_config.without)}"
+        if ranker.info.get("training_queries") == "validation shoppers":
+            notes += "; fitted on validation shoppers (valid figure not held out)"
+        valid = fitted.valid.metrics[config.eval.main_metric]
+        row = BenchRow(name, kind, fitted.test, valid, time.perf_counter() - begin, notes)
+        return row, ranker.info.get("feature_importance", {})
+
+    def candidates_row(self) -> tuple[BenchRow, RankerSummary]:
+        """The merged candidates alone, with the sources' recall table."""
+        begin = time.perf_counter()
+        config, split = self.config, self.prepared.split
+        reads = ranker_reads_model(config.ranker)
+        results, summary = {}, RankerSummary(max_candidates=config.ranker.max_candidates)
+        for stage, model in (("valid", self.chosen), ("test", self.trained.model)):
+            task = split.task(stage)
+            scorer = ModelScorer(model, config.model.max_len) if reads else None
+            context = ranker_context(
+                self.prepared.dataset, self.prepared.features, task.fit, scorer
+            )
+            if stage == "test":
+                summary.sources, summary.candidate_recall = source_recall_table(
+                    config.ranker, context, task
+                )
+            bootstrap = 0 if stage == "valid" else None
+            results[stage] = evaluate_model(
+                config, CandidateOrder(config.ranker, context), task, bootstrap
+            )
+        notes = (
+            f"candidate recall {summary.candidate_recall:.4f} (share of test targets among at "
+            f"most {config.ranker.max_candidates} candidates); ordered by best source rank"
+        )
+        valid = results["valid"].metrics[config.eval.main_metric]
+        seconds = time.perf_counter() - begin
+        row = BenchRow(CANDIDATES_ROW, "ranker ablation", results["test"], valid, seconds, notes)
+        return row, summary
+
+
+def ranker_rows(
+    config: ExperimentConfig,
+    prepared: Prepared,
+    trained: Outcome,
+    add: Callable[[BenchRow], None],
+) -> RankerSummary:
+    """The ranker, its ablations and the candidate set alone on top of ``trained`` (the config's
+    own sequence model, trained by the bench), each row handed to ``add`` when finished; returns
+    what the report shows beside them."""
+    bench = RankerBench(config, prepared, trained, chosen_model(config, prepared, trained))
+    row, importance = bench.ranker_row(MAIN_ROW, "ranker", config.ranker)
+    add(row)
+    notes = []
+    absent = absent_families(prepared)
+    without = list(config.ranker.without or [])
+    for family, name in ABLATION_ROWS.items():
+        if family in without:
+            continue  # the main row is already without it
+        if family in absent:
+            notes.append(f"{name}: skipped, {absent[family]}")
+            log.warning("%s skipped: %s", name, absent[family])
+            continue
+        ablated = dataclasses.replace(config.ranker, without=[*without, family])
+        add(bench.ranker_row(name, "ranker ablation", ablated)[0])
+    row, summary = bench.candidates_row()
+    add(row)
+    top = sorted(importance.items(), key=lambda pair: -pair[1])[:TOP_FEATURES]
+    summary.importance = {name: float(value) for name, value in top}
+    summary.notes = notes
+    return summary
+
+
+__all__ = ["CandidateOrder", "RankerSummary", "ranker_rows", "source_recall_table"]

@@ -1,0 +1,187 @@
+"""Candidates: what each source proposes per query, and their union with one column per source.
+
+A source returns `Candidates` (query row, item, score; higher = better), at most ``n`` per
+query and never an item twice for one query. `merge` joins the sources' lists into one
+`CandidateSet`: each (query, item) pair once, with every source's score and rank (NaN / 0 where
+that source did not propose the pair): the first columns of the ranker's features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from seqrec.ranker.queries import Queries
+
+if TYPE_CHECKING:
+    from seqrec.ranker.config import RankerConfig
+    from seqrec.ranker.context import RankerContext
+    from seqrec.ranker.events import Events
+
+
+@dataclass
+class Candidates:
+    rows: np.ndarray  # [C] int64 query row
+    items: np.ndarray  # [C] int64 item index
+    scores: np.ndarray  # [C] float32 the source's score, higher = better
+
+
+class Source(Protocol):
+    """One candidate source: ``name`` (a key of `seqrec.ranker.config.SourceSizes`) and its
+    top ``n`` items per query, reading only the query's history and events before its cutoff."""
+
+    name: str
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates: ...
+
+
+@dataclass
+class CandidateSet:
+    """The union of the sources' candidates: one row per distinct (query, item) pair, sorted by
+    query row then item."""
+
+    rows: np.ndarray  # [P] int64 query row
+    items: np.ndarray  # [P] int64 item index
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # source -> [P] float32, NaN
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)  # source -> [P] 1-based, 0 = not
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def source_ranks(found: Candidates) -> np.ndarray:
+    """[C] int64 1-based rank of each candidate within its query: by score descending, ties in
+    the order the source returned them (its own tie-breaks)."""
+    order = np.lexsort((np.arange(len(found.rows)), -found.scores, found.rows))
+    sorted_rows = found.rows[order]
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, "left") + 1
+    return ranks
+
+
+def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> CandidateSet:
+    """The union of the sources' candidates (`CandidateSet`). A query with more than
+    ``max_candidates`` distinct items keeps those with the best (smallest) rank over the
+    sources, ties by source order (the order of ``found``), then by item index."""
+    names = list(found)
+    rows = np.concatenate([np.zeros(0, np.int64), *(found[s].rows for s in names)])
+    items = np.concatenate([np.zeros(0, np.int64), *(found[s].items for s in names)])
+    source = np.repeat(np.arange(len(names)), [len(found[s].rows) for s in names])  # [C]
+    ranks = np.concatenate([np.zeros(0, np.int64), *(source_ranks(found[s]) for s in names)])
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_queries):
+        raise ValueError(f"candidate rows outside the {n_queries} queries")
+    width = int(items.max(initial=0)) + 1
+    key = rows * width + items  # [C] one value per (query, item)
+    order = np.lexsort((source, ranks, key))  # each pair's best entry first
+    sorted_key = key[order]
+    best = order[np.r_[True, sorted_key[1:] != sorted_key[:-1]]] if len(key) else order  # [P]
+    p_rows = rows[best]
+    by = np.lexsort((items[best], source[best], ranks[best], p_rows))  # per query, best first
+    position = np.arange(len(by)) - np.searchsorted(p_rows[by], p_rows[by], "left")
+    kept = best[np.sort(by[position < max_candidates])]  # back in (query, item) order
+    pair_key = key[kept]
+    out = CandidateSet(rows[kept], items[kept])
+    for s, name in enumerate(names):
+        mine = source == s
+        at = np.searchsorted(pair_key, key[mine])
+        present = at < len(pair_key)
+        present[present] = pair_key[at[present]] == key[mine][present]
+        out.scores[name] = np.full(len(kept), np.nan, dtype=np.float32)
+        out.scores[name][at[present]] = found[name].scores[present]
+        out.ranks[name] = np.zeros(len(kept), dtype=np.int64)
+        out.ranks[name][at[present]] = ranks[mine][present]
+    return out
+
+
+def generate(
+    queries: Queries,
+    context: RankerContext,
+    config: RankerConfig,
+    sources: list[Source] | None = None,
+) -> CandidateSet:
+    """Every source's candidates for ``queries`` (`enabled_sources` unless ``sources`` are
+    given; each proposes its size in ``config.sources``), merged."""
+    from seqrec.ranker.sources import enabled_sources  # sources import this module
+
+    chosen = enabled_sources(config, context) if sources is None else sources
+    found = {s.name: s.candidates(queries, context, n_of(config, s)) for s in chosen}
+    return merge(len(queries), found, config.max_candidates)
+
+
+def n_of(config: RankerConfig, source: Source) -> int:
+    """The number of candidates ``source`` proposes per query (``config.sources``)."""
+    return int(getattr(config.sources, source.name))
+
+
+def interleaved(candidates: CandidateSet) -> np.ndarray:
+    """[P] float64 value ordering a merged set without a ranker: by best rank over the sources,
+    ties by source order (the sources' lists interleaved)."""
+    n_sources = len(candidates.ranks)
+    best = np.full(len(candidates), np.inf)
+    for s, ranks in enumerate(candidates.ranks.values()):
+        best = np.minimum(best, np.where(ranks > 0, ranks * n_sources + s, np.inf))
+    return -best
+
+
+def dense_scores(
+    candidates: Candidates | CandidateSet,
+    n_queries: int,
+    n_items: int,
+    values: np.ndarray | None = None,
+) -> np.ndarray:
+    """[B, N] float32: each candidate pair gets its value (default: the Candidates' score; for
+    a CandidateSet, `interleaved`), every other item of the row ties strictly below the row's
+    lowest candidate value (so evaluation ranks them last, pessimistically)."""
+    if values is None and isinstance(candidates, CandidateSet):
+        values = interleaved(candidates)
+    elif values is None and isinstance(candidates, Candidates):
+        values = candidates.scores
+    values = np.asarray(values, dtype=np.float32)
+    lowest = np.full(n_queries, np.inf, dtype=np.float32)
+    np.minimum.at(lowest, candidates.rows, values)
+    floor = lowest.astype(np.float64)
+    below = floor - np.maximum(1.0, np.abs(floor) * 1e-3)  # strictly below, also in float32
+    fill = np.where(np.isfinite(floor), below, 0.0).astype(np.float32)  # [B]
+    out = np.repeat(fill[:, None], n_items, axis=1)  # [B, N]
+    out[candidates.rows, candidates.items] = values
+    return out
+
+
+def candidate_recall(candidates: Candidates | CandidateSet, targets: list[np.ndarray]) -> float:
+    """Share of the target items (one array per query row) that are among the query's
+    candidates; 0 without targets."""
+    lengths = [len(t) for t in targets]
+    if not sum(lengths):
+        return 0.0
+    t_rows = np.repeat(np.arange(len(targets)), lengths)
+    t_items = np.concatenate(targets).astype(np.int64)
+    width = max(int(t_items.max()), int(candidates.items.max(initial=0))) + 1
+    found = np.isin(t_rows * width + t_items, candidates.rows * width + candidates.items)
+    return float(found.mean())
+
+
+def latest_queries(histories: list[np.ndarray], events: Events) -> Queries:
+    """Queries for histories whose times are unknown: every item bought at the log's end, asked
+    right after it (cutoff ``events.t_max + 1``)."""
+    times = [np.full(len(h), events.t_max, dtype=np.int64) for h in histories]
+    return Queries(list(histories), times, np.full(len(histories), events.t_max + 1))
+
+
+@dataclass
+class SourceScorer:
+    """One source alone as a full-catalogue ranker: its top ``n`` in the source's order, the
+    rest of the catalogue tied below them."""
+
+    source: Source
+    context: RankerContext
+    n: int
+
+    def score_queries(self, queries: Queries) -> np.ndarray:  # [B, N] float32
+        found = self.source.candidates(queries, self.context, self.n)
+        order = -source_ranks(found).astype(np.float64)
+        return dense_scores(found, len(queries), self.context.n_items, order)
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:  # [B, N] float32
+        return self.score_queries(latest_queries(histories, self.context.events))

@@ -1,0 +1,128 @@
+"""The purchase log, read as of a cutoff: how often, how recently and since when each item sold.
+
+Every question is asked per (cutoff, item) pair and answered from events with timestamp strictly
+below the cutoff, so nothing at or after the moment of a query can leak into its candidates or
+features. Events are kept sorted by (item, timestamp): a windowed count is two binary searches
+per pair, whatever the number of distinct cutoffs (linear memory, no per-cutoff tables).
+
+Time windows are in days: ``day`` is the number of timestamp units in a day (1 for day
+timestamps, 86400 for seconds). Datasets whose timestamps only order one shopper's events
+(``time_unit = "order"``, SASRec files) have no shared clock: there every cutoff reads the whole
+log and windows are ignored (``day = None``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+DAY_UNITS = {"day": 1, "second": 86400}  # Dataset.time_unit -> timestamp units per day
+
+
+def day_length(time_unit: str) -> int | None:
+    """Timestamp units per day, None when timestamps are not a shared clock."""
+    return DAY_UNITS.get(time_unit)
+
+
+class Events:
+    """Item sales before any cutoff.
+
+    interactions: ``item_idx`` and ``timestamp`` columns (``user_id`` optional), one row per
+    unit sold. day: timestamp units per day (`day_length`), None for order-only timestamps.
+    """
+
+    def __init__(self, interactions: pd.DataFrame, n_items: int, day: int | None):
+        self.n_items, self.day = n_items, day
+        items = interactions["item_idx"].to_numpy(dtype=np.int64)
+        times = interactions["timestamp"].to_numpy(dtype=np.int64)
+        self.t_min = int(times.min()) if len(times) else 0
+        self.t_max = int(times.max()) if len(times) else 0
+        self.span = self.t_max - self.t_min + 2  # a key per (item, time) with room for cutoffs
+        order = np.lexsort((times, items))
+        self.item_of = items[order]  # [E] sorted by item, then time
+        self.time_of = times[order]  # [E]
+        self.keys = self.item_of * self.span + (self.time_of - self.t_min)  # [E] ascending
+        self.item_indptr = np.searchsorted(self.item_of, np.arange(n_items + 1))  # [N + 1]
+        by_time = np.argsort(times, kind="stable")
+        self.items_by_time = items[by_time]  # [E] for per-cutoff tables (trending)
+        self.times_by_time = times[by_time]  # [E] ascending
+        if "user_id" in interactions:
+            users = pd.factorize(interactions["user_id"])[0].astype(np.int64)
+        else:
+            users = np.full(len(items), -1, dtype=np.int64)
+        self.users_by_time = users[by_time]  # [E]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def timed(self) -> bool:
+        return self.day is not None
+
+    def _cut(self, cutoffs: np.ndarray, days: int = 0) -> np.ndarray:
+        """[C] cutoffs (moved ``days`` days back) as offsets from t_min, clipped to
+        [0, span - 1]; the end of the log when timestamps are not a shared clock. A window's
+        start is moved back before clipping, so a cutoff after the log's end still opens its
+        window at ``cutoff - days``."""
+        cutoffs = np.asarray(cutoffs, dtype=np.int64)
+        if self.day is None:
+            return np.full(cutoffs.shape, self.span - 1, dtype=np.int64)
+        return np.clip(cutoffs - days * self.day - self.t_min, 0, self.span - 1)
+
+    def _position(self, items: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """[C] index of the first event of ``items`` at or after ``offsets`` (from t_min)."""
+        return np.searchsorted(self.keys, np.asarray(items, np.int64) * self.span + offsets)
+
+    def count(self, items: np.ndarray, cutoffs: np.ndarray, days: int | None = None) -> np.ndarray:
+        """[C] float32 sales of ``items[c]`` before ``cutoffs[c]``; with ``days``, only within the
+        ``days`` days before it (timestamps in ``[cutoff - days * day, cutoff)``)."""
+        offsets = self._cut(cutoffs)
+        stop = self._position(items, offsets)
+        if days is None or not self.timed:
+            start = self.item_indptr[np.asarray(items, np.int64)]
+        else:
+            start = self._position(items, self._cut(cutoffs, days))
+        return (stop - start).astype(np.float32)
+
+    def last_time(self, items: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+        """[C] float64 timestamp of the last sale of ``items[c]`` before ``cutoffs[c]``; NaN when
+        there is none."""
+        items = np.asarray(items, np.int64)
+        stop = self._position(items, self._cut(cutoffs))
+        found = stop > self.item_indptr[items]
+        out = np.full(len(items), np.nan)
+        out[found] = self.time_of[stop[found] - 1]
+        return out
+
+    def first_time(self, items: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+        """[C] float64 timestamp of the first sale of ``items[c]`` if it was before
+        ``cutoffs[c]``; NaN for an item not sold before its cutoff (a new arrival)."""
+        items = np.asarray(items, np.int64)
+        first = self.item_indptr[items]
+        has_any = self.item_indptr[items + 1] > first
+        out = np.full(len(items), np.nan)
+        rows = np.flatnonzero(has_any)
+        first_offset = self.time_of[first[rows]] - self.t_min
+        before = first_offset < self._cut(np.asarray(cutoffs)[rows])
+        out[rows[before]] = self.time_of[first[rows[before]]]
+        return out
+
+    def window_table(self, cutoff: int, days: int | None) -> np.ndarray:
+        """[N] float32 sales per item in the ``days`` days before ``cutoff`` (all before it
+        when ``days`` is None or time is not shared): one cutoff's trending table."""
+        offset = int(self._cut(np.array([cutoff]))[0]) + self.t_min
+        stop = np.searchsorted(self.times_by_time, offset, side="left")
+        start = 0
+        if days is not None and self.timed:
+            begin = int(self._cut(np.array([cutoff]), days)[0]) + self.t_min
+            start = int(np.searchsorted(self.times_by_time, begin, side="left"))
+        window = self.items_by_time[start:stop]
+        return np.bincount(window, minlength=self.n_items).astype(np.float32)
+
+    def log_before(self, cutoff: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user codes [E'], items [E'], timestamps [E']) of every event before ``cutoff``, in
+        time order: what a model of the log (co-occurrence) may be fitted on for that cutoff.
+        User codes are -1 when the interactions had no ``user_id``."""
+        offset = int(self._cut(np.array([cutoff]))[0]) + self.t_min
+        stop = np.searchsorted(self.times_by_time, offset, side="left")
+        return self.users_by_time[:stop], self.items_by_time[:stop], self.times_by_time[:stop]

@@ -1,0 +1,443 @@
+"""One feature row per (query, candidate) pair: what the re-ranker reads.
+
+Every feature comes from the query's own history (items, their timestamps) and from
+``context.events`` read as of the query's cutoff (`seqrec.ranker.events`: only events with
+timestamp strictly before it), so no feature sees the moment asked or anything after it. The
+columns are computed for all pairs at once (numpy/scipy; loops run over a handful of windows,
+modalities, category columns or query batches, never over pairs). Days are timestamp units /
+``context.events.day``; with order-only timestamps (``day`` None) every feature measured in days
+and the windowed sales (1/7/28 days, trend) are NaN, and sales counts read the whole log.
+
+Names (stable strings; NaN = missing; [family] where `feature_family` gives one, the families
+`RankerConfig.without` can leave out):
+
+    src_<source>_score        the source's score of the item, NaN where it did not propose it
+                              [image: content_image; text: content_tfidf, content_text;
+                              sequence: sequence, content_fused]
+    src_<source>_rank         its 1-based rank among that source's candidates, NaN where absent
+    src_count                 number of sources that proposed the item
+    user_item_count           times the shopper bought the item
+    user_item_days_since      days from the shopper's last purchase of it to the cutoff (NaN: never)
+    user_item_from_end        position of that purchase from the history's end (1 = latest; NaN)
+    user_group_count          the same three for the item's product group (``context.groups``;
+    user_group_days_since       NaN where the item has no group; absent without groups)
+    user_group_from_end
+    item_sales_all            the item's sales before the cutoff
+    item_sales_1d             ... in the 1 day before the cutoff
+    item_sales_7d             ... in the 7 days before it
+    item_sales_28d            ... in the 28 days before it
+    item_trend_7d             (sales in the last 7 days + 1) / (sales in the 7 days before + 1)
+    item_age_days             days since the item's first sale (NaN: never sold before the cutoff)
+    item_days_since_sale      days since its last sale (NaN: never sold before the cutoff)
+    item_price                the item's price (absent without prices; NaN where unknown)
+    price_ratio_to_user       price / mean price of the shopper's history items (NaN: unknown)
+    price_minus_user          price - that mean price
+    cat<c>_share_last         share of the shopper's last ``history_last_n`` items with the
+                              item's code in category column c (NaN: code 0 = unknown, no history)
+    cat<c>_share_all          ... of the whole history
+    cos_<modality>_max        max cosine of the item's vector to the last ``history_last_n``
+                              history items, per modality of ``context.vectors`` (NaN: the item or
+                              every one of those items has no vector) [text: tfidf, text;
+                              image: image; sequence: fused]
+    cos_<modality>_mean       ... mean cosine
+    seq_score                 the sequence model's raw score of the item [sequence]
+    seq_rank                  its 1-based rank in the model's raw scores over the whole catalogue
+                              (ties share the best rank) [sequence]
+    user_history_length       purchases in the shopper's history
+    user_baskets              distinct purchase times (baskets) in it
+    user_days_since_last      days from the latest purchase to the cutoff (NaN: no history)
+    user_days_since_first     days from the first purchase to the cutoff
+    user_mean_basket_size     history length / baskets (NaN: no history)
+
+Which columns exist depends only on the context (groups, prices, categories, vectors, model),
+the candidate set's sources and the config, so a ranker's training and scoring see the same list.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from threadpoolctl import ThreadpoolController
+
+from seqrec.data.sequences import histories_to_tensor
+from seqrec.ranker.candidates import CandidateSet
+from seqrec.ranker.config import SOURCES, RankerConfig
+from seqrec.ranker.context import RankerContext, Vectors
+from seqrec.ranker.events import Events
+from seqrec.ranker.queries import Queries
+from seqrec.scoring import ModelScorer
+
+Columns = dict[str, np.ndarray]  # feature name -> [P] values
+
+SOURCE_FAMILY = {
+    "content_image": "image",
+    "content_tfidf": "text",
+    "content_text": "text",
+    "sequence": "sequence",
+    "content_fused": "sequence",
+}
+MODALITY_FAMILY = {"tfidf": "text", "text": "text", "image": "image", "fused": "sequence"}
+SALES_DAYS = (1, 7, 28)
+PAIR_CHUNK = 1 << 15  # pairs per block of cosines (bounds the gathered vector rows)
+QUERY_CHUNK = 256  # queries per block of full-catalogue model scores
+
+
+def feature_family(name: str) -> str | None:
+    """The family ("image", "text", "sequence") a feature belongs to, None for the others."""
+    if name.startswith("seq_"):
+        return "sequence"
+    for source, family in SOURCE_FAMILY.items():
+        if name in (f"src_{source}_score", f"src_{source}_rank"):
+            return family
+    if name.startswith("cos_"):
+        return MODALITY_FAMILY.get(name[len("cos_") :].rsplit("_", 1)[0])
+    return None
+
+
+@dataclass
+class _Pairs:
+    """The candidate pairs, with their queries' histories flattened (one entry per purchase)."""
+
+    rows: np.ndarray  # [P] int64 query row
+    items: np.ndarray  # [P] int64
+    cutoffs: np.ndarray  # [P] int64 cutoff of the pair's query
+    query_cutoffs: np.ndarray  # [B] int64
+    lengths: np.ndarray  # [B] history lengths
+    h_rows: np.ndarray  # [E] query row of each history entry
+    h_items: np.ndarray  # [E]
+    h_times: np.ndarray  # [E] float64 (NaN where the query gave no times)
+    h_from_end: np.ndarray  # [E] 1 = the latest entry of its history
+    day: int | None
+
+    def days_before(self, times: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+        """Days from ``times`` to ``cutoffs`` (NaN where a time is NaN or without a clock)."""
+        if self.day is None:
+            return np.full(len(times), np.nan)
+        return (cutoffs.astype(np.float64) - times) / self.day
+
+
+def _pairs(queries: Queries, candidates: CandidateSet, day: int | None) -> _Pairs:
+    histories = [np.asarray(h, dtype=np.int64) for h in queries.histories]
+    times = [
+        np.asarray(t, dtype=np.float64) if len(t) == len(h) else np.full(len(h), np.nan)
+        for h, t in zip(histories, queries.times, strict=True)
+    ]
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)  # [B]
+    h_rows = np.repeat(np.arange(len(histories)), lengths)  # [E]
+    starts = np.cumsum(lengths) - lengths  # [B]
+    rows = np.asarray(candidates.rows, dtype=np.int64)
+    return _Pairs(
+        rows=rows,
+        items=np.asarray(candidates.items, dtype=np.int64),
+        cutoffs=queries.cutoffs[rows],
+        query_cutoffs=queries.cutoffs,
+        lengths=lengths,
+        h_rows=h_rows,
+        h_items=np.concatenate([np.zeros(0, np.int64), *histories]),
+        h_times=np.concatenate([np.zeros(0), *times]),
+        h_from_end=lengths[h_rows] - (np.arange(len(h_rows)) - starts[h_rows]),
+        day=day,
+    )
+
+
+def _find(distinct: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position [P], found [P]) of ``keys`` in the ascending array ``distinct``."""
+    if len(distinct) == 0:
+        return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+    pos = np.minimum(np.searchsorted(distinct, keys), len(distinct) - 1)
+    return pos, distinct[pos] == keys
+
+
+def _gather(values: np.ndarray, pos: np.ndarray, found: np.ndarray, fill: float) -> np.ndarray:
+    """[P] float64 ``values[pos]`` where found, ``fill`` elsewhere (``values`` may be empty)."""
+    out = np.full(len(pos), fill, dtype=np.float64)
+    out[found] = values[pos[found]]
+    return out
+
+
+def _source_columns(candidates: CandidateSet) -> Columns:
+    names = [s for s in SOURCES if s in candidates.scores]
+    names += sorted(set(candidates.scores) - set(SOURCES))
+    columns: Columns = {}
+    proposed = np.zeros(len(candidates), np.float32)
+    for name in names:
+        rank = np.asarray(candidates.ranks[name], dtype=np.float32)
+        columns[f"src_{name}_score"] = np.asarray(candidates.scores[name], dtype=np.float32)
+        columns[f"src_{name}_rank"] = np.where(rank > 0, rank, np.nan)
+        proposed += rank > 0
+    columns["src_count"] = proposed
+    return columns
+
+
+def _bought(pairs: _Pairs, h_codes: np.ndarray, codes: np.ndarray, prefix: str) -> Columns:
+    """The shopper's purchases of each pair's code (item or group; -1 = none): how many, how
+    long before the cutoff the latest, and its position from the history's end."""
+    n_codes = int(max(h_codes.max(initial=0), codes.max(initial=0))) + 1
+    kept = np.flatnonzero(h_codes >= 0)  # [E'] entries with a code
+    keys = pairs.h_rows[kept] * n_codes + h_codes[kept]
+    order = np.argsort(keys, kind="stable")  # history order kept within a key
+    distinct, first, counts = np.unique(keys[order], return_index=True, return_counts=True)
+    latest = kept[order[first + counts - 1]]  # [K] entry index of each key's latest purchase
+    pos, found = _find(distinct, pairs.rows * n_codes + codes)
+    found &= codes >= 0
+    count = _gather(counts, pos, found, 0.0)
+    count[codes < 0] = np.nan
+    last_time = _gather(pairs.h_times[latest], pos, found, np.nan)
+    from_end = _gather(pairs.h_from_end[latest], pos, found, np.nan)
+    return {
+        f"{prefix}_count": count,
+        f"{prefix}_days_since": pairs.days_before(last_time, pairs.cutoffs),
+        f"{prefix}_from_end": from_end,
+    }
+
+
+def _popularity(pairs: _Pairs, events: Events) -> Columns:
+    items, cutoffs = pairs.items, pairs.cutoffs
+    columns: Columns = {"item_sales_all": events.count(items, cutoffs)}
+    nan = np.full(len(items), np.nan)
+    for days in SALES_DAYS:
+        columns[f"item_sales_{days}d"] = events.count(items, cutoffs, days) if events.timed else nan
+    if events.timed:
+        before = events.count(items, cutoffs, 14) - columns["item_sales_7d"]
+        columns["item_trend_7d"] = (columns["item_sales_7d"] + 1.0) / (before + 1.0)
+    else:
+        columns["item_trend_7d"] = nan
+    columns["item_age_days"] = pairs.days_before(events.first_time(items, cutoffs), cutoffs)
+    columns["item_days_since_sale"] = pairs.days_before(events.last_time(items, cutoffs), cutoffs)
+    return columns
+
+
+def _price(pairs: _Pairs, prices: np.ndarray) -> Columns:
+    h_prices = prices[pairs.h_items].astype(np.float64)  # [E]
+    known = ~np.isnan(h_prices)
+    n_queries = len(pairs.lengths)
+    total = np.bincount(pairs.h_rows[known], weights=h_prices[known], minlength=n_queries)
+    priced = np.bincount(pairs.h_rows[known], minlength=n_queries)
+    mean = np.full(n_queries, np.nan)
+    np.divide(total, priced, out=mean, where=priced > 0)  # [B]
+    price, user = prices[pairs.items].astype(np.float64), mean[pairs.rows]  # [P]
+    ratio = np.full(len(price), np.nan)
+    np.divide(price, user, out=ratio, where=user > 0)
+    return {"item_price": price, "price_ratio_to_user": ratio, "price_minus_user": price - user}
+
+
+def _category_shares(pairs: _Pairs, categories: np.ndarray, last_n: int) -> Columns:
+    last = pairs.h_from_end <= last_n  # [E] among the latest last_n entries
+    n_queries = len(pairs.lengths)
+    parts = {
+        "last": (last, np.bincount(pairs.h_rows[last], minlength=n_queries)),
+        "all": (np.ones(len(last), bool), pairs.lengths),
+    }
+    h_codes = np.asarray(categories[pairs.h_items], dtype=np.int64)  # [E, C]
+    p_codes = np.asarray(categories[pairs.items], dtype=np.int64)  # [P, C]
+    columns: Columns = {}
+    for column in range(categories.shape[1]):
+        item_codes = p_codes[:, column]  # [P]
+        n_codes = int(max(h_codes[:, column].max(initial=0), item_codes.max(initial=0))) + 1
+        for part, (entries, sizes) in parts.items():
+            keys = pairs.h_rows[entries] * n_codes + h_codes[entries, column]
+            distinct, counts = np.unique(keys, return_counts=True)
+            pos, found = _find(distinct, pairs.rows * n_codes + item_codes)
+            matches = _gather(counts, pos, found, 0.0)
+            size = sizes[pairs.rows].astype(np.float64)
+            share = np.full(len(matches), np.nan)
+            np.divide(matches, size, out=share, where=(size > 0) & (item_codes > 0))
+            columns[f"cat{column}_share_{part}"] = share
+    return columns
+
+
+def _last_items(pairs: _Pairs, last_n: int) -> np.ndarray:
+    """[B, last_n] int64 each query's latest last_n history items (oldest first), -1 padded."""
+    out = np.full((len(pairs.lengths), last_n), -1, dtype=np.int64)
+    kept = pairs.h_from_end <= last_n
+    out[pairs.h_rows[kept], last_n - pairs.h_from_end[kept]] = pairs.h_items[kept]
+    return out
+
+
+@dataclass
+class _Layout:
+    """The pairs grouped by query, each at a slot of a [queries, width] grid."""
+
+    order: np.ndarray  # [P] pair indices sorted by query row
+    starts: np.ndarray  # [B + 1] where each query's pairs begin in ``order``
+    rows: np.ndarray  # [P] query row of each sorted pair
+    within: np.ndarray  # [P] its position among its query's pairs
+    width: int  # the most pairs of one query
+
+    @classmethod
+    def of(cls, pairs: _Pairs) -> _Layout:
+        order = np.argsort(pairs.rows, kind="stable")
+        rows = pairs.rows[order]
+        starts = np.searchsorted(rows, np.arange(len(pairs.lengths) + 1))
+        within = np.arange(len(rows)) - starts[rows]
+        return cls(order, starts, rows, within, int(within.max(initial=0)) + 1)
+
+
+def _sparse_cosines(vectors: sp.csr_matrix, pairs: _Pairs, last: np.ndarray) -> np.ndarray:
+    """[P, last_n] dot product of each candidate's row with each of its query's ``last`` items
+    (0 where a slot is empty), row-wise over the filled (pair, slot) cells in blocks: the
+    sparse rows are never densified."""
+    out = np.zeros((len(pairs.items), last.shape[1]))
+    others = last[pairs.rows]  # [P, last_n] -1 where the history is shorter
+    cells = np.flatnonzero(others.ravel() >= 0)  # filled cells of ``out``, flat
+    for start in range(0, len(cells), PAIR_CHUNK):
+        part = cells[start : start + PAIR_CHUNK]
+        mine = vectors[pairs.items[part // last.shape[1]]]  # [k, V]
+        product = mine.multiply(vectors[others.ravel()[part]])  # [k, V]
+        out.ravel()[part] = np.asarray(product.sum(axis=1)).ravel()
+    return out
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """A context in which BLAS (numpy's matmul) runs on the calling thread only."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
+def _dense_cosines(vectors: np.ndarray, pairs: _Pairs, last: np.ndarray) -> np.ndarray:
+    """[P, last_n] the same for dense rows: per block of queries, one batched product of the
+    queries' candidates (padded to the widest query) with their ``last`` items."""
+    layout = _Layout.of(pairs)
+    per_block = max(1, PAIR_CHUNK // layout.width)
+    out = np.zeros((len(pairs.items), last.shape[1]))
+    for first in range(0, len(last), per_block):
+        stop = min(first + per_block, len(last))
+        lo, hi = layout.starts[first], layout.starts[stop]
+        local, within = layout.rows[lo:hi] - first, layout.within[lo:hi]
+        grid = np.zeros((stop - first, layout.width), dtype=np.int64)  # [b, width] 0 = padding
+        grid[local, within] = pairs.items[layout.order[lo:hi]]
+        history = vectors[np.maximum(last[first:stop], 0)]  # [b, last_n, D]
+        with _one_blas_thread():  # small products: waking BLAS's thread pool costs more
+            sims = np.matmul(vectors[grid], history.transpose(0, 2, 1))  # [b, width, last_n]
+        out[layout.order[lo:hi]] = sims[local, within]
+    return out
+
+
+def _has_vector(context: RankerContext, modality: str) -> np.ndarray:
+    """[N] bool: the items with a (non-zero) vector of ``modality`` (cached in the context)."""
+    key = ("has_vector", modality)
+    if key not in context.cache:
+        vectors = context.vectors[modality]
+        if sp.issparse(vectors):
+            context.cache[key] = sp.csr_matrix(vectors).getnnz(axis=1) > 0
+        else:
+            context.cache[key] = np.asarray(vectors != 0).any(axis=1)
+    return context.cache[key]  # type: ignore[return-value]
+
+
+def _similarities(
+    pairs: _Pairs, vectors: Vectors, has_vector: np.ndarray, last: np.ndarray, modality: str
+) -> Columns:
+    """Max and mean cosine of each candidate to its query's latest history items (rows are
+    unit vectors; items without a vector (``has_vector`` [N] False) are left out of both)."""
+    if sp.issparse(vectors):
+        sims = _sparse_cosines(sp.csr_matrix(vectors), pairs, last)  # [P, last_n]
+    else:
+        sims = _dense_cosines(np.asarray(vectors), pairs, last)
+    others = last[pairs.rows]  # [P, last_n] -1 where the history is shorter
+    valid = (others >= 0) & has_vector[np.maximum(others, 0)] & has_vector[pairs.items, None]
+    seen = valid.sum(axis=1)  # [P]
+    best = np.where(valid, sims, -np.inf).max(axis=1, initial=-np.inf)
+    mean = np.full(len(seen), np.nan)
+    np.divide(np.where(valid, sims, 0.0).sum(axis=1), seen, out=mean, where=seen > 0)
+    return {f"cos_{modality}_max": np.where(seen > 0, best, np.nan), f"cos_{modality}_mean": mean}
+
+
+def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:
+    """The model's raw score of each candidate and its rank over the catalogue (1 + items
+    scored strictly above it), ``QUERY_CHUNK`` queries at a time on the model's device."""
+    score, rank = np.full(len(pairs.items), np.nan), np.full(len(pairs.items), np.nan)
+    layout = _Layout.of(pairs)
+    for first in range(0, len(queries), QUERY_CHUNK):
+        stop = min(first + QUERY_CHUNK, len(queries))
+        lo, hi = layout.starts[first], layout.starts[stop]
+        if lo == hi:
+            continue
+        seq = histories_to_tensor(queries.histories[first:stop], model.max_len)  # [b, L]
+        raw = torch.as_tensor(model.raw(seq.to(model.device))).float()  # [b, N]
+        picked = layout.order[lo:hi]
+        local = torch.from_numpy(layout.rows[lo:hi] - first).to(raw.device)
+        within = torch.from_numpy(layout.within[lo:hi]).to(raw.device)
+        values = raw[local, torch.from_numpy(pairs.items[picked]).to(raw.device)]  # [p]
+        grid = torch.full((stop - first, layout.width), torch.inf, device=raw.device)
+        grid[local, within] = values  # [b, width]
+        ascending = torch.sort(raw, dim=1).values  # [b, N]
+        not_above = torch.searchsorted(ascending, grid, right=True)[local, within]  # [p]
+        score[picked] = values.cpu().numpy()
+        rank[picked] = (raw.shape[1] - not_above + 1).cpu().numpy()
+    return {"seq_score": score, "seq_rank": rank}
+
+
+def _activity(pairs: _Pairs) -> Columns:
+    """Per-query activity, repeated for each of the query's candidates."""
+    n_queries, lengths = len(pairs.lengths), pairs.lengths
+    new_basket = np.ones(len(pairs.h_rows), dtype=bool)  # [E] first entry of a distinct time
+    new_basket[1:] = (pairs.h_rows[1:] != pairs.h_rows[:-1]) | (
+        pairs.h_times[1:] != pairs.h_times[:-1]
+    )
+    baskets = np.bincount(pairs.h_rows[new_basket], minlength=n_queries).astype(np.float64)
+    filled = np.flatnonzero(lengths > 0)
+    starts = np.cumsum(lengths) - lengths
+    first, latest = np.full(n_queries, np.nan), np.full(n_queries, np.nan)
+    first[filled] = pairs.h_times[starts[filled]]
+    latest[filled] = pairs.h_times[starts[filled] + lengths[filled] - 1]
+    basket_size = np.full(n_queries, np.nan)
+    np.divide(lengths, baskets, out=basket_size, where=baskets > 0)
+    per_query = {
+        "user_history_length": lengths.astype(np.float64),
+        "user_baskets": baskets,
+        "user_days_since_last": pairs.days_before(latest, pairs.query_cutoffs),
+        "user_days_since_first": pairs.days_before(first, pairs.query_cutoffs),
+        "user_mean_basket_size": basket_size,
+    }
+    return {name: values[pairs.rows] for name, values in per_query.items()}
+
+
+def _content_columns(
+    pairs: _Pairs, context: RankerContext, last_n: int, without: set[str]
+) -> Columns:
+    columns: Columns = {}
+    last = _last_items(pairs, last_n)  # [B, last_n]
+    modalities = [m for m in MODALITY_FAMILY if m in context.vectors]
+    modalities += sorted(set(context.vectors) - set(MODALITY_FAMILY))
+    for modality in modalities:
+        if MODALITY_FAMILY.get(modality) not in without:
+            vectors, has_vector = context.vectors[modality], _has_vector(context, modality)
+            columns.update(_similarities(pairs, vectors, has_vector, last, modality))
+    return columns
+
+
+def feature_matrix(
+    queries: Queries, candidates: CandidateSet, context: RankerContext, config: RankerConfig
+) -> tuple[list[str], np.ndarray]:
+    """(feature names [F], features [P, F] float32, NaN = missing): one row per candidate pair,
+    in ``candidates`` order; the families of ``config.without`` left out (module docstring)."""
+    without = set(config.without or ())
+    pairs = _pairs(queries, candidates, context.events.day)
+    columns = _source_columns(candidates)
+    columns.update(_bought(pairs, pairs.h_items, pairs.items, "user_item"))
+    if context.groups is not None:
+        groups = np.asarray(context.groups, dtype=np.int64)
+        columns.update(_bought(pairs, groups[pairs.h_items], groups[pairs.items], "user_group"))
+    columns.update(_popularity(pairs, context.events))
+    if context.prices is not None:
+        columns.update(_price(pairs, context.prices))
+    if context.categories is not None:
+        columns.update(_category_shares(pairs, context.categories, config.history_last_n))
+    columns.update(_content_columns(pairs, context, config.history_last_n, without))
+    if context.model is not None and "sequence" not in without:
+        columns.update(_sequence(pairs, queries, context.model))
+    columns.update(_activity(pairs))
+    names = [name for name in columns if feature_family(name) not in without]
+    matrix = np.empty((len(names), len(pairs.items)), dtype=np.float32)  # [F, P]
+    for column, name in enumerate(names):
+        matrix[column] = columns[name]
+    return names, np.ascontiguousarray(matrix.T)  # [P, F]

@@ -1,0 +1,488 @@
+"""Candidate sources: each proposes up to ``n`` items per query with a score (higher = better).
+
+Every source works on a whole batch of queries at once and reads only the query's history and
+events strictly before its cutoff (`seqrec.ranker.events.Events`):
+
+- `Repeats`: the shopper's own purchases, latest first, ties by how often bought;
+- `Variants`: other items of the product groups the shopper bought (H&M: same product code);
+- `CoPurchase`: items bought by the buyers of the shopper's last items (cosine co-occurrence,
+  refitted on the log before each ``refit_days`` period);
+- `ContentNeighbours`: items nearest to the shopper's last items by one content modality (each
+  item's precomputed top ``neighbours`` by cosine, summed over the last items);
+- `Trending`: the best sellers of the last days; `NewArrivals`: items first sold lately;
+- `SequenceTop`: the sequence model's top items by raw score.
+
+Each returns its candidates sorted by query row, best first (`top_per_row`): `merge` ranks them
+in that order. `enabled_sources` picks the sources a `RankerConfig` and a context allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from seqrec.baselines import (
+    cooccurrence_similarity,
+    keep_top_neighbours,
+    user_item_matrix,
+)
+from seqrec.data.sequences import histories_to_tensor
+from seqrec.models.affinity import neighbour_graph
+from seqrec.ranker.candidates import Candidates, Source
+from seqrec.ranker.config import RankerConfig
+from seqrec.ranker.context import RankerContext, Vectors
+from seqrec.ranker.events import Events
+from seqrec.ranker.queries import Queries
+
+CHUNK = 256  # queries scored against the whole catalogue at once (memory: CHUNK x N floats)
+POOL_CHUNK = 1 << 13  # candidate pairs whose vectors are gathered at once (content sources)
+TIE_DAYS = 28  # window of the sales that break ties between variants
+
+
+def history_events(queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row [E], item [E], time [E], position from the end [E]) of every history entry. A query
+    whose times do not match its history (times unknown) gets its positions as times."""
+    lengths = np.array([len(h) for h in queries.histories], dtype=np.int64)  # [B]
+    rows = np.repeat(np.arange(len(queries)), lengths)  # [E]
+    if not lengths.sum():
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    items = np.concatenate(queries.histories).astype(np.int64)
+    pairs = zip(queries.histories, queries.times, strict=True)
+    times = np.concatenate([t if len(t) == len(h) else np.arange(len(h)) for h, t in pairs])
+    times = times.astype(np.int64)
+    ends = np.cumsum(lengths)  # [B] one past each query's last entry
+    from_end = ends[rows] - 1 - np.arange(len(items))  # [E] 0 = the latest entry
+    return rows, items, times, from_end
+
+
+def top_per_row(
+    rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n: int, ties: np.ndarray | None = None
+) -> Candidates:
+    """The ``n`` best (row, item) pairs of each row, sorted by row then best first: by score
+    descending, then ``ties`` descending, then item index ascending."""
+    ties = np.zeros(len(rows)) if ties is None else ties
+    order = np.lexsort((items, -ties, -scores, rows))
+    sorted_rows = rows[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
+    keep = order[rank < n]
+    return Candidates(
+        rows[keep].astype(np.int64), items[keep].astype(np.int64), scores[keep].astype(np.float32)
+    )
+
+
+def no_candidates() -> Candidates:
+    empty = np.zeros(0, dtype=np.int64)
+    return Candidates(empty, empty, np.zeros(0, dtype=np.float32))
+
+
+def concat(parts: list[Candidates]) -> Candidates:
+    """The candidates of several row subsets, sorted by row (each part's order kept)."""
+    if not parts:
+        return no_candidates()
+    rows = np.concatenate([p.rows for p in parts])
+    order = np.argsort(rows, kind="stable")
+    items = np.concatenate([p.items for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    return Candidates(rows[order], items[order], scores[order])
+
+
+def in_history(queries: Queries, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[C] bool: whether ``items[c]`` is in the history of query ``rows[c]``."""
+    h_rows, h_items, _, _ = history_events(queries)
+    width = max(int(items.max(initial=0)), int(h_items.max(initial=0))) + 1
+    return np.isin(rows * width + items, h_rows * width + h_items)
+
+
+def last_items_matrix(
+    queries: Queries, n_items: int, last_n: int, binary: bool = True
+) -> sp.csr_matrix:
+    """[B, N] the last ``last_n`` history items of each query: 1 each, or how often each is
+    among them (``binary=False``)."""
+    rows, items, _, from_end = history_events(queries)
+    recent = from_end < last_n
+    data = np.ones(int(recent.sum()))
+    matrix = sp.csr_matrix((data, (rows[recent], items[recent])), shape=(len(queries), n_items))
+    matrix.sum_duplicates()
+    if binary:
+        matrix.data[:] = 1.0
+    return matrix
+
+
+def neighbour_sums(
+    queries: Queries, query: sp.csr_matrix, graph: sp.csr_matrix, n: int, exclude_history: bool
+) -> Candidates:
+    """Top ``n`` items per query by ``query @ graph`` ([B, N] x [N, N] sparse: the summed
+    neighbour rows of the query's items), positive sums only, history items left out when
+    asked."""
+    scores = sp.coo_matrix(query.astype(graph.dtype) @ graph)  # [B, N] (graph never upcast)
+    c_rows, c_items, c_score = scores.row.astype(np.int64), scores.col, scores.data
+    keep = c_score > 0
+    if exclude_history:
+        keep &= ~in_history(queries, c_rows, c_items)
+    return top_per_row(c_rows[keep], c_items[keep], c_score[keep], n)
+
+
+@dataclass
+class Repeats:
+    """The shopper's own history items: latest purchase first, ties by how often bought, then
+    by position. Score: distinct positive integers, the first item the largest."""
+
+    name: str = "repeats"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        rows, items, times, from_end = history_events(queries)
+        if not len(rows):
+            return no_candidates()
+        key = rows * context.n_items + items  # [E] one per (query, item)
+        order = np.lexsort((-from_end, times, key))  # by pair, its latest entry last
+        sorted_key = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])  # [P]
+        ends = np.r_[starts[1:], len(order)]
+        latest = order[ends - 1]  # [P] each pair's latest entry
+        count = ends - starts  # [P]
+        p_rows, p_items = rows[latest], items[latest]
+        by = np.lexsort((from_end[latest], -count, -times[latest], p_rows))  # best first
+        row_end = np.searchsorted(p_rows[by], p_rows[by], side="right")  # past the row's pairs
+        score = np.empty(len(by), dtype=np.float64)
+        score[by] = row_end - np.arange(len(by))  # distinct, the row's first = its item count
+        return top_per_row(p_rows, p_items, score, n)
+
+
+def group_members(context: RankerContext) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr [G + 1], items [M]): the items of each product group (cached in the context)."""
+    key = ("group_members",)
+    if key not in context.cache:
+        groups = context.groups
+        assert groups is not None
+        valid = np.flatnonzero(groups >= 0)
+        order = valid[np.argsort(groups[valid], kind="stable")]
+        n_groups = int(groups.max(initial=-1)) + 1
+        indptr = np.searchsorted(groups[order], np.arange(n_groups + 1))
+        context.cache[key] = (indptr, order.astype(np.int64))
+    return context.cache[key]  # type: ignore[return-value]
+
+
+@dataclass
+class Variants:
+    """Other items of the groups of the shopper's history items (history items left out).
+
+    Score: the group's recency-weighted count of the shopper's purchases (a purchase ``age``
+    days before the cutoff weighs 0.5 ** (age / half_life_days); order-only timestamps: age in
+    events), ties by the item's sales in the 28 days before the cutoff. Work is bounded per
+    query: its groups are expanded best first until they hold n + history length items.
+    """
+
+    half_life_days: float = 14.0
+    name: str = "variants"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        if context.groups is None:
+            return no_candidates()
+        rows, items, times, _ = history_events(queries)
+        groups = context.groups[items]  # [E]
+        known = groups >= 0
+        rows, times, groups = rows[known], times[known], groups[known]
+        age = np.maximum(queries.cutoffs[rows] - times, 0) / (context.events.day or 1)
+        weight = 0.5 ** (age / self.half_life_days)  # [E]
+        n_groups = int(context.groups.max(initial=-1)) + 1
+        pair, inverse = np.unique(rows * n_groups + groups, return_inverse=True)
+        g_rows, g_groups = pair // max(n_groups, 1), pair % max(n_groups, 1)  # [P]
+        g_score = np.bincount(inverse, weights=weight, minlength=len(pair))  # [P]
+        best = self._best_groups(queries, context, g_rows, g_groups, g_score, n)
+        g_rows, g_groups, g_score = best
+        indptr, members = group_members(context)
+        sizes = indptr[g_groups + 1] - indptr[g_groups]  # [P]
+        c_rows = np.repeat(g_rows, sizes)  # [C]
+        within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        c_items = members[np.repeat(indptr[g_groups], sizes) + within]  # [C]
+        c_score = np.repeat(g_score, sizes)
+        fresh = ~in_history(queries, c_rows, c_items)
+        c_rows, c_items, c_score = c_rows[fresh], c_items[fresh], c_score[fresh]
+        sales = context.events.count(c_items, queries.cutoffs[c_rows], TIE_DAYS)
+        return top_per_row(c_rows, c_items, c_score, n, ties=sales)
+
+    @staticmethod
+    def _best_groups(
+        queries: Queries,
+        context: RankerContext,
+        rows: np.ndarray,
+        groups: np.ndarray,
+        score: np.ndarray,
+        n: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each query's groups best first, kept while the groups before hold fewer than
+        n + history length items."""
+        order = np.lexsort((groups, -score, rows))
+        rows, groups, score = rows[order], groups[order], score[order]
+        indptr, _ = group_members(context)
+        sizes = indptr[groups + 1] - indptr[groups]
+        held = np.cumsum(sizes) - sizes  # items in the groups before, over all rows
+        row_start = np.searchsorted(rows, rows, side="left")
+        held -= held[row_start]  # ... within the row
+        lengths = np.array([len(h) for h in queries.histories], dtype=np.int64)
+        keep = held < n + lengths[rows]
+        return rows[keep], groups[keep], score[keep]
+
+
+def refit_period_start(cutoffs: np.ndarray, events: Events, refit_days: int) -> np.ndarray:
+    """[B] start of each cutoff's refit period: t_min + whole periods of ``refit_days`` days;
+    one period (the log's end) when timestamps are not a shared clock."""
+    cutoffs = np.asarray(cutoffs, dtype=np.int64)
+    if events.day is None:
+        return np.full(cutoffs.shape, events.t_max + 1, dtype=np.int64)
+    period = refit_days * events.day
+    return events.t_min + np.floor_divide(cutoffs - events.t_min, period) * period
+
+
+@dataclass
+class CoPurchase:
+    """Items bought by the buyers of the query's last ``last_n`` items: the sum of their cosine
+    co-occurrence (`seqrec.baselines.cooccurrence_similarity`, top ``neighbours`` per item),
+    fitted once per refit period on the log strictly before the period's start."""
+
+    last_n: int = 5
+    refit_days: int = 28
+    neighbours: int = 100
+    exclude_history: bool = True  # the shopper's own items are left to `Repeats`
+    name: str = "cooccurrence"
+
+    def similarity(self, context: RankerContext, start: int) -> sp.csr_matrix:
+        """[N, N] item similarity of the log before ``start`` (cached in the context)."""
+        key = ("cooccurrence", start, self.neighbours)
+        if key not in context.cache:
+            users, items, _ = context.events.log_before(start)
+            known = users >= 0
+            log = pd.DataFrame({"user_id": users[known], "item_idx": items[known]})
+            sim = cooccurrence_similarity(user_item_matrix(log, context.n_items))
+            context.cache[key] = keep_top_neighbours(sim, self.neighbours)
+        return context.cache[key]  # type: ignore[return-value]
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        starts = refit_period_start(queries.cutoffs, context.events, self.refit_days)
+        parts = []
+        for start in np.unique(starts):
+            rows = np.flatnonzero(starts == start)
+            part = queries.subset(rows)
+            query = last_items_matrix(part, context.n_items, self.last_n)  # [b, N]
+            graph = self.similarity(context, int(start))
+            found = neighbour_sums(part, query, graph, n, self.exclude_history)
+            parts.append(Candidates(rows[found.rows], found.items, found.scores))
+        return concat(parts)
+
+
+def best_in_chunks(queries: Queries, n: int, score_chunk, exclude_history: bool) -> Candidates:
+    """Top ``n`` positive-scored items per query, scoring ``CHUNK`` queries at a time with
+    ``score_chunk(queries) -> [b, N]`` (the history's items left out when asked)."""
+    parts = []
+    for start in range(0, len(queries), CHUNK):
+        rows = np.arange(start, min(start + CHUNK, len(queries)))
+        part = queries.subset(rows)
+        scores = np.array(score_chunk(part), dtype=np.float32)  # [b, N]
+        if exclude_history:
+            h_rows, h_items, _, _ = history_events(part)
+            scores[h_rows, h_items] = -np.inf
+        k = min(n, scores.shape[1])
+        if k <= 0:
+            continue
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [b, k]
+        values = np.take_along_axis(scores, top, axis=1)  # [b, k]
+        b_rows = np.repeat(np.arange(len(rows)), k)
+        keep = np.isfinite(values.ravel()) & (values.ravel() > 0)
+        found = top_per_row(b_rows[keep], top.ravel()[keep], values.ravel()[keep], n)
+        parts.append(Candidates(rows[found.rows], found.items, found.scores))
+    return concat(parts)
+
+
+@dataclass
+class ContentNeighbours:
+    """Items near the query's last ``last_n`` items by ``modality`` (a key of
+    ``context.vectors``), scored by their summed cosine to those items (counted as often as
+    they occur; `seqrec.baselines.ContentKNN`). Only items among some last item's
+    ``neighbours`` most similar items (`content_graph`, computed once per context) are
+    scored: the ``pool`` best of them by their summed list similarities get the exact sum
+    (every last item counts, also where the item is not in its list), so a query reads
+    ``pool`` vectors instead of the whole catalogue."""
+
+    modality: str
+    last_n: int = 5
+    neighbours: int = 100
+    pool: int = 100  # per query, items whose exact sum is computed (at least n are)
+    exclude_history: bool = True  # the shopper's own items are left to `Repeats`
+    name: str = field(init=False, default="")
+
+    def __post_init__(self):
+        self.name = f"content_{self.modality}"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        graph = content_graph(context, self.modality, self.neighbours)
+        query = last_items_matrix(queries, context.n_items, self.last_n, binary=False)  # [B, N]
+        pool = neighbour_sums(queries, query, graph, max(n, self.pool), self.exclude_history)
+        rows, items = pool.rows, pool.items
+        scores = cosine_sums(context.vectors[self.modality], query, rows, items)  # [C]
+        positive = scores > 0
+        return top_per_row(rows[positive], items[positive], scores[positive], n)
+
+
+def cosine_sums(
+    vectors: Vectors, query: sp.csr_matrix, rows: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """[C] float32 dot product of ``vectors[items[c]]`` with the sum of query ``rows[c]``'s
+    vectors (``query`` [B, N] weights), ``POOL_CHUNK`` pairs at a time."""
+    profile = query.astype(vectors.dtype) @ vectors  # [B, D] (sparse when vectors are)
+    out = np.zeros(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), POOL_CHUNK):
+        part = slice(start, start + POOL_CHUNK)
+        if sp.issparse(vectors):
+            product = sp.csr_matrix(vectors[items[part]]).multiply(profile[rows[part]])
+            out[part] = np.asarray(product.sum(axis=1)).ravel()
+        else:
+            out[part] = np.einsum("cd,cd->c", vectors[items[part]], profile[rows[part]])
+    return out
+
+
+def content_graph(context: RankerContext, modality: str, neighbours: int) -> sp.csr_matrix:
+    """[N, N] sparse: row i holds item i's ``neighbours`` most similar items by cosine of
+    ``context.vectors[modality]`` (`seqrec.models.affinity.neighbour_graph`; zero
+    similarities dropped). Depends on the catalogue only: computed once per context."""
+    key = ("content_graph", modality, neighbours)
+    if key not in context.cache:
+        items, sims = neighbour_graph(context.vectors[modality], neighbours)  # [N, K] each
+        n_items, k = items.shape
+        indptr = np.arange(0, n_items * k + 1, k, dtype=np.int64)  # [N + 1]
+        graph = sp.csr_matrix(
+            (sims.numpy().ravel(), items.numpy().ravel(), indptr), shape=(n_items, n_items)
+        )
+        graph.eliminate_zeros()
+        graph.sort_indices()
+        context.cache[key] = graph
+    return context.cache[key]  # type: ignore[return-value]
+
+
+@dataclass
+class Trending:
+    """The ``n`` best sellers of the ``days`` days before the cutoff; score: those sales."""
+
+    days: int = 7
+    name: str = "trending"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        parts = []
+        for cutoff in np.unique(queries.cutoffs):
+            sales = context.events.window_table(int(cutoff), self.days)  # [N]
+            parts.append(top_sellers(np.flatnonzero(queries.cutoffs == cutoff), sales, n))
+        return concat(parts)
+
+
+def top_sellers(rows: np.ndarray, sales: np.ndarray, n: int) -> Candidates:
+    """The same ``n`` best-selling items (sales > 0) for every row of ``rows``."""
+    sold = np.flatnonzero(sales > 0)
+    best = sold[np.lexsort((sold, -sales[sold]))][:n]  # [k]
+    return Candidates(
+        np.repeat(rows, len(best)).astype(np.int64),
+        np.tile(best, len(rows)).astype(np.int64),
+        np.tile(sales[best], len(rows)).astype(np.float32),
+    )
+
+
+@dataclass
+class NewArrivals:
+    """Items first sold within the ``days`` days before the cutoff, by their sales since then
+    (the score). Items never sold are not proposed (content sources find them); none with
+    order-only timestamps (no shared clock)."""
+
+    days: int = 28
+    name: str = "new_arrivals"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        events = context.events
+        if events.day is None or not len(events):
+            return no_candidates()
+        sold = np.flatnonzero(np.diff(events.item_indptr) > 0)
+        first = events.time_of[events.item_indptr[sold]]  # [S] first sale of each sold item
+        parts = []
+        for cutoff in np.unique(queries.cutoffs):
+            fresh = sold[(first >= cutoff - self.days * events.day) & (first < cutoff)]
+            sales = np.zeros(context.n_items, dtype=np.float32)
+            sales[fresh] = events.window_table(int(cutoff), self.days)[fresh]
+            parts.append(top_sellers(np.flatnonzero(queries.cutoffs == cutoff), sales, n))
+        return concat(parts)
+
+
+@dataclass
+class SequenceTop:
+    """The sequence model's (``context.model``) top ``n`` items by raw score (the score)."""
+
+    name: str = "sequence"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        model = context.model
+        if model is None:
+            return no_candidates()
+
+        def raw(part: Queries) -> np.ndarray:
+            seq = histories_to_tensor(part.histories, model.max_len).to(model.device)  # [b, L]
+            return model.raw(seq).float().cpu().numpy()  # [b, N]
+
+        with torch.no_grad():
+            return best_in_chunks(queries, n, raw, exclude_history=False)
+
+
+def enabled_sources(config: RankerConfig, context: RankerContext) -> list[Source]:
+    """The sources with a size above 0 whose inputs the context has, minus the families of
+    ``config.without`` (image: content_image; text: content_tfidf, content_text; sequence:
+    sequence, content_fused)."""
+    last_n = config.history_last_n
+    candidates: list[Source] = [
+        Repeats(),
+        Variants(),
+        CoPurchase(last_n=last_n, refit_days=config.refit_days),
+        *(ContentNeighbours(m, last_n) for m in ("tfidf", "text", "image", "fused")),
+        Trending(days=config.trending_days),
+        NewArrivals(days=config.new_arrival_days),
+        SequenceTop(),
+    ]
+    dropped = {
+        name
+        for family in config.without or []
+        for name in SOURCE_FAMILIES.get(family, ())  # ConfigError is raised on load
+    }
+    return [
+        source
+        for source in candidates
+        if getattr(config.sources, source.name) > 0
+        and source.name not in dropped
+        and has_inputs(source, context)
+    ]
+
+
+def prepare(config: RankerConfig, context: RankerContext) -> None:
+    """Build what the enabled sources compute once per catalogue (each content modality's
+    neighbour graph, `content_graph`) now, so that no query pays for it (a service calls this
+    when it loads, before the first request)."""
+    for source in enabled_sources(config, context):
+        if isinstance(source, ContentNeighbours):
+            content_graph(context, source.modality, source.neighbours)
+
+
+SOURCE_FAMILIES = {
+    "image": ("content_image",),
+    "text": ("content_tfidf", "content_text"),
+    "sequence": ("sequence", "content_fused"),
+}
+
+
+def has_inputs(source: Source, context: RankerContext) -> bool:
+    """Whether the context holds what ``source`` reads (groups, a modality, the model)."""
+    if isinstance(source, Variants):
+        return context.groups is not None
+    if isinstance(source, ContentNeighbours):
+        model_ok = source.modality != "fused" or context.model is not None
+        return source.modality in context.vectors and model_ok
+    if isinstance(source, SequenceTop):
+        return context.model is not None
+    return True

@@ -1,0 +1,119 @@
+"""Merging the sources' candidates, dense scores, candidate recall and one source as a ranker."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqrec.ranker.candidates import (
+    Candidates,
+    SourceScorer,
+    candidate_recall,
+    dense_scores,
+    generate,
+    latest_queries,
+    merge,
+)
+from seqrec.ranker.config import RankerConfig, SourceSizes
+from seqrec.ranker.context import RankerContext
+from seqrec.ranker.events import Events
+from seqrec.ranker.queries import Queries
+from seqrec.ranker.sources import Repeats, Trending
+
+
+def candidates(rows, items, scores) -> Candidates:
+    return Candidates(
+        np.array(rows, dtype=np.int64),
+        np.array(items, dtype=np.int64),
+        np.array(scores, dtype=np.float32),
+    )
+
+
+def found():
+    return {
+        "a": candidates([0, 0, 1], [5, 2, 3], [0.9, 0.5, 1.0]),
+        "b": candidates([0, 0], [2, 7], [3.0, 3.0]),  # a tie: ranked in the source's order
+    }
+
+
+def test_merge_one_row_per_pair_with_each_sources_score_and_rank():
+    merged = merge(2, found(), max_candidates=10)
+    assert merged.rows.tolist() == [0, 0, 0, 1]
+    assert merged.items.tolist() == [2, 5, 7, 3]
+    np.testing.assert_array_equal(merged.scores["a"], np.float32([0.5, 0.9, np.nan, 1.0]))
+    np.testing.assert_array_equal(merged.scores["b"], np.float32([3.0, np.nan, 3.0, np.nan]))
+    assert merged.ranks["a"].tolist() == [2, 1, 0, 1]
+    assert merged.ranks["b"].tolist() == [1, 0, 2, 0]
+
+
+def test_merge_cap_keeps_the_best_ranks_ties_by_source_order():
+    two = merge(2, found(), max_candidates=2)  # row 0: 5 (a's 1st), 2 (b's 1st); 7 dropped
+    assert list(zip(two.rows.tolist(), two.items.tolist(), strict=True)) == [(0, 2), (0, 5), (1, 3)]
+    assert two.ranks["b"].tolist() == [1, 0, 0]
+    one = merge(2, found(), max_candidates=1)  # a tie of first ranks: source a comes first
+    assert one.items.tolist() == [5, 3]
+
+
+def test_merge_refuses_rows_outside_the_queries_and_takes_empty_sources():
+    with pytest.raises(ValueError, match="outside"):
+        merge(1, found(), max_candidates=10)
+    empty = merge(3, {"a": candidates([], [], [])}, max_candidates=5)
+    assert len(empty) == 0 and empty.scores["a"].shape == (0,)
+
+
+def test_dense_scores_put_candidates_above_every_other_item():
+    found_ = candidates([0, 0, 1, 3], [1, 3, 0, 2], [2.0, -1.0, 5.0, 3e8])
+    scores = dense_scores(found_, n_queries=4, n_items=4)
+    assert scores.dtype == np.float32
+    assert scores[0, 1] == 2.0 and scores[0, 3] == -1.0
+    assert scores[0, 0] == scores[0, 2] < -1.0  # the rest tie below the lowest candidate
+    assert scores[1, 0] == 5.0 and len(set(scores[1, 1:])) == 1 and scores[1, 1] < 5.0
+    assert len(set(scores[2])) == 1  # no candidates: all tie
+    assert scores[3, 2] == np.float32(3e8) and scores[3, 0] < scores[3, 2]  # strictly, in float32
+
+
+def test_dense_scores_of_a_merged_set_interleave_the_sources():
+    scores = dense_scores(merge(2, found(), 10), n_queries=2, n_items=8)
+    # row 0: a's first (5), b's first (2), a's second (2, already), b's second (7)
+    order = np.argsort(-scores[0], kind="stable")[:3]
+    assert order.tolist() == [5, 2, 7]
+    assert scores[0, 7] > scores[0, 0] == scores[0, 1]
+
+
+def test_candidate_recall_is_the_share_of_targets_found():
+    found_ = candidates([0, 0, 1], [1, 2, 3], [1, 1, 1])
+    targets = [np.array([1, 4]), np.array([3]), np.array([], dtype=np.int64)]
+    assert candidate_recall(found_, targets) == pytest.approx(2 / 3)
+    assert candidate_recall(merge(3, {"x": found_}, 10), targets) == pytest.approx(2 / 3)
+    assert candidate_recall(found_, [np.array([], dtype=np.int64)]) == 0.0
+
+
+def small_context() -> RankerContext:
+    log = pd.DataFrame(
+        {"user_id": [1, 1, 2, 2, 3], "item_idx": [0, 1, 0, 2, 3], "timestamp": [1, 1, 2, 2, 3]}
+    )
+    return RankerContext(n_items=5, events=Events(log, 5, day=1))
+
+
+def test_generate_runs_the_enabled_sources_with_their_sizes():
+    context = small_context()
+    q = Queries([np.array([0, 4])], [np.array([1, 2])], [10])
+    config = RankerConfig(sources=SourceSizes(trending=1, new_arrivals=0), trending_days=30)
+    merged = generate(q, context, config)
+    assert list(merged.scores) == ["repeats", "cooccurrence", "trending"]
+    assert set(merged.items[merged.ranks["trending"] > 0]) == {0}  # the best seller, once
+    assert set(merged.items[merged.ranks["repeats"] > 0]) == {0, 4}
+    alone = generate(q, context, config, sources=[Repeats()])
+    assert list(alone.scores) == ["repeats"] and alone.items.tolist() == [0, 4]
+
+
+def test_source_scorer_ranks_by_one_source_alone():
+    context = small_context()
+    scorer = SourceScorer(Trending(days=30), context, n=2)
+    q = Queries([np.array([4])], [np.array([1])], [10])
+    scores = scorer.score_queries(q)
+    assert scores.shape == (1, 5)
+    assert scores[0, 0] > scores[0, 1] > scores[0, 2] == scores[0, 3] == scores[0, 4]
+    # times unknown: asked right after the log's end
+    np.testing.assert_array_equal(scorer.score([np.array([4])]), scores)
+    later = latest_queries([np.array([2, 3])], context.events)
+    assert later.cutoffs.tolist() == [4] and later.times[0].tolist() == [3, 3]
