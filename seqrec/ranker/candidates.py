@@ -141,9 +141,10 @@ def dense_scores(
     values = np.asarray(values, dtype=np.float32)
     lowest = np.full(n_queries, np.inf, dtype=np.float32)
     np.minimum.at(lowest, candidates.rows, values)
-    floor = lowest.astype(np.float64)
+    found = np.isfinite(lowest)  # [B] rows with at least one candidate
+    floor = np.where(found, lowest, 0.0).astype(np.float64)
     below = floor - np.maximum(1.0, np.abs(floor) * 1e-3)  # strictly below, also in float32
-    fill = np.where(np.isfinite(floor), below, 0.0).astype(np.float32)  # [B]
+    fill = np.where(found, below, 0.0).astype(np.float32)  # [B]
     out = np.repeat(fill[:, None], n_items, axis=1)  # [B, N]
     out[candidates.rows, candidates.items] = values
     return out
