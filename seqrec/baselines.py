@@ -189,18 +189,10 @@ def keep_top_neighbours(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
     return sp.csr_matrix((sim.data[keep], (rows[keep], sim.indices[keep])), shape=sim.shape)
 
 
-def _query_matrix(
-    histories: list[np.ndarray],
-    n_items: int,
-    last_n: int | None,
-    binary: bool,
-    dtype: np.dtype | type = np.float64,
-):
-    """[B, N] sparse query: the last ``last_n`` history items of each user (1 each, or counts),
-    in ``dtype`` (that of the matrix it multiplies, which scipy would otherwise upcast whole)."""
+def _query_matrix(histories: list[np.ndarray], n_items: int, last_n: int | None, binary: bool):
+    """[B, N] sparse query: the last ``last_n`` history items of each user (1 each, or counts)."""
     rows, items = _history_pairs(_last_n(histories, last_n))
-    data = np.ones(len(items), dtype=dtype)
-    query = sp.csr_matrix((data, (rows, items)), shape=(len(histories), n_items))
+    query = sp.csr_matrix((np.ones(len(items)), (rows, items)), shape=(len(histories), n_items))
     query.sum_duplicates()
     if binary:
         query.data[:] = 1.0
@@ -294,9 +286,7 @@ class ContentKNN:
         return self
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        query = _query_matrix(
-            histories, self.n_items_, self.last_n, self.binary_history, self.vectors_.dtype
-        )
+        query = _query_matrix(histories, self.n_items_, self.last_n, self.binary_history)
         profile = query @ self.vectors_  # [B, D] sum of the history items' unit vectors
         scores = self.vectors_ @ profile.T  # [N, B]
         if sp.issparse(scores):

@@ -9,7 +9,6 @@ from seqrec.baselines import (
     Popularity,
     RepeatThenContentKNN,
     RepeatThenPopularity,
-    _query_matrix,
     cooccurrence_similarity,
     lexicographic,
     repeat_first,
@@ -197,16 +196,6 @@ def test_content_knn_sums_over_the_last_n_items():
     assert scores[1] == pytest.approx(1.0) and scores[2] == pytest.approx(1.0)
     only_last = ContentKNN(content_vectors(), last_n=1).fit(FIT, N)
     assert only_last.score([np.array([1, 2])])[0, 1] == pytest.approx(0.0)
-
-
-def test_content_knn_queries_in_the_vectors_dtype():
-    """float32 vectors are multiplied by a float32 query (scipy would otherwise copy the whole
-    item matrix to float64 on every call), with the float64 scores up to rounding."""
-    assert _query_matrix([np.array([1, 2, 2])], N, None, False, np.float32).dtype == np.float32
-    single = ContentKNN(content_vectors().astype(np.float32), last_n=2).fit(FIT, N)
-    double = ContentKNN(content_vectors(), last_n=2).fit(FIT, N)
-    histories = [np.array([2, 1]), np.array([6, 7, 7])]
-    np.testing.assert_allclose(single.score(histories), double.score(histories), rtol=1e-6)
 
 
 def test_repeat_then_content_knn():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from seqrec import bundle as bundle_module
-from seqrec.bundle import BUNDLE_FILES, load_bundle, recover_bundle, save_bundle
+from seqrec.bundle import load_bundle, recover_bundle, save_bundle
+from seqrec.bundle_files import BUNDLE_FILES
 from seqrec.bundle_ranker import RANKER_FILES
 from seqrec.config import apply_overrides
 from seqrec.data.dataset import DataError

@@ -186,3 +186,34 @@ class SourceScorer:
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:  # [B, N] float32
         return self.score_queries(latest_queries(histories, self.context.events))
+
+
+def top_per_row(
+    rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n: int, ties: np.ndarray | None = None
+) -> Candidates:
+    """The ``n`` best (row, item) pairs of each row, sorted by row then best first: by score
+    descending, then ``ties`` descending, then item index ascending."""
+    ties = np.zeros(len(rows)) if ties is None else ties
+    order = np.lexsort((items, -ties, -scores, rows))
+    sorted_rows = rows[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
+    keep = order[rank < n]
+    return Candidates(
+        rows[keep].astype(np.int64), items[keep].astype(np.int64), scores[keep].astype(np.float32)
+    )
+
+
+def no_candidates() -> Candidates:
+    empty = np.zeros(0, dtype=np.int64)
+    return Candidates(empty, empty, np.zeros(0, dtype=np.float32))
+
+
+def concat(parts: list[Candidates]) -> Candidates:
+    """The candidates of several row subsets, sorted by row (each part's order kept)."""
+    if not parts:
+        return no_candidates()
+    rows = np.concatenate([p.rows for p in parts])
+    order = np.argsort(rows, kind="stable")
+    items = np.concatenate([p.items for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    return Candidates(rows[order], items[order], scores[order])

@@ -7,22 +7,10 @@ file is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from seqrec.constraints import at_least, choice, in_range, positive
 
-SOURCES = (
-    "repeats",
-    "variants",
-    "cooccurrence",
-    "content_tfidf",
-    "content_text",
-    "content_image",
-    "content_fused",
-    "trending",
-    "new_arrivals",
-    "sequence",
-)
 ABLATIONS = ("image", "text", "sequence")  # feature families a ranker can be trained without
 
 
@@ -40,6 +28,9 @@ class SourceSizes:
     trending: int = at_least(0, 20)  # most sold in the last ``trending_days`` days
     new_arrivals: int = at_least(0, 20)  # first sold in the last ``new_arrival_days`` days
     sequence: int = at_least(0, 0)  # the sequence model's top items
+
+
+SOURCES = tuple(spec.name for spec in fields(SourceSizes))  # every source, in config order
 
 
 @dataclass

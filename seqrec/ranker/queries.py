@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from seqrec.data.split import EvalTask
 
@@ -44,3 +45,42 @@ def queries_from_task(task: EvalTask) -> Queries:
     if task.cutoffs is None or task.history_times is None:
         raise ValueError("this task carries no timestamps: a time-aware ranker cannot score it")
     return Queries(task.histories(), task.times(), task.cutoffs)
+
+
+def history_events(queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row [E], item [E], time [E], position from the end [E]) of every history entry. A query
+    whose times do not match its history (times unknown) gets its positions as times."""
+    lengths = np.array([len(h) for h in queries.histories], dtype=np.int64)  # [B]
+    rows = np.repeat(np.arange(len(queries)), lengths)  # [E]
+    if not lengths.sum():
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    items = np.concatenate(queries.histories).astype(np.int64)
+    pairs = zip(queries.histories, queries.times, strict=True)
+    times = np.concatenate([t if len(t) == len(h) else np.arange(len(h)) for h, t in pairs])
+    times = times.astype(np.int64)
+    ends = np.cumsum(lengths)  # [B] one past each query's last entry
+    from_end = ends[rows] - 1 - np.arange(len(items))  # [E] 0 = the latest entry
+    return rows, items, times, from_end
+
+
+def in_history(queries: Queries, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[C] bool: whether ``items[c]`` is in the history of query ``rows[c]``."""
+    h_rows, h_items, _, _ = history_events(queries)
+    width = max(int(items.max(initial=0)), int(h_items.max(initial=0))) + 1
+    return np.isin(rows * width + items, h_rows * width + h_items)
+
+
+def last_items_matrix(
+    queries: Queries, n_items: int, last_n: int, binary: bool = True
+) -> sp.csr_matrix:
+    """[B, N] the last ``last_n`` history items of each query: 1 each, or how often each is
+    among them (``binary=False``)."""
+    rows, items, _, from_end = history_events(queries)
+    recent = from_end < last_n
+    data = np.ones(int(recent.sum()))
+    matrix = sp.csr_matrix((data, (rows[recent], items[recent])), shape=(len(queries), n_items))
+    matrix.sum_duplicates()
+    if binary:
+        matrix.data[:] = 1.0
+    return matrix

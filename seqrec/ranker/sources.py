@@ -32,85 +32,15 @@ from seqrec.baselines import (
 )
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.models.affinity import neighbour_graph
-from seqrec.ranker.candidates import Candidates, Source
+from seqrec.ranker.candidates import Candidates, Source, concat, no_candidates, top_per_row
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext, Vectors
 from seqrec.ranker.events import Events
-from seqrec.ranker.queries import Queries
+from seqrec.ranker.queries import Queries, history_events, in_history, last_items_matrix
 
 CHUNK = 256  # queries scored against the whole catalogue at once (memory: CHUNK x N floats)
 POOL_CHUNK = 1 << 13  # candidate pairs whose vectors are gathered at once (content sources)
 TIE_DAYS = 28  # window of the sales that break ties between variants
-
-
-def history_events(queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(row [E], item [E], time [E], position from the end [E]) of every history entry. A query
-    whose times do not match its history (times unknown) gets its positions as times."""
-    lengths = np.array([len(h) for h in queries.histories], dtype=np.int64)  # [B]
-    rows = np.repeat(np.arange(len(queries)), lengths)  # [E]
-    if not lengths.sum():
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty, empty
-    items = np.concatenate(queries.histories).astype(np.int64)
-    pairs = zip(queries.histories, queries.times, strict=True)
-    times = np.concatenate([t if len(t) == len(h) else np.arange(len(h)) for h, t in pairs])
-    times = times.astype(np.int64)
-    ends = np.cumsum(lengths)  # [B] one past each query's last entry
-    from_end = ends[rows] - 1 - np.arange(len(items))  # [E] 0 = the latest entry
-    return rows, items, times, from_end
-
-
-def top_per_row(
-    rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n: int, ties: np.ndarray | None = None
-) -> Candidates:
-    """The ``n`` best (row, item) pairs of each row, sorted by row then best first: by score
-    descending, then ``ties`` descending, then item index ascending."""
-    ties = np.zeros(len(rows)) if ties is None else ties
-    order = np.lexsort((items, -ties, -scores, rows))
-    sorted_rows = rows[order]
-    rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
-    keep = order[rank < n]
-    return Candidates(
-        rows[keep].astype(np.int64), items[keep].astype(np.int64), scores[keep].astype(np.float32)
-    )
-
-
-def no_candidates() -> Candidates:
-    empty = np.zeros(0, dtype=np.int64)
-    return Candidates(empty, empty, np.zeros(0, dtype=np.float32))
-
-
-def concat(parts: list[Candidates]) -> Candidates:
-    """The candidates of several row subsets, sorted by row (each part's order kept)."""
-    if not parts:
-        return no_candidates()
-    rows = np.concatenate([p.rows for p in parts])
-    order = np.argsort(rows, kind="stable")
-    items = np.concatenate([p.items for p in parts])
-    scores = np.concatenate([p.scores for p in parts])
-    return Candidates(rows[order], items[order], scores[order])
-
-
-def in_history(queries: Queries, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """[C] bool: whether ``items[c]`` is in the history of query ``rows[c]``."""
-    h_rows, h_items, _, _ = history_events(queries)
-    width = max(int(items.max(initial=0)), int(h_items.max(initial=0))) + 1
-    return np.isin(rows * width + items, h_rows * width + h_items)
-
-
-def last_items_matrix(
-    queries: Queries, n_items: int, last_n: int, binary: bool = True
-) -> sp.csr_matrix:
-    """[B, N] the last ``last_n`` history items of each query: 1 each, or how often each is
-    among them (``binary=False``)."""
-    rows, items, _, from_end = history_events(queries)
-    recent = from_end < last_n
-    data = np.ones(int(recent.sum()))
-    matrix = sp.csr_matrix((data, (rows[recent], items[recent])), shape=(len(queries), n_items))
-    matrix.sum_duplicates()
-    if binary:
-        matrix.data[:] = 1.0
-    return matrix
 
 
 def neighbour_sums(
