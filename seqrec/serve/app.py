@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -51,7 +52,23 @@ from seqrec.serve.schemas import (
 )
 from seqrec.serve.strict_json import StrictJSONRoute, http_error, validation_failed
 
-__all__ = ["BodySizeLimit", "ServeConfig", "create_app"]
+__all__ = ["BodySizeLimit", "ServeConfig", "Served", "Serving", "create_app"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What one request is answered with: a recommender and the batcher that runs it."""
+
+    recommender: Recommender
+    batcher: MicroBatcher
+
+
+class Served:
+    """The app's current `Serving`. A request reads ``current`` once and answers with it, so
+    replacing it (one reference assignment) swaps what later requests see atomically."""
+
+    def __init__(self, current: Serving):
+        self.current = current
 
 
 def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -> FastAPI:
@@ -70,12 +87,12 @@ def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -
         description=(__doc__ or "").split("\n\n")[0],
     )
     add_error_handling(app, config.max_body_bytes)
-    app.state.recommender = rec
-    app.state.batcher = batcher
+    served = Served(Serving(rec, batcher))
+    app.state.served = served
     app.state.config = config
-    add_recommend_route(app, rec, batcher, config)
-    add_item_routes(app, rec)
-    add_service_routes(app, rec, batcher)
+    add_recommend_route(app, served, config)
+    add_item_routes(app, served)
+    add_service_routes(app, served)
     return app
 
 
@@ -137,16 +154,15 @@ def check_caps(request: RecommendRequest, config: ServeConfig) -> None:
         )
 
 
-async def answer(
-    request: RecommendRequest, rec: Recommender, batcher: MicroBatcher, config: ServeConfig
-) -> bytes:
+async def answer(request: RecommendRequest, serving: Serving, config: ServeConfig) -> bytes:
     """The JSON body answering ``request`` (of the RecommendResponse shape); 413 over a cap."""
     check_caps(request, config)
+    rec = serving.recommender
     try:
         query, unknown = rec.query(request)
     except RequestError as error:  # a time a two-stage bundle cannot read
         raise HTTPException(400, str(error)) from None
-    ranking = await batcher.submit(query)
+    ranking = await serving.batcher.submit(query)
     items = [
         {**rec.records[idx], "score": score}
         for idx, score in zip(ranking.items.tolist(), ranking.scores.tolist(), strict=True)
@@ -160,9 +176,7 @@ async def answer(
     return json.dumps(body).encode()
 
 
-def add_recommend_route(
-    app: FastAPI, rec: Recommender, batcher: MicroBatcher, config: ServeConfig
-) -> None:
+def add_recommend_route(app: FastAPI, served: Served, config: ServeConfig) -> None:
     @app.post(
         "/recommend",
         response_model=RecommendResponse,
@@ -171,13 +185,13 @@ def add_recommend_route(
     async def recommend(request: RecommendRequest) -> Response:
         """Top-k items after a browsing history (most recent last)."""
         # already of the RecommendResponse shape: sent as is, without FastAPI's re-validation
-        body = await answer(request, rec, batcher, config)
+        body = await answer(request, served.current, config)
         return Response(body, media_type="application/json")
 
 
-def add_item_routes(app: FastAPI, rec: Recommender) -> None:
+def add_item_routes(app: FastAPI, served: Served) -> None:
     def known(item_id: str) -> int:
-        idx = rec.index.get(item_id)
+        idx = served.current.recommender.index.get(item_id)
         if idx is None:
             raise HTTPException(404, f"unknown item id {item_id!r}")
         return idx
@@ -189,6 +203,7 @@ def add_item_routes(app: FastAPI, rec: Recommender) -> None:
         limit: Annotated[int, Query(ge=1, le=100)] = 36,
     ) -> dict:
         """A page of the catalogue, best-sellers first; ``q`` keeps items whose text has it."""
+        rec = served.current.recommender
         order = rec.catalogue(q)
         page = order[offset : offset + limit]
         return {"total": len(order), "offset": offset, "items": [rec.records[i] for i in page]}
@@ -196,7 +211,7 @@ def add_item_routes(app: FastAPI, rec: Recommender) -> None:
     @app.get("/items/{item_id}", response_model=ItemDetail, responses={404: ERRORS[404]})
     def get_item(item_id: str) -> dict:
         """One item: display fields, text columns and training popularity."""
-        return rec.detail(known(item_id))
+        return served.current.recommender.detail(known(item_id))
 
     @app.get(
         "/items/{item_id}/image",
@@ -205,16 +220,17 @@ def add_item_routes(app: FastAPI, rec: Recommender) -> None:
     )
     def get_image(item_id: str) -> FileResponse:
         """The item's image file."""
-        path = rec.image_path(known(item_id))
+        path = served.current.recommender.image_path(known(item_id))
         if path is None or not os.path.isfile(path):
             raise HTTPException(404, f"item {item_id!r} has no image")
         return FileResponse(path)
 
 
-def add_service_routes(app: FastAPI, rec: Recommender, batcher: MicroBatcher) -> None:
+def add_service_routes(app: FastAPI, served: Served) -> None:
     @app.get("/health", response_model=Health)
     def health() -> dict:
         """Liveness and what is served."""
+        rec, batcher = served.current.recommender, served.current.batcher
         return {
             "status": "ok",
             "dataset": str(rec.bundle.manifest.get("dataset", "")),
