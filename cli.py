@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -299,7 +300,7 @@ def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, ba
         on_epoch=lambda label, row: show.epoch_printer(console, f"  {label}: ")(row),
         cache_dir=cache_dir,
     )
-    report.command = "seqrec " + " ".join(sys.argv[1:])
+    report.command = shlex.join(["seqrec", *sys.argv[1:]])
     show.bench_summary(console, report.rows, columns[:6])
     show.written(console, "report", write_report(report, out_dir, name))
     return report

@@ -77,8 +77,13 @@ def written(out: Console, what: str, paths: Iterable[Path]) -> None:
 
 def train_summary(out: Console, outcome: Any) -> None:
     """What `seqrec train` ends with: validation and test figures, the bundle's folder."""
-    out.print(metrics_table("validation (chosen epoch)", outcome.valid.metrics))
+    ranker = getattr(outcome, "ranker", None) is not None
+    valid_title = "validation (chosen epoch)"
     test_title = "test" if outcome.refit is None else "test (model refit on train + valid)"
+    if ranker:  # the figures are the two-stage ranker's; the model's own are in metrics.json
+        valid_title = "validation: two-stage ranker (its early-stopping set)"
+        test_title = "test: two-stage ranker"
+    out.print(metrics_table(valid_title, outcome.valid.metrics))
     out.print(metrics_table(test_title, outcome.test.metrics, outcome.test.ci))
     cold_warning(out, outcome.test.counts)
     out.print(f"bundle written to [bold]{escape(str(outcome.bundle))}[/]")

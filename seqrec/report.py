@@ -212,7 +212,7 @@ def report_document(report: BenchReport, name: str) -> dict:
     document = {
         "name": name,
         "dataset": report.dataset,
-        "command": report.command or " ".join(sys.argv),
+        "command": report.command or shlex.join(sys.argv),
         "machine": machine(),
         "date": utc_now(),
         "seconds": report.seconds,
