@@ -159,11 +159,33 @@ def data_demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     items: Annotated[int, typer.Option(help="Number of products.")] = 2000,
     users: Annotated[int, typer.Option(help="Number of shoppers.")] = 3000,
+    purchases: Annotated[
+        int | None,
+        typer.Option(
+            help="Write an H&M-layout shop with this many purchases instead (sizes of the full "
+            "download: --users 1371980 --items 105542 --purchases 31788324)."
+        ),
+    ] = None,
+    no_images: Annotated[
+        bool, typer.Option("--no-images", help="H&M layout: write no product pictures.")
+    ] = False,
 ):
-    """Write the synthetic demo shop (generic layout: CSVs, images, seqrec.toml)."""
+    """Write the synthetic demo shop (generic layout: CSVs, images, seqrec.toml), or with
+    --purchases a shop of any size in the H&M layout (for measuring costs)."""
+    from seqrec.constraints import ConfigError  # not seqrec.config, which imports torch
     from seqrec.data.demo import DemoConfig, write_demo_shop
+    from seqrec.data.demo_scale import ScaleConfig, write_hm_shop
 
-    path = write_demo_shop(out, DemoConfig(seed=seed, n_items=items, n_users=users))
+    for flag, value in (("--items", items), ("--users", users), ("--purchases", purchases)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if purchases is None and no_images:
+        raise ConfigError("--no-images applies to the H&M-layout shop: add --purchases N")
+    if purchases is None:
+        path = write_demo_shop(out, DemoConfig(seed=seed, n_items=items, n_users=users))
+    else:
+        config = ScaleConfig(users, items, purchases, seed=seed, images=not no_images)
+        path = write_hm_shop(out, config)
     console.print(f"demo shop written to [bold]{escape(str(path))}[/]")
 
 
@@ -189,6 +211,33 @@ def encode(
     if built is not None:  # None: a rank other than 0
         for line in built.report.lines():
             console.print(line, markup=False)
+
+
+@app.command("finetune-images")
+@user_errors
+def finetune_images(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tuned image tower.")],
+    config: ConfigOpt = None,
+    cache_dir: CacheOpt = None,
+    set_: SetOpt = None,
+):
+    """Fine-tune the image backbone on the catalogue ([features.image.finetune]) and re-encode it.
+
+    Use the tower with --set features.image.finetune.weights=OUT (train, bench, encode).
+    """
+    from seqrec.experiment import load_data
+    from seqrec.features.finetune import finetune_images as run_finetune
+
+    experiment = _experiment(config, _overrides(set_))
+    dataset = load_data(experiment, data)
+    with show.progress(console) as bar:
+        report = run_finetune(
+            dataset, experiment.features.image, experiment.split, out, cache_dir, progress=bar
+        )
+    for line in report.lines():
+        console.print(line, markup=False)
+    show.written(console, "tuned image tower", [Path(report.weights)])
 
 
 @app.command()
@@ -434,12 +483,30 @@ def serve(
             "model (/health says which runs)."
         ),
     ] = "auto",
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="The shop's event database: an SQLite file path or any SQLAlchemy URL "
+            "(postgresql://...); default: <bundle name>.events.db next to the bundle."
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the bearer token of the write endpoints (POST /events, ...); "
+            "default: $SEQREC_SERVE_TOKEN. Without either, writes are refused."
+        ),
+    ] = None,
 ):
     """Serve recommendations over HTTP (FastAPI + uvicorn) with a demo shop page at /."""
     from seqrec.serve import ServeConfig, run_server
     from seqrec.serve.scoring import RUNTIMES
 
-    config = ServeConfig(runtime=_choice("--runtime", runtime, RUNTIMES))
+    config = ServeConfig(
+        runtime=_choice("--runtime", runtime, RUNTIMES),
+        db=db,
+        token_file=None if token_file is None else str(token_file),
+    )
     run_server(bundle, host=host, port=port, workers=workers, threads=threads, config=config)
 
 

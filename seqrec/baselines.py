@@ -27,6 +27,7 @@ import scipy.sparse as sp
 import torch
 
 from seqrec.data.sequences import histories_to_tensor
+from seqrec.neighbours import cooccurrence_top, keep_top_neighbours  # noqa: F401 (re-export)
 from seqrec.rerank import HistoryFirst, history_key
 
 
@@ -177,18 +178,6 @@ def cooccurrence_similarity(
     return co
 
 
-def keep_top_neighbours(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
-    """Keep the ``n`` largest entries of each row (ties by lower column index)."""
-    sim = sim.tocsr()
-    sim.sort_indices()
-    lengths = np.diff(sim.indptr)
-    rows = np.repeat(np.arange(sim.shape[0]), lengths)
-    order = np.lexsort((sim.indices, -sim.data, rows))  # by row, then score desc, then column
-    rank_in_row = np.arange(len(order)) - sim.indptr[rows[order]]
-    keep = order[rank_in_row < n]
-    return sp.csr_matrix((sim.data[keep], (rows[keep], sim.indices[keep])), shape=sim.shape)
-
-
 def _query_matrix(histories: list[np.ndarray], n_items: int, last_n: int | None, binary: bool):
     """[B, N] sparse query: the last ``last_n`` history items of each user (1 each, or counts)."""
     rows, items = _history_pairs(_last_n(histories, last_n))
@@ -226,9 +215,10 @@ class ItemKNN:
         if unknown:
             raise ValueError(f"unknown tie_break {sorted(unknown)}; use popularity, recency")
         matrix = user_item_matrix(interactions, n_items)
-        sim = cooccurrence_similarity(matrix, self.similarity, self.keep_self)
-        if self.neighbours is not None:
-            sim = keep_top_neighbours(sim, self.neighbours)
+        if self.neighbours is not None:  # top neighbours in item blocks: bounded memory
+            sim = cooccurrence_top(matrix, self.neighbours, self.similarity, self.keep_self)
+        else:
+            sim = cooccurrence_similarity(matrix, self.similarity, self.keep_self)
         self.sim_ = sim.tocsr()  # [N, N] float64
         self.popularity_ = item_counts(interactions, n_items, None)  # [N]
         self.n_items_ = n_items
@@ -248,19 +238,21 @@ class ItemKNN:
         return lexicographic(keys)
 
 
-def normalise_rows(vectors) -> np.ndarray | sp.csr_matrix:
-    """L2-normalised rows of a dense array or sparse matrix (zero rows stay zero)."""
+def normalise_rows(vectors, dtype: type | None = None) -> np.ndarray | sp.csr_matrix:
+    """L2-normalised rows of a dense array or sparse matrix (zero rows stay zero), in ``dtype``
+    (default: float32 for a float32 dense array, float64 otherwise)."""
     if sp.issparse(vectors):
-        vectors = sp.csr_matrix(vectors, dtype=np.float64)
+        vectors = sp.csr_matrix(vectors, dtype=dtype or np.float64)
         norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
     else:
         vectors = np.asarray(vectors)
-        vectors = vectors.astype(np.float32 if vectors.dtype == np.float32 else np.float64)
+        default = np.float32 if vectors.dtype == np.float32 else np.float64
+        vectors = vectors.astype(dtype or default)
         norms = np.linalg.norm(vectors, axis=1)
-    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(vectors.dtype)
     if sp.issparse(vectors):
         return sp.csr_matrix(sp.diags(inv) @ vectors)
-    return vectors * inv[:, None].astype(vectors.dtype)
+    return vectors * inv[:, None]
 
 
 @dataclass

@@ -15,12 +15,29 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from seqrec.progress import attach
+
 # the metrics a person reads first: no per-group breakdown except cold recall
 HEADLINE = ("ndcg@", "hr@", "recall@", "map@", "mrr", "cold:recall@")
 
 
-def progress(console: Console) -> Progress:
-    return Progress(
+class CommandProgress(Progress):
+    """A command's progress bar: while entered, the long steps' stages (`seqrec.progress`) add
+    their tasks to it rather than starting a second live display."""
+
+    def __enter__(self) -> CommandProgress:
+        super().__enter__()
+        self._attached = attach(self)
+        self._attached.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._attached.__exit__(*exc)
+        super().__exit__(*exc)
+
+
+def progress(console: Console) -> CommandProgress:
+    return CommandProgress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),

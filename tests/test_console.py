@@ -31,3 +31,14 @@ def test_train_summary_names_the_ranker_when_its_figures_are_shown():
 def test_train_summary_of_a_sequence_model_keeps_its_titles():
     printed = _printed(_outcome(ranker=None))
     assert "validation (chosen epoch)" in printed and "two-stage" not in printed
+
+
+def test_a_command_bar_takes_the_stages_of_the_steps_it_runs(monkeypatch):
+    import seqrec.progress as progress
+    from seqrec.console import progress as command_progress
+
+    monkeypatch.setattr(progress, "interactive", lambda: True)
+    with command_progress(Console(file=StringIO())) as bar:
+        list(progress.track(range(3), "evaluate valid"))
+        assert [task.description for task in bar.tasks] == ["evaluate valid"]
+    assert progress._bars == []

@@ -6,10 +6,12 @@ A `Dataset` is two tables plus a description of the item columns:
   Always has ``item_id`` (str). Other columns are named by the `ItemSchema`: text fields,
   categorical fields, numeric fields (such as price) and an image path column. Items that
   nobody interacted with stay in the catalogue: they are recommendable from their content.
-- ``interactions``: one row per event with ``user_id`` (str), ``item_idx`` (int64, a row of
-  ``items``) and ``timestamp`` (int64). Timestamps only need to order a user's events; events
-  sharing a user's timestamp form one basket (an H&M purchase day, say). Rows are sorted by
-  (user_id, timestamp) and keep file order inside a basket.
+- ``interactions``: one row per event with ``user_id`` (a pandas categorical of str whose
+  categories are the distinct ids in sorted order, so a row costs an integer code, not a
+  string), ``item_idx`` (int64, a row of ``items``) and ``timestamp`` (int64). Timestamps
+  only need to order a user's events; events sharing a user's timestamp form one basket (an
+  H&M purchase day, say). Rows are sorted by (user_id, timestamp) and keep file order inside
+  a basket.
 
 Loaders (`seqrec.data.load`) build it from the H&M Kaggle layout, the SASRec text format or a
 generic CSV/Parquet layout; `seqrec.data.demo` writes a synthetic shop in the generic layout.
@@ -140,7 +142,42 @@ def _format_time(value: int, unit: str) -> str | int:
 
 def sort_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
     """Sort by (user, timestamp) keeping file order inside ties; reset the index."""
-    users = pd.factorize(interactions["user_id"], sort=True)[0]  # ints sort far faster
-    times = interactions["timestamp"].to_numpy()
-    order = np.lexsort((np.arange(len(interactions)), times, users))
+    users = _sorted_codes(interactions["user_id"])  # ints sort far faster than strings
+    order = sorted_order(users, interactions["timestamp"].to_numpy())
     return interactions.iloc[order].reset_index(drop=True)
+
+
+def sorted_order(users: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """[R] the row order that sorts by (user code, time), keeping row order inside ties."""
+    n = len(times)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    low, span = int(times.min()), int(times.max()) - int(times.min()) + 1
+    if (int(users.max()) - min(int(users.min()), 0) + 1) * span >= 2**62 // n:
+        return np.lexsort((np.arange(n), times, users))
+    key = users.astype(np.int64)  # one distinct int64 key per row: (user, time, row)
+    key -= min(int(users.min()), 0)
+    key *= span
+    key += times
+    key -= low
+    key *= n
+    step = 1 << 20  # adding the row numbers a slice at a time needs no [R] temporary
+    for start in range(0, n, step):
+        key[start : start + step] += np.arange(start, min(start + step, n))
+    key.sort()
+    return np.remainder(key, n, out=key)
+
+
+def _sorted_codes(users: pd.Series) -> np.ndarray:
+    """[R] integer codes that sort as the ids do (a categorical's own when its categories are
+    sorted)."""
+    if not isinstance(users.dtype, pd.CategoricalDtype):
+        return pd.factorize(users, sort=True)[0]
+    codes = users.cat.codes.to_numpy()
+    categories = users.cat.categories
+    if categories.is_monotonic_increasing:
+        return codes
+    rank = np.empty(len(categories) + 1, dtype=np.int64)  # a category's place in sorted order
+    rank[np.argsort(categories.to_numpy(), kind="stable")] = np.arange(len(categories))
+    rank[-1] = -1  # missing sorts first
+    return rank[codes]

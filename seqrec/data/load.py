@@ -18,7 +18,9 @@ text line with the wrong number of fields) is skipped while reading; its line nu
 ``report.malformed_lines``. A file without rows, an id or time column of a type that cannot be one
 (lists, structs; booleans as time) and a file where no interaction is left are always errors.
 
-Everything is vectorised pandas/numpy so the full H&M data (31M transactions) loads unchanged.
+Everything is vectorised pandas/numpy so the full H&M data (31M transactions) loads unchanged;
+its transactions file is streamed into integer codes per id (`seqrec.data.formats.lean`), so
+that a 64-character customer id costs four bytes a row (`benchmarks/results/scale_load.md`).
 Each layout has its module in `seqrec.data.formats`; what they share is in its ``common``.
 """
 

@@ -19,6 +19,7 @@ until its bytes change.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -136,7 +137,24 @@ def load_pickled(path: str | os.PathLike, kind: type[T]) -> T:
     if not isinstance(obj, kind):
         article = "an" if kind.__name__[0] in "AEIOU" else "a"
         raise DataError(f"{path} does not hold {article} {kind.__name__}")
+    fill_new_fields(obj)
     return obj
+
+
+def fill_new_fields(obj: Any, seen: set[int] | None = None) -> None:
+    """Give the dataclasses in ``obj`` (itself and its dataclass attributes, recursively) the
+    defaults of fields added since it was pickled, so older saved objects keep loading."""
+    seen = set() if seen is None else seen
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type) or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    for spec in dataclasses.fields(obj):
+        if not hasattr(obj, spec.name):
+            if spec.default is not dataclasses.MISSING:
+                object.__setattr__(obj, spec.name, spec.default)
+            elif spec.default_factory is not dataclasses.MISSING:
+                object.__setattr__(obj, spec.name, spec.default_factory())
+        fill_new_fields(getattr(obj, spec.name, None), seen)
 
 
 # ----------------------------------------------------------------------------------------------

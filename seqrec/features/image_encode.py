@@ -171,7 +171,7 @@ def encode_images(
     vectors, mask = None, np.zeros(len(files), dtype=bool)
     cache = None
     if cache_dir is not None and todo:
-        cache = _image_cache(config, cache_dir)
+        cache = image_cache(config, cache_dir)
         vectors, mask, found = _lookup(cache, keys, report)
         todo = [pending for pending in todo if not found[pending.row]]
     encoder = ImageEncoder(config, work_dir=cache_dir) if todo else None
@@ -235,7 +235,7 @@ def _content_keys(
     return [p if p is not None and os.path.isfile(p) else None for p in files]
 
 
-def _image_cache(config: ImageConfig, cache_dir: str | os.PathLike) -> VectorCache:
+def image_cache(config: ImageConfig, cache_dir: str | os.PathLike) -> VectorCache:
     settings = image_settings(config)
     namespace = f"image-{config.backbone}-{fingerprint(settings)}"
     return VectorCache(cache_dir, namespace, meta=settings)

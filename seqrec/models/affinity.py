@@ -23,28 +23,22 @@ from their content alone.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
+from seqrec.baselines import normalise_rows
 from seqrec.features.item_features import ItemFeatures
+from seqrec.neighbours import top_neighbours
+from seqrec.progress import stage
 
 SCALE = 10.0
 AFFINITY_MODALITIES = ("text", "image")
 
 
 def unit_rows(vectors):
-    """L2-normalised rows of a dense array or scipy sparse matrix (zero rows stay zero)."""
-    if sp.issparse(vectors):
-        vectors = sp.csr_matrix(vectors, dtype=np.float32)
-        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
-    else:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1)
-    inverse = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
-    if sp.issparse(vectors):
-        return sp.csr_matrix(sp.diags(inverse) @ vectors)
-    return vectors * inverse[:, None]
+    """Float32 L2-normalised rows of a dense array or scipy sparse matrix (zero rows stay
+    zero): `seqrec.baselines.normalise_rows` in float32, the precision of the model's buffers."""
+    return normalise_rows(vectors, dtype=np.float32)
 
 
 def modality_content(features: ItemFeatures, name: str):
@@ -57,26 +51,19 @@ def modality_content(features: ItemFeatures, name: str):
     return unit_rows(vectors)
 
 
-def neighbour_graph(content, neighbours: int, block: int = 1024):
+def neighbour_graph(
+    content, neighbours: int, block: int = 1024, exact_limit: int | None = None, name: str = ""
+):
     """Each item's ``neighbours`` most similar items by cosine: ([N, K] int64, [N, K] float32).
 
     ``content`` has unit rows (`unit_rows`); an item with no content has similarity 0 to all.
-    Within the kept neighbours, equal similarities are ordered by item index.
+    Within the kept neighbours, equal similarities are ordered by item index. Exact up to
+    ``exact_limit`` items, approximate above (`seqrec.neighbours.top_neighbours`). ``name``
+    (the modality) labels its progress.
     """
-    n_items = content.shape[0]
-    count = min(neighbours, n_items)
-    transposed = content.T.tocsr() if sp.issparse(content) else content.T
-    items = np.empty((n_items, count), dtype=np.int64)
-    sims = np.empty((n_items, count), dtype=np.float32)
-    for start in range(0, n_items, block):
-        rows = content[start : start + block]
-        dense = rows @ transposed  # [b, N]
-        dense = dense.toarray() if sp.issparse(dense) else np.asarray(dense)
-        top = np.argpartition(-dense, count - 1, axis=1)[:, :count]  # [b, K] unordered
-        top_sims = np.take_along_axis(dense, top, axis=1)
-        order = np.take_along_axis(top, np.lexsort((top, -top_sims), axis=1), axis=1)  # [b, K]
-        items[start : start + len(order)] = order
-        sims[start : start + len(order)] = np.take_along_axis(dense, order, axis=1)
+    label = f"neighbour graph {name}".rstrip()
+    with stage(label, total=content.shape[0], unit="items") as advance:
+        items, sims = top_neighbours(content, neighbours, block, exact_limit, advance=advance)
     return torch.from_numpy(items), torch.from_numpy(sims)
 
 
@@ -94,7 +81,7 @@ class ContentAffinity(nn.Module):
         if not self.modalities:
             raise ValueError("content affinity needs text or image features")
         for name in self.modalities:
-            items, sims = neighbour_graph(modality_content(features, name), neighbours)
+            items, sims = neighbour_graph(modality_content(features, name), neighbours, name=name)
             self.register_buffer(f"neighbours_{name}", items, persistent=False)  # [N, K]
             self.register_buffer(f"similarity_{name}", sims, persistent=False)  # [N, K]
         recency = (torch.arange(max_len) < window).float() / SCALE  # [L] by steps back

@@ -8,6 +8,13 @@ Endpoints (schema at ``/openapi.json``, docs at ``/docs``):
   last ``max_len`` known items, exactly as in evaluation.
 - ``GET /items`` (catalogue page, best-sellers first, optional search), ``GET /items/{id}``,
   ``GET /items/{id}/image``, ``GET /health``, and ``GET /`` (the demo shop page).
+- The live shop, its writes behind a bearer token (`seqrec.serve.auth`), its data in a
+  database (`seqrec.serve.store`): ``POST /events``, ``GET /users/{id}/recommendations`` and
+  ``DELETE /users/{id}`` (`seqrec.serve.shop_routes`); ``POST /items`` (a new product,
+  recommendable on return), ``PATCH /items/{id}`` (sold out or back) and ``POST /admin/reload``
+  (another bundle swapped in; SIGHUP too) (`seqrec.serve.catalogue_routes`, the catalogue in
+  `seqrec.serve.live_catalogue`). What a request is answered with is ``served.current``,
+  replaced as a whole on every change: a request never sees half of one.
 
 Rankings are those ``seqrec eval`` ranks (`seqrec.serve.recommender`), and concurrent requests
 are ranked together: `MicroBatcher` (`seqrec.serve.batching`) hands the requests queued while
@@ -16,16 +23,20 @@ may round a score differently in the last bit, as evaluation's own batches of 25
 Runtime, in the last few digits.)
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
-``max_body_bytes`` or a history / exclude list over its cap, 422 malformed JSON or values (a
-non-finite number, which JSON has not but Python's `json` reads, included:
-`seqrec.serve.strict_json`). No request is answered 500.
+``max_body_bytes`` (``max_upload_bytes`` for ``POST /items``) or a history / exclude list over
+its cap, 422 malformed JSON or values (a non-finite number, which JSON has not but Python's
+`json` reads, included: `seqrec.serve.strict_json`). No request is answered 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
-from dataclasses import dataclass
+import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +49,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqrec.bundle import Bundle, load_bundle
 from seqrec.constraints import check_config
-from seqrec.serve.batching import MicroBatcher
+from seqrec.serve.catalogue_routes import add_catalogue_routes
+from seqrec.serve.live_catalogue import LiveCatalogue, Served, Serving, reload_served
 from seqrec.serve.page import PAGE_HTML
 from seqrec.serve.recommender import Recommender, RequestError
 from seqrec.serve.schemas import (
@@ -50,93 +62,121 @@ from seqrec.serve.schemas import (
     RecommendResponse,
     ServeConfig,
 )
+from seqrec.serve.shop_routes import add_shop_routes
+from seqrec.serve.store import Store
 from seqrec.serve.strict_json import StrictJSONRoute, http_error, validation_failed
 
-__all__ = ["BodySizeLimit", "ServeConfig", "Served", "Serving", "create_app"]
+__all__ = ["BodySizeLimit", "ServeConfig", "Served", "Serving", "create_app", "reload_served"]
+logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Serving:
-    """What one request is answered with: a recommender and the batcher that runs it."""
-
-    recommender: Recommender
-    batcher: MicroBatcher
-
-
-class Served:
-    """The app's current `Serving`. A request reads ``current`` once and answers with it, so
-    replacing it (one reference assignment) swaps what later requests see atomically."""
-
-    def __init__(self, current: Serving):
-        self.current = current
-
-
-def create_app(bundle: str | Path | Bundle, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app serving ``bundle`` (a folder from ``seqrec train`` or a loaded Bundle)."""
+def create_app(
+    bundle: str | Path | Bundle, config: ServeConfig | None = None, store: Store | None = None
+) -> FastAPI:
+    """The FastAPI app serving ``bundle`` (a folder from ``seqrec train`` or a loaded Bundle),
+    with the live shop's events and items in ``store`` (default: `Store.url_for` the bundle and
+    ``config.db``)."""
     config = config or ServeConfig()
     check_config(config)
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    rec = Recommender(loaded, runtime=config.runtime)
-    batcher = MicroBatcher(rec.rank, config.max_batch, config.batch_wait_ms / 1000, config.thread)
-    if config.warmup:
-        rec.warm_up()
+    store = store or Store(Store.url_for(loaded.path, config.db))
+    catalogue = LiveCatalogue(loaded, store, config)
+    served = catalogue.served
 
     app = FastAPI(
         title="seqrec",
         summary=f"Sequential recommendations from the bundle {loaded.path.name}",
         description=(__doc__ or "").split("\n\n")[0],
+        lifespan=lifespan,
     )
-    add_error_handling(app, config.max_body_bytes)
-    served = Served(Serving(rec, batcher))
+    add_error_handling(app, config)
     app.state.served = served
     app.state.config = config
+    app.state.store = store
+    app.state.catalogue = catalogue
     add_recommend_route(app, served, config)
     add_item_routes(app, served)
     add_service_routes(app, served)
+    add_shop_routes(app, served, store, config)
+    add_catalogue_routes(app, catalogue, config)
     return app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """SIGHUP reloads the bundle (`reload_served`) where the server runs in the main thread;
+    the catalogue's background work stops with the server."""
+    loop = asyncio.get_running_loop()
+
+    def on_hangup() -> None:
+        future = loop.run_in_executor(None, reload_served, app)
+        future.add_done_callback(log_reload)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):  # not main thread
+        pass
+    yield
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
+        loop.remove_signal_handler(signal.SIGHUP)
+    app.state.catalogue.close()
+
+
+def log_reload(future: asyncio.Future[Recommender]) -> None:
+    error = future.exception()
+    if error is not None:
+        logger.error("SIGHUP reload failed; the served bundle is unchanged: %s", error)
+    else:
+        logger.info("SIGHUP: serving %s", future.result().bundle.path)
 
 
 # --- middleware and error handlers -------------------------------------------------------------
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 with a JSON ``detail`` for request bodies over ``max_bytes``.
+    """ASGI middleware: 413 with a JSON ``detail`` for request bodies over ``max_bytes``
+    (``upload_bytes`` for ``POST /items``, which carries an image).
 
     Refused up front when Content-Length says so, else counted while the body streams in.
     (Starlette's own limit answers in plain text; this keeps every error ``{"detail": ...}``.)
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None):
         self.app, self.max_bytes = app, max_bytes
-        self.message = f"request body over {max_bytes} bytes"
+        self.upload_bytes = max_bytes if upload_bytes is None else upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        upload = scope["method"] == "POST" and scope["path"] == "/items"
+        limit = self.upload_bytes if upload else self.max_bytes
+        message = f"request body over {limit} bytes"
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await JSONResponse({"detail": self.message}, 413)(scope, receive, send)
+        if declared.isdigit() and int(declared) > limit:
+            return await JSONResponse({"detail": message}, 413)(scope, receive, send)
         received = 0
 
         async def counted_receive() -> Message:
             nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, self.message)
-            return message
+            received_message = await receive()
+            if received_message["type"] == "http.request":
+                received += len(received_message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, message)
+            return received_message
 
         return await self.app(scope, counted_receive, send)
 
 
-def add_error_handling(app: FastAPI, max_body_bytes: int) -> None:
+def add_error_handling(app: FastAPI, config: ServeConfig) -> None:
     """Strict JSON bodies (NaN or Infinity: 422), every error answered as JSON, and the body
-    size limit (413)."""
+    size limits (413)."""
     app.router.route_class = StrictJSONRoute
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=config.max_body_bytes, upload_bytes=config.max_upload_bytes
+    )
 
 
 # --- routes --------------------------------------------------------------------------------------

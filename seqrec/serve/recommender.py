@@ -22,14 +22,16 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import torch
 
 from seqrec.bundle import Bundle
 from seqrec.evaluate import top_k
 from seqrec.ranker.events import DAY_UNITS
 from seqrec.ranker.queries import Queries
 from seqrec.ranker.sources import prepare as prepare_sources
+from seqrec.scoring import ModelScorer
 from seqrec.serve.schemas import RecommendRequest, Timestamp
-from seqrec.serve.scoring import served_scorer
+from seqrec.serve.scoring import ServedScores, fast_scores
 
 DISPLAY_COLUMNS = ("item_id", "title", "price", "image_path")
 
@@ -100,15 +102,42 @@ def display_records(items: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def input_matrix(bundle: Bundle, base: Recommender | None) -> torch.Tensor:
+    """[N, D] input item vectors of ``bundle``'s model: those of ``base`` (a recommender of
+    the same model over the first items) and the new rows, else all computed."""
+    model = bundle.model.eval()
+    with torch.no_grad():
+        if base is None or base.n_items > bundle.n_items:
+            return model.input_item_matrix()
+        added = torch.arange(base.n_items, bundle.n_items)
+        return torch.cat([base.input_items, model.item_net(added)])
+
+
+def served_model(
+    bundle: Bundle, input_items: torch.Tensor, runtime: str
+) -> tuple[ModelScorer, str]:
+    """`seqrec.serve.scoring.served_scorer` of the bundle's model, its input item vectors
+    given (``input_items`` [N, D])."""
+    scorer = bundle.model_scorer()
+    with torch.no_grad():
+        scores = ServedScores(bundle.model.eval(), input_items, scorer.item_matrix())
+    n_items = bundle.n_items
+    fast, name = fast_scores(scores, scorer.max_len, n_items, runtime, scorer.rerank)
+    return scorer.with_raw_scores(fast), name
+
+
 class Recommender:
     """A bundle ready to serve: id lookup, display records and precomputed item matrices."""
 
-    def __init__(self, bundle: Bundle, runtime: str = "auto"):
+    def __init__(self, bundle: Bundle, runtime: str = "auto", base: Recommender | None = None):
+        """``base``: a recommender of the same bundle over the first items of this one's
+        catalogue (before items were added), whose display records are reused."""
         self.bundle = bundle
         self.max_len = bundle.config.model.max_len
         self.n_items = bundle.n_items
         self.index = bundle.item_index()
-        self.scorer, self.runtime = served_scorer(bundle.model_scorer(), runtime)
+        self.input_items = input_matrix(bundle, base)  # [N, D]
+        self.scorer, self.runtime = served_model(bundle, self.input_items, runtime)
         self.time_unit = str(bundle.manifest.get("time_unit", "order"))
         self.ranker = None if bundle.ranker is None else bundle.ranker_scorer(self.scorer)
         if self.ranker is not None:  # content graphs built now, not by the first request
@@ -118,13 +147,22 @@ class Recommender:
         self.popularity = np.asarray(bundle.popularity, dtype=np.float32)  # [N]
         self.remove_seen = bool(bundle.manifest.get("remove_seen", False))
         self.by_popularity = np.argsort(-self.popularity, kind="stable")  # catalogue order
+        # [U] items out of sale, never served (replaced as a whole when it changes)
+        self.unavailable = np.zeros(0, dtype=np.int64)
 
         items = bundle.items
         self.text_columns = [c for c in items.columns if c not in DISPLAY_COLUMNS]
-        self.records = display_records(items)
-        self.search_text = (
-            items[["title", *self.text_columns]].fillna("").astype(str).agg(" ".join, axis=1)
-        ).str.lower()
+        start = 0 if base is None or base.n_items > self.n_items else base.n_items
+        reused = base.records[:start] if base is not None else []
+        self.records: list[dict[str, Any]] = reused + display_records(items[start:])
+        self.search_text = self.texts(items[start:])
+        if base is not None and start:
+            self.search_text = pd.concat([base.search_text, self.search_text], ignore_index=True)
+
+    def texts(self, items: pd.DataFrame) -> pd.Series:
+        """The lower-case searchable text of each of ``items``."""
+        columns = items[["title", *self.text_columns]].fillna("").astype(str)
+        return columns.apply(" ".join, axis=1, result_type="reduce").astype(str).str.lower()
 
     def lookup(self, item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
         """Known item indices (in order) and the ids the bundle does not know."""
@@ -207,13 +245,17 @@ class Recommender:
         scores = self.score_queries(scored) if rows else np.empty((0, self.n_items), np.float32)
         row_of = {query_index: row for row, query_index in enumerate(rows)}
         scored_by = "model" if self.ranker is None else "ranker"
+        unavailable = self.unavailable  # read once: a batch sees one set
         rankings = []
         for i, query in enumerate(queries):
             if i in row_of:
                 values, source = scores[row_of[i]], scored_by
             else:
                 values, source = self.popularity, "popularity"
-            items = self.top(values, query.k, query.exclude)
+            exclude = (
+                np.concatenate([query.exclude, unavailable]) if len(unavailable) else query.exclude
+            )
+            items = self.top(values, query.k, exclude)
             rankings.append(Ranking(items, values[items], source))
         return rankings
 
@@ -242,7 +284,13 @@ class Recommender:
         row = self.bundle.items.iloc[idx]
         text = {c: none_if_nan(row[c]) for c in self.text_columns}
         text = {c: None if v is None else str(v) for c, v in text.items()}
-        return {**self.records[idx], "popularity": float(self.popularity[idx]), "text": text}
+        available = idx not in self.unavailable
+        return {
+            **self.records[idx],
+            "popularity": float(self.popularity[idx]),
+            "text": text,
+            "available": bool(available),
+        }
 
     def image_path(self, idx: int) -> str | None:
         """Item ``idx``'s image file, or None when it has none."""

@@ -4,7 +4,7 @@ the OpenAPI schema)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,8 +15,9 @@ from pydantic import (
     StringConstraints,
 )
 
-from seqrec.constraints import at_least, choice
+from seqrec.constraints import at_least, choice, positive
 from seqrec.serve.scoring import RUNTIMES
+from seqrec.serve.store import EVENT_TYPES
 
 MAX_K = 100
 
@@ -36,6 +37,20 @@ class ServeConfig:
     warmup: bool = True  # score one history at start-up so the first request is not slow
     thread: bool = True  # rank in a worker thread (else in the event loop, blocking it)
     runtime: str = choice("auto", *RUNTIMES)  # what computes the scores (seqrec.serve.scoring)
+    # the live shop (seqrec.serve.shop_routes): the event database, a file path or any
+    # SQLAlchemy URL (default: <bundle name>.events.db next to the bundle, seqrec.serve.store)
+    db: str | None = None
+    token_file: str | None = None  # the write endpoints' token (else $SEQREC_SERVE_TOKEN)
+    # recommendations by shopper read the events of the last this many days (None: all) ...
+    event_window_days: float | None = positive(None)
+    # ... of these types; each is one history item, as every interaction was in training
+    event_types: list[str] = field(
+        default_factory=lambda: list(EVENT_TYPES),
+        metadata={"choices": EVENT_TYPES, "min_items": 1},
+    )
+    max_events: int = at_least(1, 1000)  # larger POST /events batches are refused (413)
+    # POST /items bodies (the item's fields and its image) over this are refused (413)
+    max_upload_bytes: int = at_least(1, 10 * 1024 * 1024)
 
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -112,6 +127,9 @@ class ItemSummary(BaseModel):
 class ItemDetail(ItemSummary):
     popularity: float = Field(description="Training interactions of the item.")
     text: dict[str, str | None] = Field(description="The item's text columns.")
+    available: bool = Field(
+        True, description="False when the item is out of sale (never recommended)."
+    )
 
 
 class ItemPage(BaseModel):
@@ -134,9 +152,70 @@ class Health(BaseModel):
     ranking_cpu_s: float = Field(description="CPU seconds spent scoring and ranking.")
 
 
+class ShopEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: ItemId = Field(description="The shopper's id (the shop's own).")
+    item_id: ItemId
+    type: Literal["view", "cart", "purchase"]
+    timestamp: Timestamp = Field(
+        description="When: an ISO date or date-time, or a raw timestamp of the bundle's clock."
+    )
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    events: list[ShopEvent] = Field(
+        description=f"At most {ServeConfig.max_events} events by default, else 413."
+    )
+
+
+class EventsStored(BaseModel):
+    stored: int = Field(description="Events stored (durably, before this answer was sent).")
+    unknown_ids: list[str] = Field(description="Item ids the service does not know (not stored).")
+
+
+class UserErased(BaseModel):
+    user_id: str
+    deleted: int = Field(description="Events erased.")
+
+
 class Problem(BaseModel):
     detail: str
 
 
 # the error answers the routes document in the OpenAPI schema
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 404, 413)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (400, 401, 403, 404, 413)
+}
+
+
+# --- the live catalogue (seqrec.serve.catalogue_routes) ------------------------------------------
+
+
+class ItemAdded(BaseModel):
+    item_id: str
+    n_items: int = Field(description="Items served, this one included.")
+    seconds: float = Field(description="Time spent encoding the item and swapping it in.")
+
+
+class Availability(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    available: bool = Field(description="False: sold out, never recommended; true: on sale.")
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    bundle: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        None, description="The bundle folder to serve; default: the one served now."
+    )
+
+
+class Reloaded(BaseModel):
+    bundle: str
+    n_items: int
+    runtime: str
+    seconds: float

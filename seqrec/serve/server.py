@@ -6,7 +6,7 @@ import gc
 import json
 import os
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,9 @@ from fastapi import FastAPI
 from seqrec.constraints import check_config
 from seqrec.data.dataset import DataError
 from seqrec.serve.app import create_app
+from seqrec.serve.auth import read_token
 from seqrec.serve.schemas import ServeConfig
+from seqrec.serve.store import is_url
 
 if TYPE_CHECKING:
     import uvicorn
@@ -53,6 +55,8 @@ def run_server(
     bundle_path = Path(bundle_path).resolve()
     if not (bundle_path / "bundle.json").is_file():
         raise DataError(f"{bundle_path} is not a complete seqrec bundle (no bundle.json)")
+    config = absolute_paths(config)
+    read_token(config)  # a token file that is missing or empty stops the start, once
     os.environ[ENV_BUNDLE] = str(bundle_path)
     os.environ[ENV_CONFIG] = json.dumps(asdict(config))
     os.environ[ENV_THREADS] = str(threads)
@@ -70,6 +74,18 @@ def run_server(
     factory = f"{__name__}:app_from_env"
     server_config = uvicorn.Config(factory, factory=True, workers=workers, **options)
     Multiprocess(server_config, sockets=[tcp_listener(server_config)]).run()
+
+
+def absolute_paths(config: ServeConfig) -> ServeConfig:
+    """``config`` with its database file (not a URL) and token file made absolute, as every
+    worker process reads them."""
+    db = config.db
+    if db is not None and not is_url(db):
+        db = str(Path(db).expanduser().resolve())
+    token_file = config.token_file
+    if token_file is not None:
+        token_file = str(Path(token_file).expanduser().resolve())
+    return replace(config, db=db, token_file=token_file)
 
 
 def tcp_listener(server_config: uvicorn.Config) -> socket.socket:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from seqrec.bundle import load_bundle
 from seqrec.serve import ServeConfig, create_app
+from seqrec.serve.store import Store
 from seqrec.serve.strict_json import NonFiniteNumber, loads_strict
 
 MAX_BODY = 4096
@@ -31,10 +32,16 @@ FEW = settings(
 
 
 @pytest.fixture(scope="module")
-def client(bundle_path):
-    config = ServeConfig(max_history=30, max_exclude=30, max_body_bytes=MAX_BODY)
-    with TestClient(create_app(load_bundle(bundle_path), config)) as http:
+def client(bundle_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hypothesis_serve")
+    (folder / "token").write_text("s3cret\n")  # write endpoints configured: 401 without it
+    config = ServeConfig(
+        max_history=30, max_exclude=30, max_body_bytes=MAX_BODY, token_file=str(folder / "token")
+    )
+    store = Store(f"sqlite:///{folder / 'events.db'}")
+    with TestClient(create_app(load_bundle(bundle_path), config, store=store)) as http:
         yield http
+    store.close()
 
 
 def refuse(literal):

@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from seqrec.data.dataset import MAX_LINES_KEPT, DataError, LoadReport, sort_interactions
+from seqrec.data.dataset import MAX_LINES_KEPT, DataError, LoadReport
+from seqrec.data.formats.codes import item_rows, repeat_candidates, sorted_table
 
 # ----------------------------------------------------------------------------------------------
 # rejected rows
@@ -197,6 +198,9 @@ def _lines(lines: list[int], shown: int = 5) -> str:
 
 def _is_blank(values: pd.Series) -> np.ndarray:
     """True where an id is missing or empty."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # by code: one check per distinct value
+        empty = _is_blank(pd.Series(values.cat.categories)).astype(bool)
+        return np.append(empty, True)[values.cat.codes.to_numpy()]
     blank = values.isna().to_numpy().copy()
     if pd.api.types.is_string_dtype(values.dtype):
         blank |= (values.astype("str").str.len() == 0).to_numpy(dtype=bool, na_value=True)
@@ -373,7 +377,8 @@ def _clean_interactions(
     bad_timestamp, unknown_item (only when ``items_path`` is set), duplicate_row (an exact
     repeat of all columns of ``raw.frame``; only counted and dropped when ``drop_duplicates``).
     Returns the sorted interactions, with the ``carry`` columns of ``raw.frame`` appended, and
-    the number of exact repeats seen.
+    the number of exact repeats seen. ``raw.frame`` keeps only the user and ``carry`` columns,
+    so that a caller who passed its only reference frees the others.
     """
     frame, path, bad_time = raw.frame, raw.path, raw.bad_time
     user_column, item_column, time_column = raw.columns
@@ -382,14 +387,14 @@ def _clean_interactions(
     def describe(column: str | None, why: str = ""):
         if column is None:
             return lambda i: f"row {i + 1} of {path.name}{why}"
-        return lambda i: f"row {i + 1} of {path.name}: {column}={frame[column].iloc[i]!r}{why}"
+        return lambda i: f"row {i + 1} of {path.name}: {column}={raw.frame[column].iloc[i]!r}{why}"
 
     keep = ~(_is_blank(users) | _is_blank(items))
     problems.add("missing_user_or_item", ~keep, describe(None, " has an empty id"))
     problems.add("bad_timestamp", bad_time & keep, describe(time_column))
     keep &= ~bad_time
 
-    item_idx = pd.Index(item_ids).get_indexer(items)
+    item_idx = item_rows(items, item_ids)
     unknown = (item_idx < 0) & keep
     if items_path is not None:
         problems.add(
@@ -401,25 +406,27 @@ def _clean_interactions(
     if drop_duplicates:
         problems.add("duplicate_row", repeats, describe(None, " repeats an earlier row"))
         keep &= ~repeats
-
-    interactions = pd.DataFrame(
-        {
-            "user_id": users[keep].astype("str").reset_index(drop=True),
-            "item_idx": item_idx[keep].astype(np.int64),
-            "timestamp": raw.timestamps[keep].astype(np.int64),
-        }
-    )
-    for column in carry:
-        interactions[column] = frame[column].to_numpy()[keep]
-    if not len(interactions):
+    if not keep.any():
         lines = [f"no interaction of {path.name} is left once its bad rows are dropped:"]
         raise DataError("\n".join(lines + problems.listing()))
-    return sort_interactions(interactions), int(repeats.sum())
+    raw.frame = frame[[user_column, *carry]]  # what the table needs; the rest can be freed
+    del frame, users, items
+    table = sorted_table(raw.frame, raw.timestamps, keep, item_idx)
+    return table, int(repeats.sum())
 
 
 def _exact_repeats(frame: pd.DataFrame) -> np.ndarray:
     """True where a row repeats an earlier one in every column (list or struct values compared
-    by their text, as they cannot be hashed)."""
+    by their text, as they cannot be hashed). Only rows whose id codes repeat are compared."""
+    candidates = repeat_candidates(frame)
+    if candidates is not None:
+        repeats = np.zeros(len(frame), dtype=bool)
+        repeats[candidates] = _exact_repeats_of(frame[candidates])
+        return repeats
+    return _exact_repeats_of(frame)
+
+
+def _exact_repeats_of(frame: pd.DataFrame) -> np.ndarray:
     odd = [c for c in frame.columns if _value_kind(frame[c]) in ("list", "struct")]
     if odd:
         frame = frame.assign(**{c: frame[c].astype("str") for c in odd})

@@ -25,6 +25,7 @@ from seqrec.data.formats.common import (
     _require_columns,
     _require_file,
 )
+from seqrec.data.formats.lean import read_coded_csv
 
 HM_TEXT_COLUMNS = [
     "prod_name",
@@ -126,19 +127,26 @@ def _hm_transactions(
 ) -> pd.DataFrame:
     """The purchases kept, in days; sets each article's ``price`` in ``items`` to the median
     price it was bought at (NaN for articles nobody bought)."""
-    strings = ["t_dat", "customer_id", "article_id", "sales_channel_id"]
-    tx = _read_table(tx_path, problems, strings=strings, floats=["price"])
-    tx = tx[HM_TRANSACTION_COLUMNS]
-    dates = pd.to_datetime(tx["t_dat"], format="%Y-%m-%d", errors="coerce")
-    days, bad_time = _datetime_to_int(dates, "D")
+    ids = ["t_dat", "customer_id", "article_id", "sales_channel_id"]
+    tx = read_coded_csv(tx_path, problems, ids=ids, floats=["price"])[HM_TRANSACTION_COLUMNS]
+    # each distinct date is parsed once; rows take their day by code (-1: an empty date)
+    dates = tx["t_dat"].cat.categories
+    parsed = pd.Series(pd.to_datetime(dates, format="%Y-%m-%d", errors="coerce"))
+    day_of, bad_of = _datetime_to_int(parsed, "D")
+    codes = tx["t_dat"].cat.codes.to_numpy()
+    days = np.append(day_of, 0).astype(np.int32)[codes]  # int32: the rows are many
+    bad_time = np.append(bad_of, True)[codes]
+    raw = RawInteractions(tx, tx_path, ("customer_id", "article_id", "t_dat"), days, bad_time)
+    del tx, days, bad_time, codes  # from here on ``raw`` holds the rows, and frees what it can
     interactions, n_repeats = _clean_interactions(
-        RawInteractions(tx, tx_path, ("customer_id", "article_id", "t_dat"), days, bad_time),
+        raw,
         items["item_id"],
         problems,
         items_path=articles_path,
         drop_duplicates=False,
         carry=("price",),
     )
+    del raw  # the raw rows, before the price median needs memory
     if n_repeats:
         problems.report.notes.append(
             f"{n_repeats} rows of {tx_path.name} repeat an earlier row exactly "

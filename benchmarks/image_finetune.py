@@ -1,0 +1,159 @@
+"""Fine-tune the image tower on H&M and compare tuned with frozen image features.
+
+    python benchmarks/image_finetune.py --data ../shared/data/hm
+
+Runs `seqrec.features.finetune.finetune_images` (trunk cache, training, held-out attribute
+accuracy against a linear probe, catalogue re-encoding), then image-embedding content KNN (the
+`seqrec bench` baseline row, `seqrec.baselines.ContentKNN` over the last 5 purchases) with the
+frozen and the tuned vectors on validation and test, and the paired bootstrap difference
+(`seqrec.evaluate.paired_difference`). Writes ``benchmarks/results/image_finetune.md/.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from seqrec import baselines
+from seqrec.config import apply_overrides, load_config
+from seqrec.data.split import split_dataset
+from seqrec.evaluate import paired_difference
+from seqrec.experiment import evaluate_model, load_data
+from seqrec.features.finetune import finetune_images
+from seqrec.features.image_encode import encode_images
+
+ROOT = Path(__file__).resolve().parents[1]
+HM_ATTRIBUTES = [
+    "product_type_name",
+    "colour_group_name",
+    "graphical_appearance_name",
+    "perceived_colour_master_name",
+    "index_group_name",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hm"))
+    parser.add_argument("--config", default=str(ROOT / "experiments" / "hm.toml"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "image_finetune"))
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE overrides")
+    args = parser.parse_args()
+
+    from seqrec.config import parse_set
+
+    overrides = {"features.image.finetune.attribute_columns": HM_ATTRIBUTES}
+    overrides |= parse_set(args.set)
+    config = apply_overrides(load_config(args.config), overrides)
+    load_before = os.getloadavg()
+    dataset = load_data(config, args.data)
+    image = config.features.image
+    start = time.perf_counter()
+    report = finetune_images(dataset, image, config.split, args.out, cache_dir=args.cache_dir)
+    total = time.perf_counter() - start
+    tuned = dataclasses.replace(
+        image, finetune=dataclasses.replace(image.finetune, weights=args.out)
+    )
+    paths = dataset.items[dataset.schema.image_column].tolist()
+    frozen_vectors, _ = encode_images(paths, image, cache_dir=args.cache_dir or _default())
+    tuned_vectors, _ = encode_images(paths, tuned, cache_dir=args.cache_dir or _default())
+    split = split_dataset(dataset, config.split)
+    knn = {}
+    for stage in ("valid", "test"):
+        task = split.task(stage)
+        for name, vectors in (("frozen", frozen_vectors), ("tuned", tuned_vectors)):
+            ranker = baselines.ContentKNN(vectors, last_n=5).fit(task.fit, dataset.n_items)
+            knn[(stage, name)] = evaluate_model(config, ranker, task)
+    metric = config.eval.main_metric
+    figures = {
+        "command": "python " + shlex.join(sys.argv),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+        "finetune_config": dataclasses.asdict(image.finetune),
+        "finetune": report.to_dict(),
+        "finetune_seconds_total": total,
+        "knn": {
+            f"{stage}:{name}": {"metrics": r.metrics, "ci": r.ci}
+            for (stage, name), r in knn.items()
+        },
+        "paired": {
+            stage: paired_difference(knn[(stage, "tuned")], knn[(stage, "frozen")], metric)
+            for stage in ("valid", "test")
+        },
+        "metric": metric,
+    }
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "image_finetune.json").write_text(json.dumps(figures, indent=2, default=str))
+    (results / "image_finetune.md").write_text(render(figures))
+    print(render(figures))
+
+
+def _default() -> Path:
+    from seqrec.features.cache import default_cache_dir
+
+    return default_cache_dir()
+
+
+def render(figures: dict) -> str:
+    report, metric = figures["finetune"], figures["metric"]
+    lines = [
+        "# Image fine-tuning on H&M",
+        "",
+        f"- command: `{figures['command']}`",
+        f"- date: {figures['date']}",
+        f"- machine: {figures['machine']}; load average before/after: "
+        + " / ".join(f"{x:.2f}" for x in figures["load_average_before_after"])
+        + " (other processes share these cores)",
+        f"- settings: {figures['finetune_config']}",
+        f"- items {report['items']} ({report['images']} images), trained on "
+        f"{report['train_items']}, held out {report['heldout_items']} (by product group); "
+        f"co-purchase pairs {report['pairs']}; trunk cache {report['trunk_cache_mb']:.0f} MB",
+        f"- time: {figures['finetune_seconds_total'] / 60:.1f} min in all ("
+        + ", ".join(f"{k} {v:.0f}s" for k, v in report["seconds"].items())
+        + ")",
+        "",
+        "## Held-out attribute accuracy",
+        "",
+        "| attribute | classes | linear probe on frozen | tuned tower |",
+        "| --- | --- | --- | --- |",
+    ]
+    for column, scores in report["accuracy"].items():
+        classes = report["attributes"][column]
+        lines.append(f"| {column} | {classes} | {scores['probe']:.3f} | {scores['tuned']:.3f} |")
+    lines += [
+        "",
+        f"## Image-embedding content KNN, {metric}",
+        "",
+        "| stage | frozen | tuned | tuned - frozen (paired 95% CI) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for stage in ("valid", "test"):
+        frozen, tuned = figures["knn"][f"{stage}:frozen"], figures["knn"][f"{stage}:tuned"]
+        mean, low, high = figures["paired"][stage]
+        lines.append(
+            f"| {stage} | {_cell(frozen, metric)} | {_cell(tuned, metric)} | "
+            f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] |"
+        )
+    lines += ["", "Losses per epoch: " + json.dumps(report["losses"]), ""]
+    return "\n".join(lines)
+
+
+def _cell(result: dict, metric: str) -> str:
+    low, high = result["ci"].get(metric, (float("nan"), float("nan")))
+    return f"{result['metrics'][metric]:.4f} [{low:.4f}, {high:.4f}]"
+
+
+if __name__ == "__main__":
+    main()

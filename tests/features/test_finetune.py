@@ -1,0 +1,146 @@
+"""Image fine-tuning (`seqrec.features.finetune`) on the tiny demo shop with the tiny CNN."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seqrec.config import ConfigError
+from seqrec.constraints import check_config
+from seqrec.data.dataset import DataError
+from seqrec.data.load import load_dataset
+from seqrec.data.split import SplitConfig
+from seqrec.features.build import FeatureConfig, ItemFeaturizer, encode_new_items, fit_item_features
+from seqrec.features.cache import hash_files
+from seqrec.features.finetune import finetune_images
+from seqrec.features.finetune_data import co_purchase_pairs, trunk_cache
+from seqrec.features.image_config import FinetuneConfig, ImageConfig
+from seqrec.features.image_encode import encode_images, image_settings
+from seqrec.features.image_models import build_backbone
+from seqrec.features.image_transforms import load_image, normalise
+from seqrec.features.image_tuned import TOWER_FILE, backbone_stages, split_stages
+
+TINY = ImageConfig(
+    backbone="tiny_cnn",
+    size=32,
+    batch_size=16,
+    runtime="torch",
+    finetune=FinetuneConfig(
+        epochs=6, batch_size=32, lr=0.01, min_class_items=3, views=1, dim=16, trainable_blocks=2
+    ),
+)
+
+
+def tuned(config: ImageConfig, weights) -> ImageConfig:
+    return dataclasses.replace(
+        config, finetune=dataclasses.replace(config.finetune, weights=str(weights))
+    )
+
+
+@pytest.fixture(scope="module")
+def shop(demo_shop):
+    return load_dataset(demo_shop)
+
+
+@pytest.fixture(scope="module")
+def run(shop, tmp_path_factory):
+    """One fine-tuning run: (report, tower folder, feature cache folder)."""
+    root = tmp_path_factory.mktemp("finetune")
+    report = finetune_images(shop, TINY, SplitConfig(), root / "tower", cache_dir=root / "cache")
+    return report, root / "tower", root / "cache"
+
+
+def test_fine_tuning_lowers_the_loss_and_measures_held_out_items(run):
+    report, tower, _ = run
+    assert report.losses[-1]["total"] < report.losses[0]["total"]
+    assert report.losses[-1]["co_purchase"] < report.losses[0]["co_purchase"]
+    assert (tower / TOWER_FILE).is_file()
+    assert set(report.accuracy) == {"category", "colour"}
+    assert report.heldout_items > 0 and report.pairs > 0
+
+
+def test_trunk_cache_gives_the_whole_network_outputs(shop, tmp_path):
+    paths = shop.items["image_path"].tolist()[:20]
+    backbone = build_backbone(TINY)
+    trunk, tail = split_stages(backbone_stages("tiny_cnn", backbone.module), 2)
+    cache = trunk_cache(paths, hash_files(paths), trunk, TINY, tmp_path)
+    with torch.no_grad():
+        split = tail.eval()(torch.from_numpy(np.array(cache.plain)))  # [20, 32]
+    whole, _ = encode_images(paths, TINY)  # the frozen encoder, one network
+    np.testing.assert_allclose(split.numpy(), whole, atol=1e-5)
+    assert cache.views is not None and cache.views.shape[:2] == (1, 20)
+
+
+def test_tuned_catalogue_vectors_match_the_tuned_encoder(shop, run):
+    _, tower, cache_dir = run
+    paths = shop.items["image_path"].tolist()
+    cached, mask = encode_images(paths, tuned(TINY, tower), cache_dir=cache_dir)
+    assert mask.all()
+    fresh, _ = encode_images(paths[:10], tuned(TINY, tower))  # no cache: the whole tower runs
+    np.testing.assert_allclose(cached[:10], fresh, atol=1e-4)
+    assert fresh.shape[1] == TINY.finetune.dim
+
+
+def test_cache_key_changes_with_the_tuned_weights(shop, run, tmp_path):
+    report, tower, _ = run
+    first = image_settings(tuned(TINY, tower))
+    assert first != image_settings(TINY)
+    config = dataclasses.replace(
+        TINY, finetune=dataclasses.replace(TINY.finetune, epochs=1, objectives=["attributes"])
+    )
+    finetune_images(shop, config, SplitConfig(), tmp_path / "other", cache_dir=False)
+    second = image_settings(tuned(TINY, tmp_path / "other"))
+    assert second["weights"] != first["weights"]
+
+
+def test_a_saved_featurizer_encodes_a_new_image_with_the_tuned_tower(shop, run, tmp_path):
+    _, tower, cache_dir = run
+    features = FeatureConfig(image=tuned(TINY, tower), use_text=False, use_numeric=False)
+    built = fit_item_features(shop, features, cache_dir=cache_dir)
+    built.featurizer.save(tmp_path / "featurizer.pkl")
+    featurizer = ItemFeaturizer.load(tmp_path / "featurizer.pkl")  # what a bundle keeps
+    new = shop.items.iloc[[0]].copy()
+    new_image = tmp_path / "new.png"
+    image = load_image(shop.items["image_path"].iloc[3], TINY)
+    from PIL import Image
+
+    Image.fromarray(image[:, ::-1].copy()).save(new_image)  # a picture the shop never had
+    new["item_id"], new["image_path"] = "new-item", str(new_image)
+    evaluated = encode_new_items(pd.DataFrame(new), featurizer, cache_dir=tmp_path / "eval")
+    served = encode_new_items(pd.DataFrame(new), featurizer, cache_dir=False)
+    assert torch.equal(evaluated.features.image, served.features.image)
+    from seqrec.features.image_tuned import load_tower
+
+    model, _ = load_tower(tuned(TINY, tower))
+    pixels = normalise(load_image(new_image, TINY), *((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    with torch.no_grad():
+        direct = model(torch.from_numpy(pixels)[None])  # [1, dim]
+    np.testing.assert_allclose(served.features.image.numpy(), direct.numpy(), atol=1e-5)
+
+
+def test_co_purchase_pairs_come_from_consecutive_baskets():
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b"],
+            "timestamp": [1, 1, 2, 3, 1],
+            "item_idx": [0, 1, 2, 3, 4],
+        }
+    )
+    pairs = co_purchase_pairs(train, np.ones(5, dtype=bool), 100, 0)
+    assert pairs.tolist() == [[0, 2], [1, 2], [2, 3]]
+    allowed = np.array([True, False, True, True, True])
+    assert co_purchase_pairs(train, allowed, 100, 0).tolist() == [[0, 2], [2, 3]]
+
+
+def test_bad_settings_are_named(shop, tmp_path):
+    with pytest.raises(ConfigError, match="objectives"):
+        check_config(FinetuneConfig(objectives=["style"]), "features.image.finetune")
+    with pytest.raises(DataError, match="no tuned image tower"):
+        build_backbone(tuned(TINY, tmp_path / "absent"))
+    config = dataclasses.replace(TINY, backbone="resnet18")
+    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
+        finetune_images(shop, config, SplitConfig(), tmp_path / "x", cache_dir=False)

@@ -1,0 +1,122 @@
+"""The live shop's database (`seqrec.serve.store.Store`) on a temporary SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from seqrec.config import ConfigError
+from seqrec.serve.store import Event, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(Store.url_for(tmp_path / "bundle", str(tmp_path / "shop.db")))
+    yield store
+    store.close()
+
+
+def test_default_database_is_a_file_next_to_the_bundle(tmp_path):
+    url = Store.url_for(tmp_path / "runs" / "bundle", None)
+    assert url == f"sqlite:///{tmp_path / 'runs' / 'bundle.events.db'}"
+    assert Store.url_for("x", "postgresql://u:p@host/shop") == "postgresql://u:p@host/shop"
+    assert Store.url_for("x", "shop.db").endswith("/shop.db") and "sqlite:////" in Store.url_for(
+        "x", "shop.db"
+    )
+
+
+def test_sqlite_file_is_in_wal_mode_with_its_schema_version(store, tmp_path):
+    store.add_events([Event("u", "a", "view", 1)])
+    with sqlite3.connect(tmp_path / "shop.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        version = connection.execute("SELECT value FROM seqrec_meta").fetchall()
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(events)")}
+    assert version == [("1",)] and "events_user_time" in indexes
+    with store.engine.connect() as connection:  # each connection commits durably
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_user_events_are_the_most_recent_of_the_types_asked_oldest_first(store):
+    stored = store.add_events(
+        [
+            Event("u", "a", "view", 10),
+            Event("u", "b", "purchase", 30),
+            Event("other", "z", "view", 20),
+            Event("u", "c", "cart", 20),
+            Event("u", "d", "view", 30),  # same time as b, stored later
+        ]
+    )
+    assert stored == 5
+    items = [event.item_id for event in store.user_events("u", limit=10)]
+    assert items == ["a", "c", "b", "d"]
+    assert [e.item_id for e in store.user_events("u", limit=2)] == ["b", "d"]
+    assert [e.item_id for e in store.user_events("u", ("view",), limit=10)] == ["a", "d"]
+    assert [e.item_id for e in store.user_events("u", since=20, limit=10)] == ["c", "b", "d"]
+    assert store.user_events("u", limit=1) == [Event("u", "d", "view", 30)]
+    assert store.user_events("nobody") == []
+
+
+def test_delete_user_erases_only_that_shopper(store):
+    store.add_events([Event("u", "a", "view", 1), Event("u", "b", "view", 2)])
+    store.add_events([Event("v", "a", "view", 1)])
+    assert store.delete_user("u") == 2
+    assert store.user_events("u") == [] and len(store.user_events("v")) == 1
+    assert store.delete_user("u") == 0
+
+
+def test_events_and_items_survive_reopening(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    first = Store(url)
+    first.add_events([Event("u", "a", "purchase", 5)])
+    first.add_item("new", {"title": "Red dress", "price": 9.5}, b"\x89PNG", ".png")
+    first.close()
+    again = Store(url)
+    assert again.user_events("u") == [Event("u", "a", "purchase", 5)]
+    [item] = again.stored_items()
+    assert (item.item_id, item.fields, item.image, item.image_suffix, item.available) == (
+        "new",
+        {"title": "Red dress", "price": 9.5},
+        b"\x89PNG",
+        ".png",
+        True,
+    )
+    again.close()
+
+
+def test_items_availability_and_upsert(store):
+    store.add_item("new", {"title": "A"}, None, None)
+    assert store.set_available("new", False) is True
+    assert store.unavailable_ids() == {"new"}
+    store.add_item("new", {"title": "B"}, b"img", ".jpg")  # replaced, still sold out
+    [item] = store.stored_items()
+    assert item.fields == {"title": "B"} and item.image == b"img" and not item.available
+    assert store.set_available("bundle-item", False) is False  # not stored, not created
+    assert store.set_available("bundle-item", False, create=True) is True
+    assert store.unavailable_ids() == {"new", "bundle-item"}
+    assert store.set_available("new", True) is True
+    assert store.unavailable_ids() == {"bundle-item"}
+    bundle_row = next(i for i in store.stored_items() if i.item_id == "bundle-item")
+    assert bundle_row.fields is None and bundle_row.image is None
+
+
+def test_database_of_another_schema_version_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "shop.db") as connection:
+        connection.execute("UPDATE seqrec_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(ConfigError, match="schema version 99"):
+        Store(url)
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("nosuchdialect://x", "cannot be used"),
+        ("not a url at all://", "cannot be used"),
+        ("sqlite:////nonexistent-dir/sub/shop.db", "cannot be opened"),
+    ],
+)
+def test_database_that_cannot_be_used_is_a_config_error(url, message):
+    with pytest.raises(ConfigError, match=message):
+        Store(url)
