@@ -12,6 +12,7 @@ This is what `seqrec train`, `seqrec demo`, `seqrec bench` and `seqrec tune` cal
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from seqrec.features.shard import encode_rank_images
 from seqrec.models.recommender import SequenceRecommender, build_model
 from seqrec.ranker.fit import fit_ranker
 from seqrec.ranker.model import Ranker
+from seqrec.ranker.nested import past_model
 from seqrec.ranker.scorer import RankerScorer
 from seqrec.scoring import ModelScorer
 from seqrec.train import TrainResult, fit
@@ -231,6 +233,10 @@ def train_on(
         )
         model.load_state_dict(_kept_weights(refit))
         trained_on = refit_split.train
+    past = None  # the ranker's nested model: every rank trains it (a torchrun fit is collective)
+    if config.ranker.enabled and ranker_reads_model(config.ranker):
+        epochs, n_items = result.best_epoch + 1, prepared.dataset.n_items
+        past = past_model(config, prepared.split, features, n_items, epochs)
     chosen.cpu().eval()
     model.cpu().eval()
     if not distributed.is_main():  # rank 0 alone evaluates on test and writes the bundle
@@ -244,7 +250,7 @@ def train_on(
     )
     outcome = Outcome(model, result, refit, valid, test, None)
     if config.ranker.enabled:
-        outcome = with_ranker(config, prepared, features, chosen, outcome)
+        outcome = with_ranker(config, prepared, features, chosen, outcome, past)
     if out_dir is not None:
         popularity = np.bincount(
             trained_on["item_idx"].to_numpy(), minlength=prepared.dataset.n_items
@@ -275,6 +281,7 @@ def with_ranker(
     features: ItemFeatures,
     chosen: SequenceRecommender,
     outcome: Outcome,
+    past: SequenceRecommender | None = None,
 ) -> Outcome:
     """``outcome`` with the two-stage ranker fitted on top of its sequence model, and the
     ranker's validation and test figures in place of the model's (kept as ``model_valid`` and
@@ -282,16 +289,36 @@ def with_ranker(
 
     The ranker reads the sequence model unless trained ``without = ["sequence"]``
     (`ranker_reads_model`). It is fitted with ``chosen``, the model trained on ``split.train``
-    alone (the data its fit reads, `seqrec.ranker.fit.fit_ranker`), and evaluated as each
-    stage's model would be served: on validation with ``chosen`` over ``split.train``, on test
-    with the bundle's model (the refit one with ``train.refit``) over train + valid. (With a
-    sequence model, `fit_ranker` learns from most validation shoppers: the ranker's validation
-    figures are then not held out; its test figures are.)
+    alone, whose scores early stopping reads on the validation baskets, and with ``past``
+    (`past_model`, trained here when not given), the same model trained without each
+    shopper's last ``ranker.train_baskets`` train baskets, which scores the training queries
+    of those baskets (`seqrec.ranker.fit.fit_ranker`). It is evaluated as each stage's model
+    would be served: on validation with ``chosen`` over ``split.train`` (held out: no ranker
+    tree was fitted on a validation basket), on test with the bundle's model (the refit one
+    with ``train.refit``) over train + valid.
     """
     split, max_len = prepared.split, config.model.max_len
     reads = ranker_reads_model(config.ranker)
-    fitted_with = ModelScorer(chosen, max_len) if reads else None
-    ranker = fit_ranker(prepared.dataset, split, features, config.ranker, model=fitted_with)
+    fitted_with = past_scorer = None
+    seconds_past = 0.0
+    if reads:
+        fitted_with = ModelScorer(chosen, max_len)
+        if past is None:
+            clock = time.perf_counter()
+            epochs = outcome.train.best_epoch + 1
+            past = past_model(config, split, features, prepared.dataset.n_items, epochs)
+            seconds_past = time.perf_counter() - clock
+        past_scorer = ModelScorer(past, max_len)
+    ranker = fit_ranker(
+        prepared.dataset,
+        split,
+        features,
+        config.ranker,
+        model=fitted_with,
+        past_model=past_scorer,
+    )
+    if reads:
+        ranker.info["seconds"]["past_model"] = seconds_past  # 0: trained before, by the caller
     results = {}
     for stage, model in (("valid", chosen), ("test", outcome.model)):
         task = split.task(stage)

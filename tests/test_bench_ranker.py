@@ -10,7 +10,7 @@ import pytest
 
 from seqrec.bench import run_bench
 from seqrec.config import apply_overrides
-from seqrec.data.split import EvalTask
+from seqrec.data.split import EvalTask, make_task
 from seqrec.experiment import prepare
 from seqrec.ranker import bench_rows
 from seqrec.ranker.candidates import Candidates
@@ -171,3 +171,30 @@ def test_each_source_recall_counts_the_targets_it_proposes_and_those_only_it_pro
         },
     ]
     assert merged == 1.0
+
+
+def test_warm_and_cold_targets_split_by_sales_before_each_cutoff():
+    fit = pd.DataFrame(
+        {"user_id": ["a", "b", "b", "c"], "item_idx": [1, 1, 2, 4], "timestamp": [1, 1, 5, 1]}
+    )
+    held = pd.DataFrame(
+        {"user_id": ["a", "a", "b", "c"], "item_idx": [2, 3, 1, 2], "timestamp": [10, 10, 6, 4]}
+    )
+    groups = bench_rows.group_tasks(make_task("test", fit, held, n_items=6))
+    # a: 2 sold at 5 < 10 (warm), 3 never (cold); b: 1 warm; c: 2 sells only at 5 >= 4 (cold)
+    assert groups["cold"].users.tolist() == ["a", "c"]
+    assert [t.tolist() for t in groups["cold"].targets()] == [[3], [2]]
+    assert groups["warm"].users.tolist() == ["a", "b"]
+    assert [t.tolist() for t in groups["warm"].targets()] == [[2], [1]]
+    assert groups["cold"].cutoffs.tolist() == [10, 4]
+
+
+def test_an_ablation_adds_back_a_family_the_config_goes_without():
+    config = RankerConfig(without=["image"])
+    rows, notes = bench_rows.ablation_configs(config, absent={"sequence": "no model"})
+    by_name = {name: ablated.without for name, ablated in rows}
+    assert by_name == {
+        "ranker with image features": [],
+        "ranker without text features": ["image", "text"],
+    }
+    assert notes == ["ranker without the sequence model: skipped, no model"]

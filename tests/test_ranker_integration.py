@@ -34,6 +34,9 @@ from seqrec.serve.recommender import RankQuery, Recommender
         ({"ranker.without": ["imag"]}, r"ranker\.without\[0\] = 'imag' is not one of"),
         ({"ranker.lightgbm.learning_rate": 0}, r"ranker\.lightgbm\.learning_rate = 0\.0 must"),
         ({"ranker.enabled": "yes"}, r"ranker\.enabled must be bool"),
+        ({"ranker.cooccurrence_within": "day"}, r"ranker\.cooccurrence_within = 'day'"),
+        ({"ranker.cached_periods": 0}, r"ranker\.cached_periods = 0 must be >= 1"),
+        ({"ranker.sources.new_tfidf": -2}, r"ranker\.sources\.new_tfidf = -2 must be >= 0"),
     ],
 )
 def test_bad_ranker_values_are_refused_naming_the_key(overrides, message):

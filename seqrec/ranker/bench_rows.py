@@ -7,7 +7,9 @@ features reading each stage's fit table strictly before each cutoff):
   (`seqrec.experiment.with_ranker`) on top of the sequence model the bench trained for the
   config's own model row: its test figures are the ones ``seqrec eval`` gives the bundle;
 - ``ranker without image features`` / ``... text features`` / ``... the sequence model`` (kind
-  ``ranker ablation``): the same with ``ranker.without`` extended by that family, skipped with a
+  ``ranker ablation``): the same with ``ranker.without`` extended by that family (``ranker with
+  ... features`` / ``... the sequence model``, with it taken out of ``without``, for a family the
+  config already goes without), skipped with a
   note when the data has no such family;
 - ``candidates only`` (kind ``ranker ablation``): the merged candidate set without the learned
   ranker, in the order of `seqrec.ranker.candidates.interleaved` (best rank over the sources,
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seqrec.bench import BenchRow
-from seqrec.bundle_ranker import ranker_reads_model
+from seqrec.bundle_ranker import ranker_reads_model, ranker_scorer
 from seqrec.config import ExperimentConfig
 from seqrec.data.split import EvalTask
 from seqrec.experiment import Outcome, Prepared, evaluate_model, with_ranker
@@ -37,7 +39,9 @@ from seqrec.models.recommender import SequenceRecommender, build_model
 from seqrec.ranker.candidates import candidate_recall, dense_scores, generate, merge, n_of
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
+from seqrec.ranker.events import Events
 from seqrec.ranker.fit import ranker_context, target_labels
+from seqrec.ranker.nested import past_model
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.sources import enabled_sources
 from seqrec.scoring import ModelScorer
@@ -49,6 +53,11 @@ ABLATION_ROWS = {  # ranker.without family -> row name
     "image": "ranker without image features",
     "text": "ranker without text features",
     "sequence": "ranker without the sequence model",
+}
+ADDED_ROWS = {  # a family the config's ranker goes without -> the row that adds it back
+    "image": "ranker with image features",
+    "text": "ranker with text features",
+    "sequence": "ranker with the sequence model",
 }
 CANDIDATES_ROW = "candidates only"
 QUERY_BATCH = 2048  # test queries whose candidates are held at once for the recall table
@@ -142,6 +151,47 @@ def absent_families(prepared: Prepared) -> dict[str, str]:
     return absent
 
 
+def group_tasks(task: EvalTask) -> dict[str, EvalTask]:
+    """``task`` split by target: "cold" keeps the targets never sold before their shopper's
+    cutoff (in ``task.fit``; without cutoffs: never sold in it), "warm" the others; each keeps
+    the shoppers with a target left."""
+    timed = task.cutoffs is not None
+    events = Events(task.fit, task.n_items, 1 if timed else None)  # only "before" is asked
+    cutoffs = task.cutoffs if timed else np.full(len(task), events.t_max + 1)
+    lengths = np.diff(task.target_indptr)  # [U]
+    rows = np.repeat(np.arange(len(task)), lengths)  # [T] ascending
+    items = np.asarray(task.target_items, dtype=np.int64)  # [T]
+    cold = events.count(items, np.asarray(cutoffs)[rows]) == 0  # [T]
+    out = {}
+    for group, mask in (("cold", cold), ("warm", ~cold)):
+        counts = np.bincount(rows[mask], minlength=len(task))  # [U]
+        users = np.flatnonzero(counts > 0)
+        part = task.subset(users)
+        part.target_indptr = np.r_[0, np.cumsum(counts[users])].astype(np.int64)
+        part.target_items = items[mask]
+        out[group] = part
+    return out
+
+
+def warm_cold_notes(config: ExperimentConfig, scorers: dict, task: EvalTask) -> list[str]:
+    """One note per scorer: its ndcg@12 on the cold and on the warm test targets
+    (`group_tasks`)."""
+    groups = group_tasks(task)
+    metric = config.eval.main_metric
+    notes = [
+        f"warm/cold split of the test targets: cold = never sold before the shopper's cutoff "
+        f"({len(groups['cold'].target_items)} targets of {len(groups['cold'])} shoppers), "
+        f"warm = the rest ({len(groups['warm'].target_items)} of {len(groups['warm'])})"
+    ]
+    for name, scorer in scorers.items():
+        figures = {
+            group: evaluate_model(config, scorer, part, bootstrap=0).metrics[metric]
+            for group, part in groups.items()
+        }
+        notes.append(f"{name}: {metric} cold {figures['cold']:.4f}, warm {figures['warm']:.4f}")
+    return notes
+
+
 @dataclass
 class RankerBench:
     """The ranker rows of one bench run: its data and the sequence model trained for it
@@ -151,6 +201,19 @@ class RankerBench:
     prepared: Prepared
     trained: Outcome
     chosen: SequenceRecommender
+    past: SequenceRecommender | None = None  # the nested model (`past_model`), trained once
+    fitted: dict[str, Outcome] = field(default_factory=dict)  # row name -> its outcome
+
+    def nested_model(self) -> tuple[SequenceRecommender, float]:
+        """The nested sequence model shared by the rows that read the model, and the seconds
+        its training took here (0 once trained)."""
+        if self.past is not None:
+            return self.past, 0.0
+        begin = time.perf_counter()
+        split, epochs = self.prepared.split, self.trained.train.best_epoch + 1
+        n_items = self.prepared.dataset.n_items
+        self.past = past_model(self.config, split, self.prepared.features, n_items, epochs)
+        return self.past, time.perf_counter() - begin
 
     def ranker_row(
         self, name: str, kind: str, ranker_config: RankerConfig
@@ -158,16 +221,20 @@ class RankerBench:
         """The row of a ranker of ``ranker_config`` and its feature importance by gain."""
         begin = time.perf_counter()
         config = dataclasses.replace(self.config, ranker=ranker_config)
+        past, seconds_past = None, 0.0
+        if ranker_reads_model(ranker_config):
+            past, seconds_past = self.nested_model()
         fitted = with_ranker(
-            config, self.prepared, self.prepared.features, self.chosen, self.trained
+            config, self.prepared, self.prepared.features, self.chosen, self.trained, past
         )
         assert fitted.ranker is not None and fitted.test is not None and fitted.valid is not None
         ranker = fitted.ranker
         notes = f"best iteration {ranker.best_iteration}"
         if ranker_config.without:
             notes += f", without {', '.join(ranker_config.without)}"
-        if ranker.info.get("training_queries") == "validation shoppers":
-            notes += "; fitted on validation shoppers (valid figure not held out)"
+        if seconds_past:
+            notes += f"; nested sequence model trained in {seconds_past:.0f} s"
+        self.fitted[name] = fitted
         valid = fitted.valid.metrics[config.eval.main_metric]
         row = BenchRow(name, kind, fitted.test, valid, time.perf_counter() - begin, notes)
         return row, ranker.info.get("feature_importance", {})
@@ -202,6 +269,44 @@ class RankerBench:
         return row, summary
 
 
+def _test_scorers(bench: RankerBench) -> dict:
+    """The main ranker and every baseline as test scorers (baselines fitted on test's fit)."""
+    from seqrec.bench import baseline_rankers  # seqrec.bench imports this module lazily
+
+    prepared, task = bench.prepared, bench.prepared.split.task("test")
+    fitted = bench.fitted[MAIN_ROW]
+    assert fitted.ranker is not None
+    model = ModelScorer(bench.trained.model, bench.config.model.max_len)
+    scorers: dict[str, object] = {
+        MAIN_ROW: ranker_scorer(fitted.ranker, prepared.dataset, prepared.features, task.fit, model)
+    }
+    for name, baseline in baseline_rankers(prepared).items():
+        baseline.fit(task.fit, prepared.dataset.n_items)
+        scorers[name] = baseline
+    return scorers
+
+
+def ablation_configs(
+    config: RankerConfig, absent: dict[str, str]
+) -> tuple[list[tuple[str, RankerConfig]], list[str]]:
+    """The ablation rows' (name, ranker config) for ``config``, and notes on those skipped
+    (``absent``: family -> why the data lacks it). A family ``config`` uses is left out; one it
+    already goes without is added back."""
+    rows, notes = [], []
+    without = list(config.without or [])
+    for family, name in ABLATION_ROWS.items():
+        if family in absent:
+            notes.append(f"{name}: skipped, {absent[family]}")
+            log.warning("%s skipped: %s", name, absent[family])
+            continue
+        if family in without:
+            name, changed = ADDED_ROWS[family], [other for other in without if other != family]
+        else:
+            changed = [*without, family]
+        rows.append((name, dataclasses.replace(config, without=changed)))
+    return rows, notes
+
+
 def ranker_rows(
     config: ExperimentConfig,
     prepared: Prepared,
@@ -214,20 +319,12 @@ def ranker_rows(
     bench = RankerBench(config, prepared, trained, chosen_model(config, prepared, trained))
     row, importance = bench.ranker_row(MAIN_ROW, "ranker", config.ranker)
     add(row)
-    notes = []
-    absent = absent_families(prepared)
-    without = list(config.ranker.without or [])
-    for family, name in ABLATION_ROWS.items():
-        if family in without:
-            continue  # the main row is already without it
-        if family in absent:
-            notes.append(f"{name}: skipped, {absent[family]}")
-            log.warning("%s skipped: %s", name, absent[family])
-            continue
-        ablated = dataclasses.replace(config.ranker, without=[*without, family])
+    ablations, notes = ablation_configs(config.ranker, absent_families(prepared))
+    for name, ablated in ablations:
         add(bench.ranker_row(name, "ranker ablation", ablated)[0])
     row, summary = bench.candidates_row()
     add(row)
+    notes += warm_cold_notes(config, _test_scorers(bench), prepared.split.task("test"))
     top = sorted(importance.items(), key=lambda pair: -pair[1])[:TOP_FEATURES]
     summary.importance = {name: float(value) for name, value in top}
     summary.notes = notes

@@ -27,6 +27,10 @@ class SourceSizes:
     content_fused: int = at_least(0, 0)  # ... by the sequence model's fused item vector
     trending: int = at_least(0, 20)  # most sold in the last ``trending_days`` days
     new_arrivals: int = at_least(0, 20)  # first sold in the last ``new_arrival_days`` days
+    # items not sold before the cutoff (or first sold within ``new_arrival_days``) nearest to
+    # the last items by TF-IDF terms / by the image embedding: new articles by content
+    new_tfidf: int = at_least(0, 0)
+    new_image: int = at_least(0, 0)
     sequence: int = at_least(0, 0)  # the sequence model's top items
 
 
@@ -61,6 +65,14 @@ class RankerConfig:
     # co-occurrence is refitted on the log before each period of this many days, so a query
     # never reads pairs bought at or after its cutoff
     refit_days: int = at_least(1, 28)
+    # co-occurrence counts only the last this many days before each refit period (0 = the whole
+    # log before it), within each shopper's purchases or within each basket (one shopper, one
+    # timestamp)
+    cooccurrence_days: int = at_least(0, 0)
+    cooccurrence_within: str = choice("shopper", "shopper", "basket")
+    # refit periods whose co-occurrence stays in memory (least recently used dropped): bounds a
+    # long-running service; queries spanning more periods refit the dropped ones when asked again
+    cached_periods: int = at_least(1, 8)
     # candidates of a query scored by the ranker; the rest of the catalogue ranks below them
     max_candidates: int = at_least(1, 300)
     # feature families left out (ablations): their features and the sources built on them

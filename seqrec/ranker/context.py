@@ -14,8 +14,11 @@ price, and its content vectors per modality, rows L2-normalised:
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -32,6 +35,29 @@ Vectors: TypeAlias = np.ndarray | sp.csr_matrix  # [N, D] rows L2-normalised (ze
 
 
 @dataclass
+class PeriodCache:
+    """Structures fitted per period of the log (co-occurrence before each refit period's start),
+    least recently used dropped beyond ``size`` entries: a long-running service, whose cutoffs
+    move on with time, keeps a bounded number (`RankerConfig.cached_periods`)."""
+
+    entries: OrderedDict[object, Any] = field(default_factory=OrderedDict)
+
+    def get(self, key: object, build: Callable[[], Any], size: int) -> Any:
+        """The entry of ``key``, built with ``build()`` when absent; at most ``size`` kept."""
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        value = build()
+        self.entries[key] = value
+        while len(self.entries) > max(size, 1):
+            self.entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+@dataclass
 class RankerContext:
     n_items: int
     events: Events
@@ -40,8 +66,9 @@ class RankerContext:
     prices: np.ndarray | None = None  # [N] float32 catalogue price, NaN where unknown
     vectors: dict[str, Vectors] = field(default_factory=dict)  # modality -> [N, D]
     model: ModelScorer | None = None  # the sequence model, for its source and features
-    # memo of expensive per-period structures (co-occurrence per refit period...), by key
+    # memo of per-catalogue structures (content neighbour graphs, group members), by key
     cache: dict[object, object] = field(default_factory=dict)
+    periods: PeriodCache = field(default_factory=PeriodCache)  # per-period, bounded (LRU)
 
 
 def group_codes(items: pd.DataFrame, column: str | None) -> np.ndarray | None:
@@ -73,7 +100,7 @@ def build_context(
     if features.image is not None:
         vectors["image"] = normalise_rows(features.image.numpy())
     if model is not None:
-        vectors["fused"] = normalise_rows(model.item_matrix().float().cpu().numpy())
+        vectors["fused"] = model_vectors(model)
     return RankerContext(
         n_items=dataset.n_items,
         events=Events(interactions, dataset.n_items, day_length(dataset.time_unit)),
@@ -83,3 +110,23 @@ def build_context(
         vectors=vectors,
         model=model,
     )
+
+
+def model_vectors(model: ModelScorer) -> np.ndarray:
+    """[N, D] the sequence model's fused item vectors, rows L2-normalised."""
+    return normalise_rows(model.item_matrix().float().cpu().numpy())
+
+
+def with_model(context: RankerContext, model: ModelScorer | None) -> RankerContext:
+    """``context`` reading ``model`` (and its fused vectors) in place of its own; the other
+    vectors, the per-period structures (which read the log only) and what the catalogue cache
+    holds of other modalities are shared (what it holds of the fused vectors is not)."""
+    vectors = {name: v for name, v in context.vectors.items() if name != "fused"}
+    if model is not None:
+        vectors["fused"] = model_vectors(model)
+    cache = {
+        key: value
+        for key, value in context.cache.items()
+        if not (isinstance(key, tuple) and "fused" in key)
+    }
+    return dataclasses.replace(context, vectors=vectors, model=model, cache=cache)

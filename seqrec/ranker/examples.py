@@ -7,6 +7,10 @@ b_j, targets = the distinct items of b_j) for the last ``n_baskets`` of b2..bm: 
 has no history to learn from. Only the shopper's own events before the cutoff form the history,
 and sources and features read other shoppers' events before it (`seqrec.ranker.events`), so a
 query sees nothing of its own basket or later.
+
+With a sequence model, the model that scores these queries is a second copy trained on the
+table without them (`without_last_baskets`): a model trained on a basket scores its items
+in-sample.
 """
 
 from __future__ import annotations
@@ -46,3 +50,15 @@ def training_queries(
         history_times.append(times[start:stop])
         targets.append(np.unique(items[stop:end]))
     return Queries(histories, history_times, times[first[chosen]]), targets
+
+
+def without_last_baskets(interactions: pd.DataFrame, n_baskets: int = 1) -> pd.DataFrame:
+    """``interactions`` without each user's last ``n_baskets`` baskets (the events at the user's
+    latest ``n_baskets`` timestamps): what the nested sequence model is trained on, so that
+    the training queries of those baskets (`training_queries` with the same ``n_baskets``) are
+    scored by a model that never saw their targets. Row order and columns kept."""
+    from_end = interactions.groupby("user_id", sort=False)["timestamp"].rank(
+        method="dense", ascending=False
+    )  # 1 = the user's last basket
+    keep = from_end.to_numpy() > n_baskets
+    return interactions[keep].reset_index(drop=True)

@@ -12,8 +12,8 @@ Names (stable strings; NaN = missing; [family] where `feature_family` gives one,
 `RankerConfig.without` can leave out):
 
     src_<source>_score        the source's score of the item, NaN where it did not propose it
-                              [image: content_image; text: content_tfidf, content_text;
-                              sequence: sequence, content_fused]
+                              [image: content_image, new_image; text: content_tfidf,
+                              content_text, new_tfidf; sequence: sequence, content_fused]
     src_<source>_rank         its 1-based rank among that source's candidates, NaN where absent
     src_count                 number of sources that proposed the item
     user_item_count           times the shopper bought the item
@@ -68,7 +68,7 @@ from seqrec.ranker.candidates import CandidateSet
 from seqrec.ranker.config import SOURCES, RankerConfig
 from seqrec.ranker.context import RankerContext, Vectors
 from seqrec.ranker.events import Events
-from seqrec.ranker.queries import Queries
+from seqrec.ranker.queries import Queries, history_events
 from seqrec.scoring import ModelScorer
 
 Columns = dict[str, np.ndarray]  # feature name -> [P] values
@@ -79,6 +79,8 @@ SOURCE_FAMILY = {
     "content_text": "text",
     "sequence": "sequence",
     "content_fused": "sequence",
+    "new_tfidf": "text",
+    "new_image": "image",
 }
 MODALITY_FAMILY = {"tfidf": "text", "text": "text", "image": "image", "fused": "sequence"}
 SALES_DAYS = (1, 7, 28)
@@ -121,14 +123,12 @@ class _Pairs:
 
 
 def _pairs(queries: Queries, candidates: CandidateSet, day: int | None) -> _Pairs:
-    histories = [np.asarray(h, dtype=np.int64) for h in queries.histories]
-    times = [
-        np.asarray(t, dtype=np.float64) if len(t) == len(h) else np.full(len(h), np.nan)
-        for h, t in zip(histories, queries.times, strict=True)
-    ]
-    lengths = np.array([len(h) for h in histories], dtype=np.int64)  # [B]
-    h_rows = np.repeat(np.arange(len(histories)), lengths)  # [E]
-    starts = np.cumsum(lengths) - lengths  # [B]
+    h_rows, h_items, h_times, from_end = history_events(queries)  # [E] each
+    lengths = np.array([len(h) for h in queries.histories], dtype=np.int64)  # [B]
+    timed = np.array(
+        [len(t) == len(h) for h, t in zip(queries.histories, queries.times, strict=True)],
+        dtype=bool,
+    )  # [B] queries that gave their history's times
     rows = np.asarray(candidates.rows, dtype=np.int64)
     return _Pairs(
         rows=rows,
@@ -137,9 +137,9 @@ def _pairs(queries: Queries, candidates: CandidateSet, day: int | None) -> _Pair
         query_cutoffs=queries.cutoffs,
         lengths=lengths,
         h_rows=h_rows,
-        h_items=np.concatenate([np.zeros(0, np.int64), *histories]),
-        h_times=np.concatenate([np.zeros(0), *times]),
-        h_from_end=lengths[h_rows] - (np.arange(len(h_rows)) - starts[h_rows]),
+        h_items=h_items,
+        h_times=np.where(timed[h_rows], h_times.astype(np.float64), np.nan),
+        h_from_end=from_end + 1,
         day=day,
     )
 

@@ -6,7 +6,8 @@
                                                                 └─> LambdaRank (early stopping)
 
 Every query reads the log of ``split.train`` only before its cutoff (`seqrec.ranker.events`);
-the test split is never read.
+the test split is never read. With a sequence model, the training queries are scored by a
+nested copy of it that never saw their baskets (`fit_ranker`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from seqrec.features.item_features import ItemFeatures
 from seqrec.ranker import candidates
 from seqrec.ranker import features as ranker_features
 from seqrec.ranker.config import RankerConfig
-from seqrec.ranker.context import RankerContext, build_context
+from seqrec.ranker.context import RankerContext, build_context, with_model
 from seqrec.ranker.examples import training_queries
 from seqrec.ranker.model import LabelledPairs, Ranker, train_lambdarank
 from seqrec.ranker.queries import Queries, queries_from_task
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]  # told what the fit is doing, one line at a time
 QuerySet = tuple[Queries, list[np.ndarray]]  # queries and their target items
-STOPPING_SHARE = 0.2  # with a sequence model: validation users kept for early stopping
 
 
 def ranker_context(
@@ -110,35 +110,44 @@ def fit_ranker(
     config: RankerConfig,
     model: ModelScorer | None = None,
     progress: Progress | None = None,
+    past_model: ModelScorer | None = None,
 ) -> Ranker:
     """Fit a LambdaRank ranker on ``split`` (its test part is never read).
 
-    Training queries, by whether a sequence model is given:
+    Training queries come from past baskets of ``split.train`` (`training_queries`: history =
+    the purchases before the basket); early stopping watches the validation task
+    (``split.task("valid")``, scored with ``model``). By whether a sequence model is given:
 
-    - without one: each shopper's last ``config.train_baskets`` baskets of ``split.train``
-      that have an earlier basket (`training_queries`), history = the purchases before the
-      basket; early stopping on the validation task (``split.task("valid")``).
-    - with one: the model was trained on ``split.train``, targets of past baskets included, so
-      its scores on those baskets would be scores of its own training targets (far better than
-      on unseen baskets) and the ranker would learn to trust it too much. The validation task
-      is then the only data the model has not been fitted on: its shoppers are split (seeded
-      by ``config.lightgbm.seed``) into a fitting part (80%) and an early-stopping part (20%).
+    - without one: each shopper's last ``config.train_baskets`` baskets that have an earlier
+      basket.
+    - with one (``model``, trained on all of ``split.train``): ``model`` has seen every past
+      basket, so its scores of their targets are in-sample (far better than on unseen
+      baskets) and a ranker fitted on them would trust it too much. The same past baskets are
+      then scored by ``past_model``: the same model trained on ``split.train`` without each
+      shopper's last ``config.train_baskets`` baskets
+      (`seqrec.ranker.examples.without_last_baskets`, `seqrec.ranker.nested`), which never saw
+      their targets. The validation baskets serve early stopping only (scored by ``model``),
+      so the valid figure is held out.
 
     Every query reads the log of ``split.train`` before its cutoff. progress: called with a
     line saying what the fit does (candidates, features, boosting); the lines are also logged.
     ``Ranker.info``: queries, pairs, positives and candidate recall of the train and valid
     queries, best iteration, valid ndcg@12, feature importance (gain) and seconds per phase.
     """
+    if model is not None and past_model is None:
+        raise ValueError("a ranker reading a sequence model needs its nested copy (past_model)")
     say = _reporter(progress)
     clock = time.perf_counter()
     say(f"ranker: context over {len(split.train):,} training events")
     context = ranker_context(dataset, features, split.train, model)
+    fit_context = context if model is None else with_model(context, past_model)
     seconds = {"context": time.perf_counter() - clock}
     fit_set, stop_set, source = training_sets(split, config, model is not None)
     pairs: dict[str, LabelledPairs] = {}
-    for part, (queries, targets) in (("train", fit_set), ("valid", stop_set)):
+    parts = (("train", fit_set, fit_context), ("valid", stop_set, context))
+    for part, (queries, targets), part_context in parts:
         say(f"ranker: candidates and features of {len(queries):,} {part} queries")
-        pairs[part] = label_pairs(queries, targets, context, config)
+        pairs[part] = label_pairs(queries, targets, part_context, config)
         _say_pairs(say, part, pairs[part].info)
     say(f"ranker: boosting (at most {config.lightgbm.n_estimators} rounds)")
     clock = time.perf_counter()
@@ -158,21 +167,13 @@ def fit_ranker(
 def training_sets(
     split: Split, config: RankerConfig, has_model: bool
 ) -> tuple[QuerySet, QuerySet, str]:
-    """(fitting queries, early-stopping queries, where the fitting queries come from)."""
+    """(fitting queries, early-stopping queries, where the fitting queries come from): each
+    shopper's last ``config.train_baskets`` baskets of ``split.train`` that have an earlier
+    basket (with a sequence model: scored by its nested copy), and the validation task."""
     task = split.task("valid")
     valid = (queries_from_task(task), task.targets())
-    if not has_model:
-        return training_queries(split.train, config.train_baskets), valid, "past baskets"
-    rng = np.random.default_rng(config.lightgbm.seed)
-    order = rng.permutation(len(task))
-    n_stop = int(round(STOPPING_SHARE * len(task)))
-    stop_rows, fit_rows = np.sort(order[:n_stop]), np.sort(order[n_stop:])
-    return _subset(valid, fit_rows), _subset(valid, stop_rows), "validation shoppers"
-
-
-def _subset(query_set: QuerySet, rows: np.ndarray) -> QuerySet:
-    queries, targets = query_set
-    return queries.subset(rows), [targets[row] for row in rows]
+    source = "past baskets, nested model" if has_model else "past baskets"
+    return training_queries(split.train, config.train_baskets), valid, source
 
 
 def _reporter(progress: Progress | None) -> Progress:

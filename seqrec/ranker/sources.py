@@ -10,6 +10,8 @@ events strictly before its cutoff (`seqrec.ranker.events.Events`):
 - `ContentNeighbours`: items nearest to the shopper's last items by one content modality (each
   item's precomputed top ``neighbours`` by cosine, summed over the last items);
 - `Trending`: the best sellers of the last days; `NewArrivals`: items first sold lately;
+- `NewByContent` (`seqrec.ranker.new_items`): items new at the cutoff (unsold or first sold
+  lately) nearest to the last items by one content modality;
 - `SequenceTop`: the sequence model's top items by raw score.
 
 Each returns its candidates sorted by query row, best first (`top_per_row`): `merge` ranks them
@@ -25,17 +27,15 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from seqrec.baselines import (
-    cooccurrence_similarity,
-    keep_top_neighbours,
-    user_item_matrix,
-)
+from seqrec.baselines import user_item_matrix
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.models.affinity import neighbour_graph
+from seqrec.neighbours import cooccurrence_top
 from seqrec.ranker.candidates import Candidates, Source, concat, no_candidates, top_per_row
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext, Vectors
 from seqrec.ranker.events import Events
+from seqrec.ranker.new_items import NewByContent
 from seqrec.ranker.queries import Queries, history_events, in_history, last_items_matrix
 
 CHUNK = 256  # queries scored against the whole catalogue at once (memory: CHUNK x N floats)
@@ -171,26 +171,39 @@ def refit_period_start(cutoffs: np.ndarray, events: Events, refit_days: int) -> 
 
 @dataclass
 class CoPurchase:
-    """Items bought by the buyers of the query's last ``last_n`` items: the sum of their cosine
-    co-occurrence (`seqrec.baselines.cooccurrence_similarity`, top ``neighbours`` per item),
-    fitted once per refit period on the log strictly before the period's start."""
+    """Items bought with the query's last ``last_n`` items: the sum of their cosine
+    co-occurrence (`seqrec.neighbours.cooccurrence_top`: cosine, top ``neighbours`` per item),
+    fitted once per refit period on the log strictly before the period's start: its last
+    ``days`` days (0 = all of it), items counted together when one shopper bought them
+    (``within="shopper"``) or in one basket (``"basket"``: one shopper, one timestamp). The
+    ``cached_periods`` latest used periods stay in memory (`PeriodCache`)."""
 
     last_n: int = 5
     refit_days: int = 28
     neighbours: int = 100
     exclude_history: bool = True  # the shopper's own items are left to `Repeats`
+    days: int = 0
+    within: str = "shopper"
+    cached_periods: int = 8
     name: str = "cooccurrence"
 
     def similarity(self, context: RankerContext, start: int) -> sp.csr_matrix:
-        """[N, N] item similarity of the log before ``start`` (cached in the context)."""
-        key = ("cooccurrence", start, self.neighbours)
-        if key not in context.cache:
-            users, items, _ = context.events.log_before(start)
-            known = users >= 0
-            log = pd.DataFrame({"user_id": users[known], "item_idx": items[known]})
-            sim = cooccurrence_similarity(user_item_matrix(log, context.n_items))
-            context.cache[key] = keep_top_neighbours(sim, self.neighbours)
-        return context.cache[key]  # type: ignore[return-value]
+        """[N, N] item similarity of the log before ``start`` (cached per period)."""
+        key = ("cooccurrence", start, self.neighbours, self.days, self.within)
+        return context.periods.get(key, lambda: self._fit(context, start), self.cached_periods)
+
+    def _fit(self, context: RankerContext, start: int) -> sp.csr_matrix:
+        events = context.events
+        users, items, times = events.log_before(start)
+        known = users >= 0
+        if self.days and events.day is not None:
+            known &= times >= start - self.days * events.day
+        owners = users[known]
+        if self.within == "basket":
+            owners = owners * events.span + (times[known] - events.t_min)  # [E'] one per basket
+        log = pd.DataFrame({"user_id": owners, "item_idx": items[known]})
+        # top neighbours per block of items: never the whole [N, N] co-occurrence matrix
+        return cooccurrence_top(user_item_matrix(log, context.n_items), self.neighbours)
 
     def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
         starts = refit_period_start(queries.cutoffs, context.events, self.refit_days)
@@ -364,16 +377,23 @@ class SequenceTop:
 
 def enabled_sources(config: RankerConfig, context: RankerContext) -> list[Source]:
     """The sources with a size above 0 whose inputs the context has, minus the families of
-    ``config.without`` (image: content_image; text: content_tfidf, content_text; sequence:
-    sequence, content_fused)."""
+    ``config.without`` (image: content_image, new_image; text: content_tfidf, content_text,
+    new_tfidf; sequence: sequence, content_fused)."""
     last_n = config.history_last_n
     candidates: list[Source] = [
         Repeats(),
         Variants(),
-        CoPurchase(last_n=last_n, refit_days=config.refit_days),
+        CoPurchase(
+            last_n=last_n,
+            refit_days=config.refit_days,
+            days=config.cooccurrence_days,
+            within=config.cooccurrence_within,
+            cached_periods=config.cached_periods,
+        ),
         *(ContentNeighbours(m, last_n) for m in ("tfidf", "text", "image", "fused")),
         Trending(days=config.trending_days),
         NewArrivals(days=config.new_arrival_days),
+        *(NewByContent(m, config.new_arrival_days, last_n) for m in ("tfidf", "image")),
         SequenceTop(),
     ]
     dropped = {
@@ -400,8 +420,8 @@ def prepare(config: RankerConfig, context: RankerContext) -> None:
 
 
 SOURCE_FAMILIES = {
-    "image": ("content_image",),
-    "text": ("content_tfidf", "content_text"),
+    "image": ("content_image", "new_image"),
+    "text": ("content_tfidf", "content_text", "new_tfidf"),
     "sequence": ("sequence", "content_fused"),
 }
 
@@ -410,6 +430,8 @@ def has_inputs(source: Source, context: RankerContext) -> bool:
     """Whether the context holds what ``source`` reads (groups, a modality, the model)."""
     if isinstance(source, Variants):
         return context.groups is not None
+    if isinstance(source, NewByContent):
+        return source.modality in context.vectors
     if isinstance(source, ContentNeighbours):
         model_ok = source.modality != "fused" or context.model is not None
         return source.modality in context.vectors and model_ok

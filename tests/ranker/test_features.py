@@ -285,3 +285,8 @@ def test_no_feature_reads_events_at_or_after_the_cutoff(shop):
         np.testing.assert_allclose(
             part, full[mine], rtol=1e-5, atol=1e-6
         )  # NaNs at the same places
+
+
+def test_new_item_sources_belong_to_their_modalitys_family():
+    assert feature_family("src_new_tfidf_score") == "text"
+    assert feature_family("src_new_image_rank") == "image"

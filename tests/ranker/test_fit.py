@@ -3,6 +3,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from seqrec.evaluate import evaluate
 from seqrec.experiment import prepare
@@ -10,9 +11,11 @@ from seqrec.ranker import candidates
 from seqrec.ranker import features as ranker_features
 from seqrec.ranker.candidates import CandidateSet
 from seqrec.ranker.config import LightGBMConfig, RankerConfig
-from seqrec.ranker.context import RankerContext
+from seqrec.ranker.context import RankerContext, with_model
 from seqrec.ranker.events import Events
+from seqrec.ranker.examples import without_last_baskets
 from seqrec.ranker.fit import fit_ranker, label_pairs, ranker_context, training_sets
+from seqrec.ranker.nested import past_split
 from seqrec.ranker.queries import Queries
 from seqrec.ranker.scorer import RankerScorer
 
@@ -77,25 +80,75 @@ def test_the_test_split_is_never_read(ranker, prepared):
     assert refit.booster.model_to_string() == ranker.booster.model_to_string()
 
 
-def test_with_a_sequence_model_the_validation_shoppers_are_split(prepared):
-    task = prepared.split.task("valid")
-    (fit, fit_targets), (stop, stop_targets), source = training_sets(
-        prepared.split, CONFIG, has_model=True
+def test_with_a_sequence_model_the_training_queries_are_the_same_past_baskets(prepared):
+    split = prepared.split
+    with_model = training_sets(split, CONFIG, has_model=True)
+    without = training_sets(split, CONFIG, has_model=False)
+    assert with_model[2] == "past baskets, nested model"
+    assert with_model[0][0].cutoffs.tolist() == without[0][0].cutoffs.tolist()
+    # early stopping on every validation shopper, as the task gives them
+    task = split.task("valid")
+    assert with_model[1][0].cutoffs.tolist() == task.cutoffs.tolist()
+
+
+def test_without_last_baskets_removes_each_users_latest_timestamps():
+    log = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b", "b", "c"],
+            "item_idx": [1, 2, 3, 7, 4, 5, 6],
+            "timestamp": [10, 20, 20, 30, 5, 7, 3],
+        }
     )
-    assert source == "validation shoppers"
-    assert len(fit) + len(stop) == len(task)
-    assert len(stop) == round(0.2 * len(task))
-    # each validation shopper once, with the task's history, cutoff and targets
-    asked = sorted(
-        (int(c), tuple(h), tuple(t))
-        for part, targets in ((fit, fit_targets), (stop, stop_targets))
-        for c, h, t in zip(part.cutoffs, part.histories, targets, strict=True)
+    assert without_last_baskets(log)["item_idx"].tolist() == [1, 2, 3, 4]
+    assert without_last_baskets(log, 2)["item_idx"].tolist() == [1]
+
+
+class SpyScorer:
+    """A stand-in sequence model: records every history it scores; scores favour low items."""
+
+    def __init__(self, n_items: int, max_len: int = 8):
+        self.n_items, self.max_len, self.device = n_items, max_len, torch.device("cpu")
+        self.seen: list[tuple[int, ...]] = []
+
+    def raw(self, seq):
+        self.seen.extend(tuple(int(i) for i in row if i > 0) for row in seq)
+        return -torch.arange(self.n_items, dtype=torch.float32).repeat(len(seq), 1)
+
+    def item_matrix(self):
+        return torch.eye(self.n_items, 4)
+
+
+def test_past_basket_queries_are_scored_by_the_nested_model_only(prepared):
+    """The model given as ``past_model`` scores the training queries (the last train baskets,
+    which `without_last_baskets` keeps out of its training data); the full model scores the
+    validation queries only."""
+    split, n_items = prepared.split, prepared.dataset.n_items
+    full, past = SpyScorer(n_items), SpyScorer(n_items)
+    ranker_fit = fit_ranker(
+        prepared.dataset, split, prepared.features, CONFIG, model=full, past_model=past
     )
-    expected = sorted(
-        (int(c), tuple(h), tuple(t))
-        for c, h, t in zip(task.cutoffs, task.histories(), task.targets(), strict=True)
-    )
-    assert asked == expected
+    assert ranker_fit.info["training_queries"] == "past baskets, nested model"
+    (fit, _), (stop, _), _ = training_sets(split, CONFIG, has_model=True)
+    fit_histories = {tuple(h[-8:] + 1) for h in fit.histories}  # as the model reads them
+    stop_histories = {tuple(h[-8:] + 1) for h in stop.histories}
+    assert past.seen and set(past.seen) <= fit_histories
+    assert full.seen and set(full.seen) <= stop_histories
+    assert set(past.seen) - stop_histories  # not only histories the two sets share
+    # by construction: no training query's basket is in what the nested model trains on
+    nested = past_split(split, CONFIG.train_baskets).train
+    trained_on = set(zip(nested["user_id"], nested["timestamp"], strict=True))
+    train = split.train
+    from_end = train.groupby("user_id")["timestamp"].rank(method="dense", ascending=False)
+    queried = train[from_end <= CONFIG.train_baskets]  # the baskets training queries ask
+    assert not trained_on & set(zip(queried["user_id"], queried["timestamp"], strict=True))
+    assert set(fit.cutoffs.tolist()) <= set(queried["timestamp"].tolist())
+    assert len(nested) + len(queried) == len(train)
+
+
+def test_a_sequence_model_without_its_nested_copy_is_refused(prepared):
+    spy = SpyScorer(prepared.dataset.n_items)
+    with pytest.raises(ValueError, match="past_model"):
+        fit_ranker(prepared.dataset, prepared.split, prepared.features, CONFIG, model=spy)
 
 
 def test_pairs_are_labelled_and_queries_without_a_found_target_dropped(monkeypatch):
@@ -121,3 +174,16 @@ def test_pairs_are_labelled_and_queries_without_a_found_target_dropped(monkeypat
     assert pairs.info["queries"] == 3 and pairs.info["queries_kept"] == 2
     assert pairs.info["positives"] == 3 and pairs.info["targets"] == 5
     assert pairs.info["candidate_recall"] == pytest.approx(3 / 5)
+
+
+def test_a_context_with_another_model_shares_all_but_the_fused_structures():
+    log = pd.DataFrame({"item_idx": [0], "timestamp": [0]})
+    context = RankerContext(n_items=3, events=Events(log, 3, day=1))
+    context.vectors = {"tfidf": np.eye(3), "fused": np.eye(3)}
+    context.cache = {("content_graph", "tfidf", 5): "t", ("content_graph", "fused", 5): "f"}
+    other = with_model(context, None)
+    assert set(other.vectors) == {"tfidf"} and other.model is None
+    assert other.cache == {("content_graph", "tfidf", 5): "t"}
+    assert other.periods is context.periods
+    spy = SpyScorer(3)
+    assert with_model(context, spy).vectors["fused"].shape == (3, 4)

@@ -2,14 +2,18 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqrec.ranker import candidates
 from seqrec.ranker.config import RankerConfig, SourceSizes
-from seqrec.ranker.context import RankerContext
+from seqrec.ranker.context import PeriodCache, RankerContext
 from seqrec.ranker.events import Events
+from seqrec.ranker.features import feature_matrix
+from seqrec.ranker.new_items import NewByContent
 from seqrec.ranker.queries import Queries
 from seqrec.ranker.sources import (
     ContentNeighbours,
@@ -95,7 +99,47 @@ def test_cooccurrence_reads_only_the_log_before_the_refit_period():
     assert items == [1, 2, 3]
     np.testing.assert_allclose(scores, [2 / np.sqrt(8), 0.5, 0.5], rtol=1e-6)
     assert per_row(found, 2)[0] == [2]  # history items left out
-    assert set(context.cache) == {("cooccurrence", 10, 100), ("cooccurrence", 20, 100)}
+    assert [key[:2] for key in context.periods.entries] == [
+        ("cooccurrence", 10),
+        ("cooccurrence", 20),
+    ]
+
+
+def test_cooccurrence_within_a_window_before_the_period_reads_only_that_window():
+    q = queries(([0], [1], 25))  # period from day 20
+    found = CoPurchase(refit_days=10, days=9).candidates(q, context_of(COPURCHASES), n=5)
+    assert per_row(found, 0)[0] == [3]  # only day 12 lies in [11, 20)
+    found = CoPurchase(refit_days=10, days=5).candidates(q, context_of(COPURCHASES), n=5)
+    assert per_row(found, 0)[0] == []
+
+
+def test_cooccurrence_within_baskets_pairs_only_items_bought_together():
+    log = [(1, 0, 2), (1, 1, 2), (1, 2, 3), (2, 0, 4), (2, 1, 4)]
+    q = queries(([0], [1], 15))
+    by_shopper = CoPurchase(refit_days=10).candidates(q, context_of(log), n=5)
+    assert per_row(by_shopper, 0)[0] == [1, 2]
+    by_basket = CoPurchase(refit_days=10, within="basket").candidates(q, context_of(log), n=5)
+    assert per_row(by_basket, 0)[0] == [1]  # 2 was bought by shopper 1 on another day
+
+
+def test_cooccurrence_keeps_only_the_latest_used_periods():
+    context = context_of(COPURCHASES)
+    source = CoPurchase(refit_days=10, cached_periods=2)
+    for cutoff in (15, 25, 15, 35):  # periods 10, 20, 10 again (kept, now latest), 30
+        source.candidates(queries(([0], [1], cutoff)), context, n=5)
+    assert [key[1] for key in context.periods.entries] == [10, 30]
+
+
+def test_period_cache_builds_once_and_drops_the_least_recently_used():
+    cache, built = PeriodCache(), []
+
+    def build(key):
+        return lambda: built.append(key) or key * 10
+
+    for key in (1, 2, 1, 3, 2):
+        assert cache.get(key, build(key), size=2) == key * 10
+    assert built == [1, 2, 3, 2]  # 2 was dropped when 3 came (1 had been used since)
+    assert list(cache.entries) == [3, 2]
 
 
 def test_cooccurrence_with_order_only_times_reads_the_whole_log():
@@ -252,3 +296,38 @@ def test_enabled_sources_honour_sizes_inputs_and_without():
     no_model = context_of([], groups=GROUPS, vectors=vectors)
     assert "content_fused" not in names(RankerConfig(sources=sizes), no_model)
     assert "sequence" not in names(RankerConfig(sources=sizes), no_model)
+
+
+def test_a_never_sold_item_is_a_content_candidate_with_never_sold_features():
+    """A new article (no sale before the cutoff, or ever) reaches the candidates through its
+    content, and its features say so: no age, no sales, its similarity to the history."""
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.99, 0.05]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    log = [(1, 0, 1), (1, 1, 2), (2, 2, 3), (3, 3, 9)]  # item 3 first sold after the cutoff
+    context = context_of(log, n_items=4, vectors={"image": vectors})
+    q = queries(([0], [1], 5))
+    config = RankerConfig(
+        sources=SourceSizes(**{**dict.fromkeys(SourceSizes().__dict__, 0), "content_image": 2})
+    )
+    found = candidates.generate(q, context, config)
+    assert 3 in found.items.tolist()
+    names, matrix = feature_matrix(q, found, context, config)
+    row = dict(zip(names, matrix[found.items.tolist().index(3)], strict=True))
+    assert np.isnan(row["item_age_days"]) and np.isnan(row["item_days_since_sale"])
+    assert row["item_sales_all"] == 0
+    assert row["cos_image_max"] == pytest.approx(float(vectors[3] @ vectors[0]), rel=1e-5)
+
+
+def test_new_by_content_proposes_only_new_items_nearest_first():
+    vectors = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0.95, 0.05], [0, 1], [0.7, 0.3]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # item 1 sold on day 1 (old at cutoff 20 with days=5), 2 first sold day 17 (new), 3 and 5
+    # never sold before 20 (3 sells on day 25: still new at 20), 4 unsold but orthogonal
+    log = [(1, 0, 1), (1, 1, 1), (2, 2, 17), (3, 3, 25)]
+    context = context_of(log, n_items=6, vectors={"tfidf": sp.csr_matrix(vectors)})
+    found = NewByContent("tfidf", days=5).candidates(queries(([0], [1], 20)), context, n=5)
+    items, scores = per_row(found, 0)
+    assert items == [3, 2, 5]  # by cosine to item 0; 0 (history), 1 (old), 4 (0) left out
+    np.testing.assert_allclose(scores, vectors[[3, 2, 5]] @ vectors[0], rtol=1e-5)
+    later = NewByContent("tfidf", days=5).candidates(queries(([0], [1], 30)), context, n=5)
+    assert per_row(later, 0)[0] == [3, 5]  # at day 30 item 2 is no longer new (day 17 < 25)

@@ -1,0 +1,84 @@
+"""New items by content: the articles that are new at the cutoff, nearest to the shopper's taste.
+
+In a fashion shop most of what sells next is new: articles never sold before the moment asked,
+or first sold only days before. Sales-based sources (repeats, co-purchase, trending, new
+arrivals by sales) cannot propose an article nobody has bought yet, and content neighbours rank
+new articles among the whole catalogue, where older look-alikes crowd them out. `NewByContent`
+scores only the new ones: items with no sale before the cutoff or a first sale within the
+``days`` days before it, by their summed cosine to the query's last ``last_n`` items (as
+`seqrec.ranker.sources.ContentNeighbours`), exactly over that set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from seqrec.ranker.candidates import Candidates, concat, top_per_row
+from seqrec.ranker.context import RankerContext
+from seqrec.ranker.events import Events
+from seqrec.ranker.queries import Queries, in_history, last_items_matrix
+
+CHUNK = 256  # queries scored against one cutoff's new items at once
+
+
+def new_items(events: Events, cutoff: int, days: int) -> np.ndarray:
+    """[N] bool: items not sold before ``cutoff``, or first sold within the ``days`` days
+    before it. Without a shared clock (order-only timestamps): items with no sale at all."""
+    sold = np.diff(events.item_indptr) > 0  # [N]
+    if events.day is None:
+        return ~sold
+    first = np.full(events.n_items, np.iinfo(np.int64).max)
+    first[sold] = events.time_of[events.item_indptr[:-1][sold]]  # [N] first sale, max if none
+    return first >= cutoff - days * events.day
+
+
+def has_content(vectors) -> np.ndarray:
+    """[N] bool: items with a non-zero vector."""
+    if sp.issparse(vectors):
+        return np.diff(sp.csr_matrix(vectors).indptr) > 0
+    nonzero: np.ndarray = np.asarray(vectors) != 0  # [N, D]
+    return np.asarray(nonzero.any(axis=1), dtype=bool)
+
+
+@dataclass
+class NewByContent:
+    """New items (`new_items`) nearest to the query's last ``last_n`` items by ``modality``
+    (a key of ``context.vectors``): score = summed cosine, positive only, history left out."""
+
+    modality: str
+    days: int = 28
+    last_n: int = 5
+    name: str = field(init=False, default="")
+
+    def __post_init__(self):
+        self.name = f"new_{self.modality}"
+
+    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
+        vectors = context.vectors[self.modality]
+        query = last_items_matrix(queries, context.n_items, self.last_n, binary=False)  # [B, N]
+        profile = query.astype(vectors.dtype) @ vectors  # [B, D]
+        with_content = has_content(vectors)
+        parts = []
+        for cutoff in np.unique(queries.cutoffs):
+            fresh = np.flatnonzero(new_items(context.events, int(cutoff), self.days) & with_content)
+            rows = np.flatnonzero(queries.cutoffs == cutoff)
+            for start in range(0, len(rows) if len(fresh) else 0, CHUNK):
+                chunk = rows[start : start + CHUNK]
+                parts.append(self._best(queries, profile[chunk], vectors[fresh], chunk, fresh, n))
+        return concat(parts)
+
+    @staticmethod
+    def _best(queries, profile, fresh_vectors, rows, fresh, n: int) -> Candidates:
+        """Top ``n`` of ``fresh`` per row of ``rows`` by ``profile @ fresh_vectors.T``."""
+        scores = profile @ fresh_vectors.T  # [b, F]
+        scores = scores.toarray() if sp.issparse(scores) else np.asarray(scores)
+        k = min(n, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [b, k]
+        values = np.take_along_axis(scores, top, axis=1).ravel()  # [b * k]
+        c_rows, c_items = np.repeat(rows, k), fresh[top.ravel()]
+        keep = values > 0
+        keep[keep] = ~in_history(queries, c_rows[keep], c_items[keep])
+        return top_per_row(c_rows[keep], c_items[keep], values[keep].astype(np.float32), n)
