@@ -23,6 +23,7 @@ import torch
 
 from seqrec.data.split import EvalTask
 from seqrec.metrics import bootstrap_ci, metrics_at_k, mrr, target_ranks_flat
+from seqrec.progress import track
 
 GROUPS = ("", "warm:", "cold:")  # metric name prefixes: all targets, warm targets, cold targets
 
@@ -159,7 +160,8 @@ def evaluate(
     queries = task_queries(scorer, task)
     t_rows = np.repeat(np.arange(len(task)), np.diff(task.target_indptr))  # [T] user row
     ranks = np.zeros(len(task.target_items), dtype=np.int64)  # [T]
-    for start in range(0, len(task), batch_size):
+    batches = range(0, len(task), batch_size)
+    for start in track(batches, f"evaluate {task.stage}: {len(task):,} users", unit="batches"):
         stop = min(start + batch_size, len(task))
         batch = histories[start:stop]
         if queries is None:

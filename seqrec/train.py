@@ -45,6 +45,7 @@ from seqrec.data.sequences import build_sequences, target_pairs
 from seqrec.data.split import EvalTask, Split
 from seqrec.losses import HistoryTerms, compute_loss, negative_distribution
 from seqrec.models.recommender import SequenceRecommender
+from seqrec.progress import track
 from seqrec.scoring import ModelScorer
 
 if TYPE_CHECKING:
@@ -364,7 +365,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     mine = order.view(-1, world)[:, rank] if world > 1 else order  # this rank's share
     run.model.train()
     total_loss, total_positions = 0.0, 0
-    for start in range(0, len(mine), run.rank_batch):
+    batches = range(0, len(mine), run.rank_batch)
+    for start in track(batches, f"epoch {epoch + 1}", unit="batches", show=rank == 0):
         batch = run.examples[mine[start : start + run.rank_batch]].to(run.device)  # [B, 2, L + 1]
         loss = _train_step(run, batch, generator)
         positions = len(target_pairs(batch, config.target, config.last_targets)[0])
