@@ -99,7 +99,8 @@ def _exact_rows(content, sample: np.ndarray, exact_top) -> np.ndarray:
 def cases(args) -> list[dict]:
     out = []
     for n in args.sizes:
-        for data, dim in [("dense", 384), ("dense", 1280), ("dense", 128), ("sparse", 0)]:
+        kinds_of_data = [("dense", dim) for dim in args.dims] + [("sparse", 0)] * args.sparse
+        for data, dim in kinds_of_data:
             kinds = ["ivf"] + (["exact"] if n <= args.exact_max else [])
             out += [{"data": data, "dim": dim, "n": n, "path_kind": kind} for kind in kinds]
     if args.hm:
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=30_000)
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--hm", default=None)
+    parser.add_argument("--dims", type=int, nargs="+", default=[384, 1280, 128])
+    parser.add_argument("--sparse", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:

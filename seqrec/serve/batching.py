@@ -6,9 +6,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 Job = tuple[Any, "asyncio.Future[Any]"]  # a query and the future its result is set on
+
+
+@dataclass
+class Counts:
+    """What a batcher and its successors have ranked (``/health``)."""
+
+    queries: int = 0
+    batches: int = 0
+    rank_cpu_s: float = 0.0  # CPU seconds spent ranking
 
 
 class MicroBatcher:
@@ -37,9 +47,26 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Job] = []
         self._task: asyncio.Task[None] | None = None
-        self.queries = 0
-        self.batches = 0
-        self.rank_cpu_s = 0.0  # CPU seconds spent ranking
+        self.counts = Counts()
+
+    def successor(self, rank: Callable[[list[Any]], list[Any]]) -> MicroBatcher:
+        """A batcher of ``rank`` (a changed catalogue's) with these settings, this one's worker
+        thread (one ranking thread however often the served model changes) and its counts."""
+        after = MicroBatcher(rank, self.max_batch, self.wait_s, thread=False)
+        after._executor, after.counts = self._executor, self.counts
+        return after
+
+    @property
+    def queries(self) -> int:
+        return self.counts.queries
+
+    @property
+    def batches(self) -> int:
+        return self.counts.batches
+
+    @property
+    def rank_cpu_s(self) -> float:
+        return self.counts.rank_cpu_s
 
     async def submit(self, query: Any) -> Any:
         """``query``'s result, ranked in the next batch."""
@@ -72,8 +99,8 @@ class MicroBatcher:
 
     async def _run(self, batch: list[Job]) -> None:
         """Rank ``batch`` and hand each job its result (or the error, which answers 500)."""
-        self.queries += len(batch)
-        self.batches += 1
+        self.counts.queries += len(batch)
+        self.counts.batches += 1
         queries = [query for query, _ in batch]
         try:
             if self._executor is None:
@@ -95,4 +122,4 @@ class MicroBatcher:
         try:
             return self._rank(queries)
         finally:
-            self.rank_cpu_s += time.thread_time() - start
+            self.counts.rank_cpu_s += time.thread_time() - start

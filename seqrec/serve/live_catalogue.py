@@ -281,6 +281,7 @@ class LiveCatalogue:
         self.generation = 0  # counts changes: a background build of an older one is dropped
         self.images = tempfile.TemporaryDirectory(prefix="seqrec-items-")
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqrec-runtime")
+        self.first_batcher: MicroBatcher | None = None
         self.bundle = self.with_stored_items(bundle)
         self.served = Served(self.serving(self.bundle, config.runtime))
 
@@ -323,9 +324,12 @@ class LiveCatalogue:
                 rec = Recommender(bundle, runtime=runtime, base=base)
         rec.unavailable = self.unavailable(rec, self.store.unavailable_ids())
         config = self.config
-        batcher = MicroBatcher(
-            rec.rank, config.max_batch, config.batch_wait_ms / 1000, config.thread
-        )
+        if self.first_batcher is None:
+            batcher = self.first_batcher = MicroBatcher(
+                rec.rank, config.max_batch, config.batch_wait_ms / 1000, config.thread
+            )
+        else:  # the same ranking thread and counts, however often what is served changes
+            batcher = self.first_batcher.successor(rec.rank)
         if config.warmup:
             rec.warm_up()
         return Serving(rec, batcher)
