@@ -96,7 +96,7 @@ def create_app(
     app.state.catalogue = catalogue
     add_recommend_route(app, served, config)
     add_item_routes(app, served)
-    add_service_routes(app, served)
+    add_service_routes(app, catalogue)
     add_shop_routes(app, served, store, config)
     add_catalogue_routes(app, catalogue, config)
     return app
@@ -266,11 +266,12 @@ def add_item_routes(app: FastAPI, served: Served) -> None:
         return FileResponse(path)
 
 
-def add_service_routes(app: FastAPI, served: Served) -> None:
+def add_service_routes(app: FastAPI, catalogue: LiveCatalogue) -> None:
     @app.get("/health", response_model=Health)
     def health() -> dict:
         """Liveness and what is served."""
-        rec, batcher = served.current.recommender, served.current.batcher
+        serving = catalogue.served.current
+        rec, batcher = serving.recommender, serving.batcher
         return {
             "status": "ok",
             "dataset": str(rec.bundle.manifest.get("dataset", "")),
@@ -281,6 +282,7 @@ def add_service_routes(app: FastAPI, served: Served) -> None:
             "requests_scored": batcher.queries,
             "batches": batcher.batches,
             "ranking_cpu_s": batcher.rank_cpu_s,
+            "changes": catalogue.generation,
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

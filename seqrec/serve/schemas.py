@@ -150,6 +150,7 @@ class Health(BaseModel):
     requests_scored: int
     batches: int
     ranking_cpu_s: float = Field(description="CPU seconds spent scoring and ranking.")
+    changes: int = Field(description="Items added and model reloads since the service started.")
 
 
 class ShopEvent(BaseModel):
