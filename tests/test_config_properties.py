@@ -147,8 +147,13 @@ def _names_a_key(message: str, keys) -> bool:
     """The message names a given key (either spelling) or a key of its section."""
     for key in keys:
         for spelled in (key, key.replace("-", "_")):
-            section = spelled.rpartition(".")[0]
-            if spelled in message or (section and f"{section}." in message):
+            parts = spelled.split(".")
+            section = ".".join(parts[:-1])
+            if section and f"{section}." in message:
+                return True
+            # the key itself, or a table above it named whole ("model.item-net is given twice")
+            prefixes = [".".join(parts[:end]) for end in range(min(2, len(parts)), len(parts) + 1)]
+            if any(prefix in message for prefix in prefixes):
                 return True
     return False
 

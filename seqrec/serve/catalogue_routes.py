@@ -36,6 +36,7 @@ from seqrec.serve.live_catalogue import ItemConflict, LiveCatalogue, NewItem, sa
 from seqrec.serve.schemas import (
     ERRORS,
     Availability,
+    Invalid,
     ItemAdded,
     Problem,
     Reloaded,
@@ -47,7 +48,8 @@ MAX_ID = 256
 ItemPath = Annotated[str, PathParam(min_length=1, max_length=MAX_ID)]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    **{code: {"model": Problem} for code in (409, 422)},
+    409: {"model": Problem},
+    422: {"model": Invalid},
 }
 
 
@@ -101,7 +103,9 @@ def add_item_route(app: FastAPI, catalogue: LiveCatalogue, authorized: list) -> 
         responses=RESPONSES,
     )
     async def add_item(
-        item: Annotated[str, Form(description="JSON object of the item file's columns.")],
+        item: Annotated[
+            str, Form(min_length=2, description="JSON object of the item file's columns.")
+        ],
         image: Annotated[UploadFile | None, File(description="The item's image.")] = None,
     ) -> dict:
         """Add an item: encoded with the bundle's encoders and recommendable on return."""

@@ -56,15 +56,18 @@ class ServeConfig:
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 # a moment: an ISO date or date-time, or a raw timestamp of the data's clock (days or seconds
 # since 1970-01-01, or a position for order-only data); bounded so that it fits int64 sums
-Timestamp = (
-    Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    | Annotated[int, Field(ge=-(10**15), le=10**15)]
-)
 
 
 def _integral(value: Any) -> Any:
     """12.0 is an integer in JSON Schema: accept it where strict mode would refuse it."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Timestamp = Annotated[
+    Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    | Annotated[int, Field(ge=-(10**15), le=10**15)],
+    BeforeValidator(_integral),
+]
 
 
 class RecommendRequest(BaseModel):
@@ -184,6 +187,12 @@ class UserErased(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class Invalid(BaseModel):
+    """A 422: a message, or the request validation's list of errors."""
+
+    detail: str | list[dict[str, Any]]
 
 
 # the error answers the routes document in the OpenAPI schema

@@ -96,7 +96,7 @@ def add_event_route(
         "/events",
         response_model=EventsStored,
         dependencies=authorized,
-        responses={code: ERRORS[code] for code in (401, 403, 413)},
+        responses={code: ERRORS[code] for code in (400, 401, 403, 413)},
     )
     def post_events(batch: EventBatch) -> dict:
         """Store shoppers' events (durably, before answering); unknown item ids are listed."""

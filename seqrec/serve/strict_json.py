@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 NON_FINITE_MESSAGE = (
     "non-finite numbers (NaN, Infinity, -Infinity, or beyond the float range) are not accepted"
@@ -133,9 +134,23 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):  # registered for HTTPException only
         raise exc
     headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:  # every method of the path, not only its first route's
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     if not is_body_allowed_for_status_code(exc.status_code):
         return Response(status_code=exc.status_code, headers=headers)
     return ErrorResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the routes whose path matches the request's (Starlette's 405 names only
+    the first such route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return sorted(methods)
 
 
 def _encodable_float(value: float) -> float | str:
