@@ -9,6 +9,8 @@ Files:
 - ``item_matrix.safetensors``: the precomputed [N, D] item vectors (``item_matrix``) and the
   training popularity counts (``popularity``, the serving fallback);
 - ``featurizer.pkl``: the fitted feature encoders, to encode items the bundle has never seen;
+- ``image_tower.safetensors``: with a fine-tuned image tower (`seqrec.features.image_tuned`),
+  a copy of it, which the featurizer then encodes new images with (`bundle_featurizer`);
 - ``metrics.json``: validation metrics per epoch, the chosen epoch, and test metrics;
 - a two-stage bundle (``ranker.enabled``) adds the ranker, the item columns and the log its
   features read (`seqrec.bundle_ranker`); `Bundle.scorer` is then the ranker's;
@@ -20,6 +22,7 @@ Writing is all or nothing, and loading checks every file: `seqrec.bundle_files`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -47,6 +50,7 @@ from seqrec.bundle_ranker import BundledRanker, RankerPart, ranker_schema
 from seqrec.config import ExperimentConfig, load_config, save_config
 from seqrec.data.dataset import DataError, Dataset
 from seqrec.features.build import ItemFeaturizer
+from seqrec.features.image_tuned import TOWER_FILE, tower_path
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models.recommender import SequenceRecommender, build_model
 from seqrec.ranker.scorer import RankerScorer
@@ -129,6 +133,9 @@ def save_bundle(  # noqa: PLR0913 (a two-stage bundle's ranker is one optional p
     }
     if featurizer is not None:
         writers["featurizer.pkl"] = featurizer.save
+        tower = tuned_tower(featurizer)
+        if tower is not None:  # new items are encoded with the bundle's own copy
+            writers[TOWER_FILE] = lambda path: shutil.copyfile(tower, path)
     summary = _summary(config, dataset, features, item_matrix)
     if ranker is not None:  # a two-stage bundle (seqrec.bundle_ranker)
         writers.update(ranker.writers(dataset))
@@ -242,6 +249,33 @@ def load_bundle(path: str | Path) -> Bundle:
     )
 
 
+def tuned_tower(featurizer: ItemFeaturizer) -> Path | None:
+    """The fine-tuned image tower the featurizer encodes images with, if any."""
+    image = featurizer.config.image
+    if not featurizer.config.use_image or image.finetune.weights is None:
+        return None
+    return tower_path(image.finetune.weights)
+
+
+def bundle_featurizer(bundle: Bundle) -> ItemFeaturizer:
+    """The bundle's fitted featurizer, to encode items it has never seen, checked against the
+    manifest (unchanged since the bundle loaded); a tuned image tower is read from the bundle's
+    own copy, so eval and serve encode new images with the weights the model was trained on."""
+    files = bundle.manifest["files"]
+    if "featurizer.pkl" not in files:
+        raise DataError(f"{bundle.path} has no featurizer.pkl to encode new items")
+    check_file(bundle.path, "featurizer.pkl", files["featurizer.pkl"])
+    featurizer = ItemFeaturizer.load(bundle.path / "featurizer.pkl")
+    if TOWER_FILE in files:
+        check_file(bundle.path, TOWER_FILE, files[TOWER_FILE])
+        finetune = dataclasses.replace(
+            featurizer.config.image.finetune, weights=str(bundle.path / TOWER_FILE)
+        )
+        image = dataclasses.replace(featurizer.config.image, finetune=finetune)
+        featurizer.config = dataclasses.replace(featurizer.config, image=image)
+    return featurizer
+
+
 def model_for_catalogue(
     bundle: Bundle, items: pd.DataFrame, cache_dir: Path | None = None
 ) -> tuple[SequenceRecommender, ItemFeatures, int]:
@@ -263,11 +297,7 @@ def model_for_catalogue(
         return bundle.model, bundle.features, 0
     new_features = None
     if is_new.any():
-        listed = bundle.manifest["files"].get("featurizer.pkl")
-        if listed is None:
-            raise DataError(f"{bundle.path} has no featurizer.pkl to encode new items")
-        check_file(bundle.path, "featurizer.pkl", listed)  # unchanged since the bundle loaded
-        featurizer = ItemFeaturizer.load(bundle.path / "featurizer.pkl")
+        featurizer = bundle_featurizer(bundle)
         new_features = encode_new_items(items[is_new], featurizer, cache_dir=cache_dir).features
     combined = {}
     for name in FEATURE_NAMES:

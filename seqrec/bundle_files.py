@@ -29,6 +29,7 @@ from pathlib import Path
 
 from seqrec.bundle_ranker import RANKER_FILES
 from seqrec.data.dataset import DataError
+from seqrec.features.image_tuned import TOWER_FILE
 
 BUNDLE_VERSION = 2  # 2: bundle.json lists every file with its size and sha256
 REQUIRED_FILES = (
@@ -39,7 +40,7 @@ REQUIRED_FILES = (
     "item_matrix.safetensors",
     "metrics.json",
 )
-BUNDLE_FILES = (*REQUIRED_FILES, "featurizer.pkl", *RANKER_FILES, "bundle.json")
+BUNDLE_FILES = (*REQUIRED_FILES, "featurizer.pkl", TOWER_FILE, *RANKER_FILES, "bundle.json")
 STAGING, RETIRED = ".seqrec-new-", ".seqrec-old-"  # suffixes of the folders beside a bundle
 COMPLETE_IT = "retrain with the same --out to complete it"
 

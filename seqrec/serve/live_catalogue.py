@@ -39,10 +39,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from seqrec.bundle import FEATURE_NAMES, Bundle, load_bundle
-from seqrec.bundle_files import check_file
+from seqrec.bundle import FEATURE_NAMES, Bundle, bundle_featurizer, load_bundle
 from seqrec.config import ModelConfig
-from seqrec.data.dataset import DataError
 from seqrec.features.build import ItemFeaturizer, encode_new_items
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models.affinity import modality_content
@@ -190,15 +188,6 @@ def display_rows(bundle: Bundle, added: list[NewItem], title_column: str | None)
     return pd.DataFrame(rows, columns=bundle.items.columns)
 
 
-def featurizer_of(bundle: Bundle) -> ItemFeaturizer:
-    """The bundle's fitted featurizer (checked against its manifest)."""
-    listed = bundle.manifest["files"].get("featurizer.pkl")
-    if listed is None:
-        raise DataError(f"{bundle.path} has no featurizer.pkl to encode new items")
-    check_file(bundle.path, "featurizer.pkl", listed)
-    return ItemFeaturizer.load(bundle.path / "featurizer.pkl")
-
-
 def encoding_frame(featurizer: ItemFeaturizer, added: list[NewItem]) -> pd.DataFrame:
     """The featurizer's columns for ``added`` (None where a field is not given)."""
     columns = [
@@ -308,7 +297,7 @@ class LiveCatalogue:
 
     def encoder(self) -> ItemFeaturizer:
         if self.featurizer is None:
-            self.featurizer = featurizer_of(self.root)
+            self.featurizer = bundle_featurizer(self.root)
         return self.featurizer
 
     def unavailable(self, rec: Recommender, ids: Iterable[str]) -> np.ndarray:

@@ -144,3 +144,59 @@ def test_bad_settings_are_named(shop, tmp_path):
     config = dataclasses.replace(TINY, backbone="resnet18")
     with pytest.raises(ConfigError, match="cannot be fine-tuned"):
         finetune_images(shop, config, SplitConfig(), tmp_path / "x", cache_dir=False)
+
+
+def test_a_bundle_carries_its_tuned_tower_to_eval_and_serve(
+    shop, demo_shop, tiny_config, run, tmp_path
+):
+    from PIL import Image
+
+    from seqrec.bundle import load_bundle, model_for_catalogue
+    from seqrec.config import apply_overrides
+    from seqrec.experiment import run_train
+    from seqrec.features.image_tuned import load_tower
+    from seqrec.serve import ServeConfig
+    from seqrec.serve.live_catalogue import LiveCatalogue, NewItem
+    from seqrec.serve.store import Store
+
+    _, tower, _ = run
+    moved = tmp_path / "tower"  # the tower's folder, gone once the bundle is written
+    moved.mkdir()
+    (moved / TOWER_FILE).write_bytes((tower / TOWER_FILE).read_bytes())
+    image = {
+        f"features.image.{key}": value for key, value in vars(TINY).items() if key != "finetune"
+    }
+    config = apply_overrides(
+        tiny_config,
+        {
+            **image,
+            "features.use_image": True,
+            "features.image.finetune.weights": str(moved),
+            "train.epochs": 1,
+        },
+    )
+    run_train(config, demo_shop, tmp_path / "bundle", cache_dir=tmp_path / "cache")
+    (moved / TOWER_FILE).unlink()
+    bundle = load_bundle(tmp_path / "bundle")
+    assert TOWER_FILE in bundle.manifest["files"]
+
+    new_image = tmp_path / "new.png"
+    picture = load_image(shop.items["image_path"].iloc[3], TINY)
+    Image.fromarray(picture[:, ::-1].copy()).save(new_image)  # a picture the shop never had
+    new = shop.items.iloc[[0]].copy()  # what `seqrec eval --data` reads for a new item
+    new["item_id"], new["image_path"] = "new-item", str(new_image)
+    items = pd.concat([shop.items, new], ignore_index=True)
+    _, evaluated, added = model_for_catalogue(bundle, items, cache_dir=False)
+    assert added == 1
+
+    catalogue = LiveCatalogue(bundle, Store(f"sqlite:///{tmp_path / 'shop.db'}"), ServeConfig())
+    fields = {"item_id": "new-item", "title": str(new["title"].iloc[0])}
+    catalogue.add(NewItem("new-item", fields, str(new_image)), new_image.read_bytes(), ".png")
+    served = catalogue.bundle.features.image[-1]
+    torch.testing.assert_close(served, evaluated.image[-1])
+
+    model, _ = load_tower(tuned(TINY, tmp_path / "bundle"))  # the bundle's own copy
+    pixels = normalise(load_image(new_image, TINY), *((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    with torch.no_grad():
+        direct = model(torch.from_numpy(pixels)[None])[0]  # [dim]
+    np.testing.assert_allclose(served.float().numpy(), direct.numpy(), atol=1e-5)
