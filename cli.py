@@ -213,23 +213,42 @@ def encode(
             console.print(line, markup=False)
 
 
+def _tower_folder(weights: str | None) -> Path:
+    """Where a config's ``features.image.finetune.weights`` (a folder or its tower file) is."""
+    from seqrec.config import ConfigError
+
+    if weights is None:
+        raise ConfigError("give --out DIR, or set features.image.finetune.weights in the config")
+    path = Path(weights).expanduser()
+    return path.parent if path.suffix == ".safetensors" else path
+
+
 @app.command("finetune-images")
 @user_errors
 def finetune_images(
     data: DataOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the tuned image tower.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the tuned image tower (default: features.image.finetune.weights).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     cache_dir: CacheOpt = None,
     set_: SetOpt = None,
 ):
     """Fine-tune the image backbone on the catalogue ([features.image.finetune]) and re-encode it.
 
-    Use the tower with --set features.image.finetune.weights=OUT (train, bench, encode).
+    A config whose features.image.finetune.weights names OUT then trains, benches and encodes
+    with the tuned tower (or --set features.image.finetune.weights=OUT).
     """
     from seqrec.experiment import load_data
     from seqrec.features.finetune import finetune_images as run_finetune
 
     experiment = _experiment(config, _overrides(set_))
+    if out is None:
+        out = _tower_folder(experiment.features.image.finetune.weights)
     dataset = load_data(experiment, data)
     with show.progress(console) as bar:
         report = run_finetune(

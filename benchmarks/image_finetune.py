@@ -1,4 +1,4 @@
-"""Fine-tune the image tower on H&M and compare tuned with frozen image features.
+r"""Fine-tune the image tower on H&M and compare tuned with frozen image features.
 
     python benchmarks/image_finetune.py --data ../shared/data/hm
 
@@ -7,6 +7,13 @@ accuracy against a linear probe, catalogue re-encoding), then image-embedding co
 `seqrec bench` baseline row, `seqrec.baselines.ContentKNN` over the last 5 purchases) with the
 frozen and the tuned vectors on validation and test, and the paired bootstrap difference
 (`seqrec.evaluate.paired_difference`). Writes ``benchmarks/results/image_finetune.md/.json``.
+
+    python benchmarks/image_finetune.py --data ../shared/data/hm --tower runs/image_finetune \
+        --models
+
+``--tower DIR`` takes a tower tuned before (its figures from the last report) instead of tuning
+one; ``--models`` also trains the config's model (the fused one of ``experiments/hm.toml``)
+with the frozen and with the tuned image features and reports their paired difference.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from seqrec import baselines
 from seqrec.config import apply_overrides, load_config
 from seqrec.data.split import split_dataset
 from seqrec.evaluate import paired_difference
-from seqrec.experiment import evaluate_model, load_data
+from seqrec.experiment import evaluate_model, load_data, prepare, train_on
 from seqrec.features.finetune import finetune_images
+from seqrec.features.image_config import ImageConfig
 from seqrec.features.image_encode import encode_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +56,8 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE overrides")
+    parser.add_argument("--tower", default=None, help="a tuned tower to reuse (no tuning)")
+    parser.add_argument("--models", action="store_true", help="train the model frozen vs tuned")
     args = parser.parse_args()
 
     from seqrec.config import parse_set
@@ -58,12 +68,16 @@ def main() -> None:
     load_before = os.getloadavg()
     dataset = load_data(config, args.data)
     image = config.features.image
-    start = time.perf_counter()
-    report = finetune_images(dataset, image, config.split, args.out, cache_dir=args.cache_dir)
-    total = time.perf_counter() - start
-    tuned = dataclasses.replace(
-        image, finetune=dataclasses.replace(image.finetune, weights=args.out)
-    )
+    results = Path(args.results)
+    if args.tower is None:
+        start = time.perf_counter()
+        report = finetune_images(dataset, image, config.split, args.out, cache_dir=args.cache_dir)
+        tuning, total = report.to_dict(), time.perf_counter() - start
+    else:  # the tower's own figures, from the report that tuned it
+        before = json.loads((results / "image_finetune.json").read_text())
+        tuning, total = before["finetune"], before["finetune_seconds_total"]
+    tower = args.tower or args.out
+    tuned = dataclasses.replace(image, finetune=dataclasses.replace(image.finetune, weights=tower))
     paths = dataset.items[dataset.schema.image_column].tolist()
     frozen_vectors, _ = encode_images(paths, image, cache_dir=args.cache_dir or _default())
     tuned_vectors, _ = encode_images(paths, tuned, cache_dir=args.cache_dir or _default())
@@ -81,7 +95,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "finetune_config": dataclasses.asdict(image.finetune),
-        "finetune": report.to_dict(),
+        "finetune": tuning,
         "finetune_seconds_total": total,
         "knn": {
             f"{stage}:{name}": {"metrics": r.metrics, "ci": r.ci}
@@ -93,11 +107,33 @@ def main() -> None:
         },
         "metric": metric,
     }
-    results = Path(args.results)
+    if args.models:
+        figures["models"] = compare_models(config, args.data, image, tuned, args.cache_dir)
     results.mkdir(parents=True, exist_ok=True)
     (results / "image_finetune.json").write_text(json.dumps(figures, indent=2, default=str))
     (results / "image_finetune.md").write_text(render(figures))
     print(render(figures))
+
+
+def compare_models(config, data: str, frozen: ImageConfig, tuned: ImageConfig, cache_dir) -> dict:
+    """The config's model trained with the frozen and with the tuned image features: main
+    metric on valid and test, and tuned minus frozen (paired bootstrap)."""
+    outcomes, seconds = {}, {}
+    for name, image in (("frozen", frozen), ("tuned", tuned)):
+        run = dataclasses.replace(
+            config, features=dataclasses.replace(config.features, image=image)
+        )
+        start = time.perf_counter()
+        prepared = prepare(run, data, cache_dir=Path(cache_dir) if cache_dir else None)
+        outcomes[name] = train_on(run, prepared)
+        seconds[name] = time.perf_counter() - start
+    metric = config.eval.main_metric
+    figures: dict = {"seconds": seconds, "model": config.model.model}
+    for stage in ("valid", "test"):
+        results = {name: getattr(outcome, stage) for name, outcome in outcomes.items()}
+        figures[stage] = {name: result.metrics[metric] for name, result in results.items()}
+        figures[f"{stage}_paired"] = paired_difference(results["tuned"], results["frozen"], metric)
+    return figures
 
 
 def _default() -> Path:
@@ -146,8 +182,32 @@ def render(figures: dict) -> str:
             f"| {stage} | {_cell(frozen, metric)} | {_cell(tuned, metric)} | "
             f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] |"
         )
+    if "models" in figures:
+        lines += _model_lines(figures["models"], metric)
     lines += ["", "Losses per epoch: " + json.dumps(report["losses"]), ""]
     return "\n".join(lines)
+
+
+def _model_lines(models: dict, metric: str) -> list[str]:
+    lines = [
+        "",
+        f"## The config's model ({models['model']}, fused features), {metric}",
+        "",
+        "| stage | frozen image features | tuned image features | tuned - frozen (paired 95% CI) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for stage in ("valid", "test"):
+        mean, low, high = models[f"{stage}_paired"]
+        lines.append(
+            f"| {stage} | {models[stage]['frozen']:.4f} | {models[stage]['tuned']:.4f} | "
+            f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] |"
+        )
+    seconds = models["seconds"]
+    lines.append(
+        f"\nTraining (encoding included): frozen {seconds['frozen']:.0f} s, "
+        f"tuned {seconds['tuned']:.0f} s."
+    )
+    return lines
 
 
 def _cell(result: dict, metric: str) -> str:

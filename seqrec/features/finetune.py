@@ -52,6 +52,7 @@ from seqrec.features.image_tuned import (
     TOWER_FILE,
     TUNABLE,
     backbone_stages,
+    base_config,
     save_tower,
     split_stages,
 )
@@ -146,16 +147,13 @@ def finetune_images(  # noqa: PLR0913 (the inputs of one command)
     cache_dir: str | Path | bool | None = None,
     progress: Any = None,
 ) -> FinetuneReport:
-    """Fine-tune ``config``'s backbone on ``dataset`` (see the module doc); the tower goes to
-    ``out_dir``, the catalogue's tuned vectors to the feature cache (None: the default one;
+    """Fine-tune ``config``'s pretrained backbone on ``dataset`` (see the module doc; a
+    ``finetune.weights`` already set is not read: it names where the tower is used); the tower
+    goes to ``out_dir``, the catalogue's tuned vectors to the feature cache (None: the default one;
     False: none)."""
     check_config(config, "features.image")
+    config = base_config(config)  # tuning starts from the pretrained backbone, never a tower
     finetune = config.finetune
-    if finetune.weights is not None:
-        raise DataError(
-            "features.image.finetune.weights is set: fine-tune from the pretrained "
-            "backbone (remove the key), not from a tuned tower"
-        )
     if config.backbone not in TUNABLE:
         raise ConfigError(
             f"features.image.backbone = {config.backbone!r} cannot be fine-tuned; use one of "

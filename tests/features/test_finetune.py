@@ -200,3 +200,23 @@ def test_a_bundle_carries_its_tuned_tower_to_eval_and_serve(
     with torch.no_grad():
         direct = model(torch.from_numpy(pixels)[None])[0]  # [dim]
     np.testing.assert_allclose(served.float().numpy(), direct.numpy(), atol=1e-5)
+
+
+def test_finetune_command_writes_the_tower_where_the_config_uses_it(demo_shop, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    settings = ["backbone=tiny_cnn", "size=32", "runtime=torch", "finetune.epochs=1"]
+    settings += ["finetune.dim=8", "finetune.views=0", "finetune.min_class_items=3"]
+    args = ["finetune-images", "--data", str(demo_shop), "--cache-dir", str(tmp_path / "cache")]
+    for setting in settings:
+        args += ["--set", f"features.image.{setting}"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0 and "give --out DIR" in refused.output
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    tower = tmp_path / "tower" / TOWER_FILE
+    used = ["--set", f"features.image.finetune.weights={tower}"]  # the file, as a config may say
+    result = CliRunner().invoke(app, args + used)
+    assert result.exit_code == 0, result.output
+    assert tower.is_file()
