@@ -23,7 +23,8 @@ may round a score differently in the last bit, as evaluation's own batches of 25
 Runtime, in the last few digits.)
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
-``max_body_bytes`` (``max_upload_bytes`` for ``POST /items``) or a history / exclude list over
+``max_body_bytes`` (``max_upload_bytes`` for ``POST /items``, ``max_events_bytes`` for
+``POST /events``) or a history / exclude list over
 its cap, 422 malformed JSON or values (a non-finite number, which JSON has not but Python's
 `json` reads, included: `seqrec.serve.strict_json`). No request is answered 500.
 """
@@ -134,22 +135,21 @@ def log_reload(future: asyncio.Future[Recommender]) -> None:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 with a JSON ``detail`` for request bodies over ``max_bytes``
-    (``upload_bytes`` for ``POST /items``, which carries an image).
+    """ASGI middleware: 413 with a JSON ``detail`` for request bodies over ``max_bytes``, or
+    over the limit ``routes`` gives their ``(method, path)`` (``POST /items`` carries an image,
+    ``POST /events`` a batch).
 
     Refused up front when Content-Length says so, else counted while the body streams in.
     (Starlette's own limit answers in plain text; this keeps every error ``{"detail": ...}``.)
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None):
-        self.app, self.max_bytes = app, max_bytes
-        self.upload_bytes = max_bytes if upload_bytes is None else upload_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, routes: dict[tuple[str, str], int]):
+        self.app, self.max_bytes, self.routes = app, max_bytes, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        upload = scope["method"] == "POST" and scope["path"] == "/items"
-        limit = self.upload_bytes if upload else self.max_bytes
+        limit = self.routes.get((scope["method"], scope["path"]), self.max_bytes)
         message = f"request body over {limit} bytes"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -175,7 +175,12 @@ def add_error_handling(app: FastAPI, config: ServeConfig) -> None:
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(
-        BodySizeLimit, max_bytes=config.max_body_bytes, upload_bytes=config.max_upload_bytes
+        BodySizeLimit,
+        max_bytes=config.max_body_bytes,
+        routes={
+            ("POST", "/items"): config.max_upload_bytes,
+            ("POST", "/events"): config.max_events_bytes,
+        },
     )
 
 

@@ -49,6 +49,8 @@ class ServeConfig:
         metadata={"choices": EVENT_TYPES, "min_items": 1},
     )
     max_events: int = at_least(1, 1000)  # larger POST /events batches are refused (413)
+    # POST /events bodies over this are refused (413): room for max_events of the longest ids
+    max_events_bytes: int = at_least(1, 1024 * 1024)
     # POST /items bodies (the item's fields and its image) over this are refused (413)
     max_upload_bytes: int = at_least(1, 10 * 1024 * 1024)
 

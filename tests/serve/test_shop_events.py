@@ -114,6 +114,18 @@ def test_batch_over_the_cap_is_refused_whole(shop):
     assert http.get("/users/fay/recommendations").json()["source"] == "popularity"
 
 
+def test_a_full_batch_of_long_ids_fits_the_events_body_limit(bundle_path, tmp_path):
+    app = shop_app(bundle_path, tmp_path, max_body_bytes=1024)  # other bodies: 1 KiB
+    ids = list(app.state.served.current.recommender.index)
+    events = events_of("g" * 256, [ids[i % len(ids)] for i in range(ServeConfig.max_events)])
+    with TestClient(app) as client:
+        answer = client.post("/events", json={"events": events}, headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stored"] == ServeConfig.max_events
+        over = client.post("/recommend", json={"history": ids[:200]})
+        assert over.status_code == 413 and "1024 bytes" in over.json()["detail"]
+
+
 @pytest.mark.parametrize(
     "change, where",
     [
