@@ -16,7 +16,7 @@ items); anything else, or a broken connection, counts as an error.
 
 The client is a minimal asyncio HTTP/1.1 writer/parser rather than an HTTP library: on two
 cores shared with the server, a full client (httpx) costs as much CPU per request as the
-server and would measure itself.
+server and would measure itself (``load_client.py``, shared with ``live_load.py``).
 
     python benchmarks/serve_load.py --bundle /tmp/hm_bundle --out /tmp/serve_load_run.md
 """
@@ -28,7 +28,6 @@ import asyncio
 import datetime
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -38,11 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from load_client import CONTENT_LENGTH as CONTENT_LENGTH  # live_events.py imports it from here
+from load_client import Connection, checked_request, popular_items
+from load_client import open_loop as scheduled_loop
 
 from seqrec.report import machine_facts, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
 
 @dataclass
@@ -105,43 +106,16 @@ class PhaseResult:
         }
 
 
-# --- a minimal keep-alive HTTP/1.1 client --------------------------------------------------
-
-
-class Connection:
-    def __init__(self, port: int):
-        self.port = port
-        self.reader = self.writer = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-
-    async def post(self, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        head = (
-            b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-        )
-        self.writer.write(head + body)
-        response_head = await self.reader.readuntil(b"\r\n\r\n")
-        length = int(CONTENT_LENGTH.search(response_head).group(1))
-        return int(response_head[9:12]), await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+# --- the client (load_client.py) ------------------------------------------------------------
 
 
 async def timed_post(conn: Connection, body: bytes, k: int) -> bool:
     """One request; True when the answer is a 200 with k items."""
-    try:
-        status, payload = await conn.post(body)
+
+    def check(status: int, payload: bytes) -> bool:
         return status == 200 and len(json.loads(payload)["items"]) == k
-    except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
-        conn.close()  # reconnect on the next request
-        return False
+
+    return await checked_request(conn, check, b"POST", b"/recommend", body)
 
 
 async def closed_loop(port, bodies, k, clients, seconds, result: PhaseResult) -> None:
@@ -167,26 +141,10 @@ async def closed_loop(port, bodies, k, clients, seconds, result: PhaseResult) ->
 
 
 async def open_loop(port, bodies, k, clients, rate, seconds, result: PhaseResult) -> None:
-    conns = [Connection(port) for _ in range(clients)]
-    for conn in conns:
-        await conn.open()
-    loop = asyncio.get_running_loop()
-    total = int(rate * seconds)
-    start = loop.time() + 0.05
+    async def send(conn: Connection, i: int) -> bool:
+        return await timed_post(conn, bodies[i % len(bodies)], k)
 
-    async def client(c: int) -> None:
-        for i in range(c, total, clients):  # request i is due at start + i / rate
-            due = start + i / rate
-            if due > loop.time():
-                await asyncio.sleep(due - loop.time())
-            ok = await timed_post(conns[c], bodies[i % len(bodies)], k)
-            result.latencies_ms.append(1000 * (loop.time() - due))
-            result.requests += 1
-            result.errors += not ok
-
-    await asyncio.gather(*(client(c) for c in range(clients)))
-    for conn in conns:
-        conn.close()
+    await scheduled_loop(port, clients, rate, seconds, send, result)
 
 
 # --- the server and the machine ------------------------------------------------------------
@@ -255,15 +213,8 @@ def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Po
 
 def request_bodies(config: LoadConfig, n: int = 2000) -> list[bytes]:
     """Histories of ``config.history`` catalogue ids, items drawn in proportion to popularity."""
-    import pandas as pd
-    from safetensors.numpy import load_file
-
-    ids = pd.read_parquet(config.bundle / "items.parquet", columns=["item_id"])["item_id"]
-    popularity = load_file(config.bundle / "item_matrix.safetensors")["popularity"] + 1.0
-    rng = np.random.default_rng(config.seed)
-    picks = rng.choice(len(ids), size=(n, config.history), p=popularity / popularity.sum())
-    ids = ids.to_numpy()
-    return [json.dumps({"history": ids[row].tolist(), "k": config.k}).encode() for row in picks]
+    picks = popular_items(config.bundle, (n, config.history), config.seed)
+    return [json.dumps({"history": row.tolist(), "k": config.k}).encode() for row in picks]
 
 
 def run_phase(name, config, port, bodies, server_pid) -> PhaseResult:
