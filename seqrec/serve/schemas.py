@@ -156,6 +156,10 @@ class Health(BaseModel):
     batches: int
     ranking_cpu_s: float = Field(description="CPU seconds spent scoring and ranking.")
     changes: int = Field(description="Items added and model reloads since the service started.")
+    time_unit: str = Field(
+        description="The bundle's clock: days or seconds (ISO times accepted) or order only "
+        "(integer timestamps)."
+    )
 
 
 class ShopEvent(BaseModel):

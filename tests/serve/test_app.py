@@ -218,6 +218,7 @@ def test_health_schema_docs_and_page(client, bundle):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["n_items"] == bundle.n_items
     assert health["max_len"] == bundle.config.model.max_len
+    assert health["time_unit"] == bundle.manifest["time_unit"]
     schema = client.get("/openapi.json").json()
     assert {"/recommend", "/items", "/items/{item_id}", "/items/{item_id}/image", "/health"} <= set(
         schema["paths"]
