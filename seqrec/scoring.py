@@ -45,6 +45,7 @@ class ModelScorer:
         self.model, self.max_len, self.device = model, max_len, torch.device(device)
         self.rerank = HistoryFirst.of(model.config)
         self._item_matrix = item_matrix
+        self._padded_items: torch.Tensor | None = None  # [N + 1, D] history lookup, on first use
         self._raw_scores = raw_scores
 
     @torch.no_grad()
@@ -61,12 +62,21 @@ class ModelScorer:
         return scorer
 
     @torch.no_grad()
+    def padded_items(self) -> torch.Tensor:
+        """[N + 1, D] the vectors items have inside histories (row 0: padding), computed once
+        rather than by the item network on every call."""
+        if self._padded_items is None:
+            self.model.eval()
+            self._padded_items = self.model.with_padding_row(self.model.input_item_matrix())
+        return self._padded_items
+
+    @torch.no_grad()
     def raw(self, seq: torch.Tensor) -> torch.Tensor:
         """[B, N] raw scores of ``seq`` [B, L]: the model's, before the re-rank."""
         if self._raw_scores is not None:
             return torch.as_tensor(self._raw_scores(seq))
         self.model.eval()
-        return self.model.recommend_scores(seq, self.item_matrix())
+        return self.model.recommend_scores(seq, self.item_matrix(), self.padded_items())
 
     @torch.no_grad()
     def final(self, seq: torch.Tensor) -> torch.Tensor:

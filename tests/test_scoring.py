@@ -44,3 +44,17 @@ def test_a_given_item_matrix_and_raw_scores_are_used_the_rerank_kept():
     constant = zeros.with_raw_scores(lambda seq: np.ones((len(seq), N), dtype=np.float32))
     assert constant.rerank == zeros.rerank
     assert set(np.flatnonzero(constant.score(HISTORIES)[0] > 1).tolist()) == {3, 7}
+
+
+def test_the_item_network_runs_once_for_many_calls():
+    model = id_model(repeat_bias=True)
+    scorer = ModelScorer(model, MAX_LEN)
+    calls = []
+    model.item_net.register_forward_hook(lambda *_: calls.append(1))
+    first = scorer.score(HISTORIES)
+    for _ in range(3):
+        np.testing.assert_array_equal(scorer.score(HISTORIES), first)
+    assert len(calls) == 2  # the history lookup table and the scored item matrix, once each
+    seq = histories_to_tensor(HISTORIES, MAX_LEN)
+    with torch.no_grad():  # the same scores as the model computing everything per call
+        np.testing.assert_allclose(first, model.recommend_scores(seq, model.item_matrix()))

@@ -134,20 +134,31 @@ class SequenceRecommender(nn.Module):
         x = padded_items[seq]  # [B, L, D]
         return self.backbone(x, seq > 0)  # [B, L, D]
 
-    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
-        """[B, D] state after the whole history: the last position of right-aligned ``seq``."""
-        return self(seq)[:, -1]
+    def last_hidden(
+        self, seq: torch.Tensor, padded_items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, D] state after the whole history: the last position of right-aligned ``seq``
+        (read through ``padded_items``, `with_padding_row`, when the caller keeps it)."""
+        if padded_items is None:
+            return self(seq)[:, -1]
+        return self.encode(seq, padded_items)[:, -1]
 
     @staticmethod
     def score(hidden: torch.Tensor, item_matrix: torch.Tensor) -> torch.Tensor:
         """Dot-product scores: hidden [B, D] (or [..., D]) x item_matrix [N, D] -> [B, N]."""
         return hidden @ item_matrix.T
 
-    def recommend_scores(self, seq: torch.Tensor, item_matrix: torch.Tensor) -> torch.Tensor:
+    def recommend_scores(
+        self,
+        seq: torch.Tensor,
+        item_matrix: torch.Tensor,
+        padded_items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """[B, N] raw scores of every item after the histories ``seq`` [B, L]: dot products
         plus the history terms. The history re-rank (``history_first``) is not the model's:
-        `seqrec.scoring.ModelScorer` applies it (`seqrec.rerank`)."""
-        scores = self.score(self.last_hidden(seq), item_matrix)  # [B, N]
+        `seqrec.scoring.ModelScorer` applies it (`seqrec.rerank`). ``padded_items``: the
+        history lookup table when the caller keeps it (else the item network runs here)."""
+        scores = self.score(self.last_hidden(seq, padded_items), item_matrix)  # [B, N]
         return self.add_history_terms(scores, seq)
 
     def add_history_terms(self, scores: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:

@@ -369,11 +369,18 @@ def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:
         values = raw[local, torch.from_numpy(pairs.items[picked]).to(raw.device)]  # [p]
         grid = torch.full((stop - first, layout.width), torch.inf, device=raw.device)
         grid[local, within] = values  # [b, width]
-        ascending = torch.sort(raw, dim=1).values  # [b, N]
+        ascending = _sorted_rows(raw)  # [b, N]
         not_above = torch.searchsorted(ascending, grid, right=True)[local, within]  # [p]
         score[picked] = values.cpu().numpy()
         rank[picked] = (raw.shape[1] - not_above + 1).cpu().numpy()
     return {"seq_score": score, "seq_rank": rank}
+
+
+def _sorted_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Each row of ``scores`` [b, N] in ascending order (numpy's vectorised sort on the CPU)."""
+    if scores.device.type != "cpu":
+        return torch.sort(scores, dim=1).values
+    return torch.from_numpy(np.sort(scores.numpy(), axis=1))
 
 
 def _activity(pairs: _Pairs) -> Columns:
