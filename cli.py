@@ -266,7 +266,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option(help="gru | transformer | mlp")] = None,
-    loss: Annotated[str | None, typer.Option(help="bce | sampled_softmax | ce | gbce")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="auto | bce | sampled_softmax | ce | gbce")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum number of epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,

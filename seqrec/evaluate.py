@@ -141,6 +141,14 @@ def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | np.ndarray | N
     return cols[first_k].reshape(n_rows, k)
 
 
+def batch_histories(task: EvalTask, start: int, stop: int) -> list[np.ndarray]:
+    """The histories of the task's users ``start:stop`` (item indices, time order): one array
+    per user of the batch only, never one per user of the task."""
+    indptr = task.history_indptr[start : stop + 1]  # [b + 1]
+    items = task.history_items[indptr[0] : indptr[-1]]
+    return np.split(items, indptr[1:-1] - indptr[0])
+
+
 def evaluate(
     scorer: Scorer,
     task: EvalTask,
@@ -156,14 +164,13 @@ def evaluate(
     that are history items are then dropped (counted in ``dropped_targets``).
     bootstrap: number of bootstrap resamples for the CIs (0 = none).
     """
-    histories = task.histories()
     queries = task_queries(scorer, task)
     t_rows = np.repeat(np.arange(len(task)), np.diff(task.target_indptr))  # [T] user row
     ranks = np.zeros(len(task.target_items), dtype=np.int64)  # [T]
     batches = range(0, len(task), batch_size)
     for start in track(batches, f"evaluate {task.stage}: {len(task):,} users", unit="batches"):
         stop = min(start + batch_size, len(task))
-        batch = histories[start:stop]
+        batch = batch_histories(task, start, stop)
         if queries is None:
             scores = np.asarray(scorer.score(batch))  # [B, N]
         else:

@@ -23,8 +23,9 @@ negatives in the pool of `negative_distribution`.
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +37,8 @@ from seqrec.constraints import check_config
 if TYPE_CHECKING:
     from seqrec.data.split import Split
     from seqrec.train import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def _mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -263,6 +266,23 @@ def negative_distribution(
     return pool, torch.tensor(weights / weights.sum(), dtype=torch.float32)
 
 
+def resolve_loss(config: TrainConfig, n_items: int) -> TrainConfig:
+    """``config`` with ``loss = "auto"`` replaced by the loss it stands for over ``n_items``
+    catalogue items (any other loss is kept): the full softmax ("ce") up to
+    ``full_softmax_max_items``, sampled softmax with logQ correction above it, where scoring
+    every item at every position makes a step cost in proportion to the catalogue."""
+    if config.loss != "auto":
+        return config
+    loss = "ce" if n_items <= config.full_softmax_max_items else "sampled_softmax"
+    log.info(
+        "train.loss = auto: %s for %d items (train.full_softmax_max_items = %d)",
+        loss,
+        n_items,
+        config.full_softmax_max_items,
+    )
+    return replace(config, loss=loss)
+
+
 def compute_loss(
     config: TrainConfig,
     hidden: torch.Tensor,  # [M, D] states at positions with a target
@@ -277,6 +297,8 @@ def compute_loss(
     items compete with the target: the softmax runs over the pool (``ce``), and the sampled
     losses draw negatives from ``sampling_probs``, which must then be zero outside it. Every
     target must be in the pool."""
+    if config.loss == "auto":
+        raise ValueError('train.loss = "auto" must be resolved first (resolve_loss)')
     if history is not None and not history.terms:
         history = None
     if config.loss == "ce":

@@ -43,7 +43,7 @@ from seqrec.constraints import (
 from seqrec.data.dataset import DataError
 from seqrec.data.sequences import build_sequences, target_pairs
 from seqrec.data.split import EvalTask, Split
-from seqrec.losses import HistoryTerms, compute_loss, negative_distribution
+from seqrec.losses import HistoryTerms, compute_loss, negative_distribution, resolve_loss
 from seqrec.models.recommender import SequenceRecommender
 from seqrec.progress import track
 from seqrec.scoring import ModelScorer
@@ -58,8 +58,11 @@ TARGETS = ("next_item", "next_basket")
 
 @dataclass
 class TrainConfig:
-    loss: str = choice("ce", *LOSSES)
+    # "auto": "ce" up to full_softmax_max_items catalogue items, "sampled_softmax" above
+    loss: str = choice("auto", "auto", *LOSSES)
+    full_softmax_max_items: int = at_least(1, 50_000)
     epochs: int = at_least(1, 20)
+    steps_per_epoch: int = at_least(0, 0)  # end each epoch after this many batches; 0 = all
     batch_size: int = at_least(1, 128)
     lr: float = positive(1e-3)
     weight_decay: float = at_least(0, 0.0)
@@ -244,6 +247,7 @@ def fit(
     checkpoint_path, on_epoch = options.get("checkpoint_path"), options.get("on_epoch")
     fixed_epochs = options.get("fixed_epochs")
     check_config(config, "train")
+    config = resolve_loss(config, split.n_items)  # the loss every epoch trains with
     if fixed_epochs is not None and not 1 <= fixed_epochs <= config.epochs:
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
     if fixed_epochs is None and validate is None:
@@ -304,7 +308,7 @@ def _setup(
     optimizer = opt_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_rank = len(examples) // world  # equal shares keep the ranks in step
     rank_batch = max(1, config.batch_size // world)
-    total_steps = max(1, math.ceil(per_rank / rank_batch)) * config.epochs
+    total_steps = max(1, _epoch_steps(config, per_rank, rank_batch)) * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(config, step, total_steps)
     )
@@ -312,6 +316,12 @@ def _setup(
         model, config, device, world, rank, examples, per_rank, rank_batch, valid_task,
         train_step, optimizer, scheduler,
     )  # fmt: skip
+
+
+def _epoch_steps(config: TrainConfig, per_rank: int, rank_batch: int) -> int:
+    """Batches one epoch trains: all of this process's examples, or ``steps_per_epoch``."""
+    steps = math.ceil(per_rank / rank_batch)
+    return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
 
 
 def _process_device(config: TrainConfig) -> torch.device:
@@ -365,7 +375,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     mine = order.view(-1, world)[:, rank] if world > 1 else order  # this rank's share
     run.model.train()
     total_loss, total_positions = 0.0, 0
-    batches = range(0, len(mine), run.rank_batch)
+    steps = _epoch_steps(config, len(mine), run.rank_batch)
+    batches = range(0, len(mine), run.rank_batch)[:steps]
     for start in track(batches, f"epoch {epoch + 1}", unit="batches", show=rank == 0):
         batch = run.examples[mine[start : start + run.rank_batch]].to(run.device)  # [B, 2, L + 1]
         loss = _train_step(run, batch, generator)
@@ -373,11 +384,14 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         total_loss += float(loss.detach()) * positions
         total_positions += positions
     seconds = time.perf_counter() - started
+    sequences = min(len(run.examples), steps * run.rank_batch * world)  # over every process
     return {
         "epoch": epoch,
         "loss": total_loss / max(1, total_positions),
+        "loss_function": config.loss,  # what train.loss = "auto" resolved to
+        "steps": steps,
         "train_seconds": seconds,
-        "sequences_per_second": len(run.examples) / seconds,
+        "sequences_per_second": sequences / seconds,
     }
 
 
