@@ -30,6 +30,7 @@ from seqrec.constraints import ConfigError
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("view", "cart", "purchase")
+EARLIEST = -(2**62)  # before every timestamp: a read without a window
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -101,6 +102,8 @@ class Store:
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
             raise ConfigError(f"event database {url!r} cannot be used: {error}") from None
         self.url = self.engine.url.render_as_string(hide_password=True)
+        self._recent: dict[tuple[str, ...], sa.Select] = {}  # `_recent_rows` statements
+        self.local = self.engine.dialect.name == "sqlite"  # a file on this machine
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
         try:
@@ -167,16 +170,43 @@ class Store:
     ) -> list[Event]:
         """The most recent ``limit`` events of ``user_id`` of ``types`` at or after ``since``,
         oldest first (events of the same time in the order they were stored)."""
-        table = events_table
-        query = sa.select(table.c.item_id, table.c.type, table.c.timestamp).where(
-            table.c.user_id == user_id, table.c.type.in_(types)
-        )
-        if since is not None:
-            query = query.where(table.c.timestamp >= since)
-        query = query.order_by(table.c.timestamp.desc(), table.c.id.desc()).limit(limit)
-        with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
+        rows = self._recent_rows(user_id, types, since, limit)
         return [Event(user_id, item, kind, int(when)) for item, kind, when in reversed(rows)]
+
+    def user_history(
+        self,
+        user_id: str,
+        types: tuple[str, ...] = EVENT_TYPES,
+        since: int | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[str], list[int]]:
+        """`user_events` as (item ids, timestamps), oldest first: what a recommendation
+        reads, without an object per event (read once per request)."""
+        rows = self._recent_rows(user_id, types, since, limit)
+        return [row[0] for row in reversed(rows)], [int(row[2]) for row in reversed(rows)]
+
+    def _recent_rows(
+        self, user_id: str, types: tuple[str, ...], since: int | None, limit: int
+    ) -> list:
+        """(item_id, type, timestamp) rows, newest first, through one statement per ``types``
+        built once (SQLAlchemy then reuses its compiled form)."""
+        statement = self._recent.get(types)
+        if statement is None:
+            table = events_table
+            statement = (
+                sa.select(table.c.item_id, table.c.type, table.c.timestamp)
+                .where(
+                    table.c.user_id == sa.bindparam("user_id"),
+                    table.c.type.in_(types),
+                    table.c.timestamp >= sa.bindparam("since"),
+                )
+                .order_by(table.c.timestamp.desc(), table.c.id.desc())
+                .limit(sa.bindparam("limit"))
+            )
+            self._recent[types] = statement
+        values = {"user_id": user_id, "since": EARLIEST if since is None else since}
+        with self.engine.connect() as connection:
+            return list(connection.execute(statement, {**values, "limit": limit}).all())
 
     def delete_user(self, user_id: str) -> int:
         """Erase every event of ``user_id``; the number erased."""

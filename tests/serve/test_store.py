@@ -55,6 +55,9 @@ def test_user_events_are_the_most_recent_of_the_types_asked_oldest_first(store):
     assert [e.item_id for e in store.user_events("u", since=20, limit=10)] == ["c", "b", "d"]
     assert store.user_events("u", limit=1) == [Event("u", "d", "view", 30)]
     assert store.user_events("nobody") == []
+    assert store.user_history("u", ("view", "cart"), since=15) == (["c", "d"], [20, 30])
+    assert store.user_history("u", ("purchase",)) == (["b"], [30])  # another statement
+    assert store.user_history("nobody") == ([], [])
 
 
 def test_delete_user_erases_only_that_shopper(store):
