@@ -36,6 +36,7 @@ from seqrec.constraints import check_config
 
 if TYPE_CHECKING:
     from seqrec.data.split import Split
+    from seqrec.models.recommender import ItemRows
     from seqrec.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ def compute_loss(
     config: TrainConfig,
     hidden: torch.Tensor,  # [M, D] states at positions with a target
     targets: torch.Tensor,  # [M] item indices (0-based)
-    item_matrix: torch.Tensor,  # [N, D]
+    item_matrix: torch.Tensor | ItemRows,  # [N, D] (rows computed when indexed: sampled only)
     generator: torch.Generator,
     sampling_probs: torch.Tensor | None,
     history: HistoryTerms | None = None,  # added to every logit; None: none
@@ -302,6 +303,8 @@ def compute_loss(
     if history is not None and not history.terms:
         history = None
     if config.loss == "ce":
+        if not isinstance(item_matrix, torch.Tensor):
+            raise ValueError("the full softmax needs the whole [N, D] item matrix")
         return _pool_cross_entropy(hidden, targets, item_matrix, history, pool)
     if pool is not None and sampling_probs is None:
         raise ValueError("a negative pool needs sampling_probs over it (negative_distribution)")

@@ -44,7 +44,7 @@ from seqrec.data.dataset import DataError
 from seqrec.data.sequences import build_sequences, target_pairs
 from seqrec.data.split import EvalTask, Split
 from seqrec.losses import HistoryTerms, compute_loss, negative_distribution, resolve_loss
-from seqrec.models.recommender import SequenceRecommender
+from seqrec.models.recommender import ItemRows, SequenceRecommender
 from seqrec.progress import track
 from seqrec.scoring import ModelScorer
 
@@ -161,15 +161,20 @@ class TrainStep(torch.nn.Module):
         inputs = batch[:, 0, :-1]  # [B, L]
         rows, cols, targets = target_pairs(batch, self.config.target, self.config.last_targets)
         model = self.model
-        input_items = model.input_item_matrix()  # [N, D]
-        hidden = model(inputs, input_items)  # [B, L, D]
-        tied = model.output_item_net is None
-        item_matrix = input_items if tied else model.item_matrix()  # [N, D]
+        item_matrix: torch.Tensor | ItemRows
+        if self.config.loss == "ce":  # the softmax over the catalogue: every item's vector
+            input_items = model.input_item_matrix()  # [N, D]
+            hidden = model(inputs, input_items)  # [B, L, D]
+            tied = model.output_item_net is None
+            item_matrix = (input_items if tied else model.item_matrix()).float()  # [N, D]
+        else:  # sampled losses: the batch's items, targets and negatives only
+            hidden = model.encode_batch(inputs)  # [B, L, D]
+            item_matrix = model.scored_rows()
         return compute_loss(
             self.config,
             hidden[rows, cols].float(),
             targets,
-            item_matrix.float(),
+            item_matrix,
             generator,
             self.sampling_probs,
             history=HistoryTerms(model.history_terms(), inputs, rows, cols),

@@ -110,3 +110,35 @@ def test_evaluation_cuts_histories_per_batch(prepared, monkeypatch):
     result = evaluate(Recorder(), task, batch_size=7, bootstrap=0)
     assert seen == expected
     assert result.counts["users"] == len(task)
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "gbce"])
+def test_sampled_losses_encode_only_the_batch_items(prepared, tiny_config, loss):
+    from seqrec.losses import HistoryTerms, negative_distribution
+    from seqrec.train import TrainStep
+
+    config = apply_overrides(tiny_config, {"model.dropout": 0.0, "model.item_net.dropout": 0.0})
+    train = apply_overrides(config, {"train.loss": loss}).train
+    model = build_model(config.model, prepared.features, prepared.dataset.n_items)
+    examples = training_examples(prepared.split, config.model.max_len, train.target)[:8]
+    _, probs = negative_distribution(prepared.split, train)
+    encoded = []
+    model.item_net.register_forward_hook(lambda _, args, out: encoded.append(out.shape[0]))
+    sampled = TrainStep(model, train, probs)(examples, torch.Generator().manual_seed(1))
+    assert max(encoded) < prepared.dataset.n_items  # never the whole catalogue
+    assert len(encoded) == 3  # the inputs, the targets, the negatives
+
+    inputs = examples[:, 0, :-1]  # the same loss from the whole item matrix
+    from seqrec.data.sequences import target_pairs
+
+    rows, cols, targets = target_pairs(examples, train.target, train.last_targets)
+    items = model.item_matrix()
+    torch.testing.assert_close(model.encode_batch(inputs), model(inputs, items))
+    whole = compute_loss(
+        train, model(inputs, items)[rows, cols], targets, items,
+        torch.Generator().manual_seed(1), probs,
+        history=HistoryTerms(model.history_terms(), inputs, rows, cols),
+    )  # fmt: skip
+    torch.testing.assert_close(sampled, whole)
+    sampled.backward()  # gradients reach the item network through the rows it computed
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.item_net.parameters())

@@ -134,6 +134,19 @@ class SequenceRecommender(nn.Module):
         x = padded_items[seq]  # [B, L, D]
         return self.backbone(x, seq > 0)  # [B, L, D]
 
+    def encode_batch(self, seq: torch.Tensor) -> torch.Tensor:
+        """`forward` running the item network only on the items ``seq`` [B, L] holds (a batch
+        reads a few hundred of a catalogue's items): hidden states [B, L, D]."""
+        padded = torch.cat([seq.new_zeros(1), seq.reshape(-1)])  # 0 first: padding stays 0
+        values, inverse = torch.unique(padded, return_inverse=True)  # [U + 1], [B * L + 1]
+        vectors = self.item_net(values[1:] - 1)  # [U, D]
+        table = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # [U + 1, D]
+        return self.encode(inverse[1:].reshape(seq.shape), table)
+
+    def scored_rows(self) -> ItemRows:
+        """The scored item vectors, computed for the rows a sampled loss asks for only."""
+        return ItemRows(self.item_net if self.output_item_net is None else self.output_item_net)
+
     def last_hidden(
         self, seq: torch.Tensor, padded_items: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -173,6 +186,18 @@ class SequenceRecommender(nn.Module):
         items = torch.cat([items for items, _ in entries], dim=1)  # [B, S]
         bonuses = torch.cat([bonuses for _, bonuses in entries], dim=1)  # [B, S]
         return scores.scatter_add(1, items, bonuses)  # [B, N]
+
+
+class ItemRows:
+    """An [N, D] item matrix whose rows are computed when indexed (``rows[idx]`` -> [*idx, D]
+    float32) by the item network: what a sampled loss reads of the catalogue."""
+
+    def __init__(self, net: ItemNet):
+        self.net = net
+        self.shape = (net.n_items, net.config.dim)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.net(idx).float()
 
 
 def build_model(
