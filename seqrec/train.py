@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")
 Validate = Callable[[ModelScorer, EvalTask], dict[str, float]]  # validation metrics of a model
 TARGETS = ("next_item", "next_basket")
+EXAMPLE_CHUNK = 65536  # users whose training targets are found at once
 
 
 @dataclass
@@ -128,9 +129,11 @@ def training_examples(split: Split, max_len: int, target: str = "next_item") -> 
     numbers ([:, 1]), for the users with at least one training target (`target_pairs`)."""
     sequences = build_sequences(split.train, max_len + 1)
     examples = torch.stack([sequences.items, sequences.basket_ids], dim=1)  # [U, 2, L + 1]
-    rows, _, _ = target_pairs(examples, target)  # every user with a target has one at the end
+    del sequences
     keep = torch.zeros(len(examples), dtype=torch.bool)
-    keep[rows] = True
+    for start in range(0, len(examples), EXAMPLE_CHUNK):  # bounded temporaries at any size
+        rows, _, _ = target_pairs(examples[start : start + EXAMPLE_CHUNK], target)
+        keep[start + rows] = True  # every user with a target has one at the end
     return examples[keep]
 
 

@@ -168,6 +168,14 @@ def sorted_order(users: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.remainder(key, n, out=key)
 
 
+def user_codes(users: pd.Series) -> np.ndarray:
+    """[R] integer codes, equal where the ids are (a categorical's own codes: no id strings
+    are made)."""
+    if isinstance(users.dtype, pd.CategoricalDtype):
+        return users.cat.codes.to_numpy()
+    return pd.factorize(users)[0]
+
+
 def _sorted_codes(users: pd.Series) -> np.ndarray:
     """[R] integer codes that sort as the ids do (a categorical's own when its categories are
     sorted)."""

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from seqrec.data.dataset import user_codes
+
 PAD = 0
 
 
@@ -50,11 +52,11 @@ def build_sequences(interactions: pd.DataFrame, max_len: int) -> Sequences:
 
     ``interactions`` must be sorted by (user_id, timestamp), as every loader returns them.
     """
-    user_ids = interactions["user_id"].to_numpy()
-    change = np.ones(len(user_ids), dtype=bool)
-    change[1:] = user_ids[1:] != user_ids[:-1]
+    codes = user_codes(interactions["user_id"])  # [R]
+    change = np.ones(len(codes), dtype=bool)
+    change[1:] = codes[1:] != codes[:-1]
     starts = np.flatnonzero(change)
-    indptr = np.append(starts, len(user_ids)).astype(np.int64)
+    indptr = np.append(starts, len(codes)).astype(np.int64)
     items = interactions["item_idx"].to_numpy(dtype=np.int64) + 1
     # basket number inside each user: increments when the timestamp changes or a user starts
     times = interactions["timestamp"].to_numpy()
@@ -63,7 +65,7 @@ def build_sequences(interactions: pd.DataFrame, max_len: int) -> Sequences:
     basket_counter = np.cumsum(new_basket)
     baskets = basket_counter - basket_counter[starts].repeat(np.diff(indptr)) + 1
     return Sequences(
-        users=user_ids[starts],
+        users=interactions["user_id"].iloc[starts].to_numpy(),
         items=torch.from_numpy(pad_from_csr(indptr, items, max_len)),
         basket_ids=torch.from_numpy(pad_from_csr(indptr, baskets, max_len)),
     )

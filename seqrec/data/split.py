@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from seqrec.constraints import check_config, checked, choice
-from seqrec.data.dataset import DataError, Dataset, sort_interactions
+from seqrec.data.dataset import DataError, Dataset, sort_interactions, user_codes
 
 METHODS = ("leave_last_out", "leave_last_basket_out", "temporal")
 
@@ -158,19 +158,24 @@ def split_dataset(dataset: Dataset, config: SplitConfig) -> Split:
 
 
 def _leave_last(inter: pd.DataFrame, by_basket: bool) -> tuple[np.ndarray, np.ndarray]:
-    users = inter["user_id"]
+    """(test, valid) row masks: each user's last basket (the rows of their latest timestamp)
+    or last interaction, and the one before it, for users with enough of them. Rows are
+    grouped by user in time order (`sort_interactions`), so baskets are runs of equal times."""
+    users = user_codes(inter["user_id"])  # [R]
+    times = inter["timestamp"].to_numpy()
+    first_of_user = np.ones(len(users), dtype=bool)  # [R]
+    first_of_user[1:] = users[1:] != users[:-1]
+    if not np.all(first_of_user[1:] | (times[1:] >= times[:-1])):
+        raise ValueError("interactions must be grouped by user in time order")
+    new_group = first_of_user.copy() if by_basket else np.ones(len(users), dtype=bool)
     if by_basket:
-        # dense rank of the timestamp from the end: 1 = the user's last basket
-        rank_from_end = (
-            inter.groupby("user_id", sort=False)["timestamp"]
-            .rank(method="dense", ascending=False)
-            .to_numpy()
-        )
-    else:
-        rank_from_end = (
-            inter.groupby("user_id", sort=False).cumcount(ascending=False).to_numpy() + 1
-        )
-    n_groups = pd.Series(rank_from_end).groupby(users.to_numpy()).transform("max").to_numpy()
+        new_group[1:] |= times[1:] != times[:-1]
+    number = np.cumsum(new_group)  # [R] global basket (or interaction) number
+    starts = np.flatnonzero(first_of_user)  # [U]
+    user_row = np.cumsum(first_of_user) - 1  # [R] the row's user
+    last = number[np.append(starts[1:], len(users)) - 1]  # [U] each user's last number
+    rank_from_end = (last[user_row] - number + 1).astype(np.int64)  # 1 = the last one
+    n_groups = (last - number[starts] + 1)[user_row]  # [R] the user's baskets (interactions)
     test = (rank_from_end == 1) & (n_groups >= 2)
     valid = (rank_from_end == 2) & (n_groups >= 3)
     return test, valid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -96,3 +97,35 @@ def test_cli_refuses_bad_flags(tmp_path, extra, message):
 
 def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_hundredth_of_hm_trains_end_to_end(tmp_path):
+    """A 1% H&M-size shop (13,720 shoppers, 1,055 articles, 317,883 purchases) through the CLI:
+    generated, trained for a few steps, written as a bundle and evaluated."""
+    import json
+
+    sizes = {key: value // 100 for key, value in HM_SIZE.items()}
+    shop, bundle = tmp_path / "shop", tmp_path / "bundle"
+    runner = CliRunner()
+    made = runner.invoke(
+        app,
+        ["data", "demo", "--out", str(shop), "--users", str(sizes["users"]),
+         "--items", str(sizes["items"]), "--purchases", str(sizes["purchases"]), "--no-images"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    settings = ["features.use_image=false", "model.content_affinity=false", "train.epochs=1"]
+    settings += ["train.steps_per_epoch=3", "train.refit=false", "eval.bootstrap=0"]
+    config = Path(__file__).resolve().parents[2] / "experiments" / "hm.toml"
+    args = ["train", "--config", str(config), "--data", str(shop), "--out", str(bundle)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--set", "train.loss=auto"]
+    for setting in settings:
+        args += ["--set", setting]
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert metrics["history"][0]["loss_function"] == "ce"  # 1,055 items: the full softmax
+    assert metrics["history"][0]["steps"] == 3
+    assert 0 <= metrics["test"]["ndcg@12"] <= 1
+    evaluated = runner.invoke(app, ["eval", "--bundle", str(bundle), "--data", str(shop)])
+    assert evaluated.exit_code == 0, evaluated.output

@@ -42,6 +42,33 @@ def test_leave_last_basket_out_keeps_baskets_together():
     assert sorted(split.train["item_idx"]) == [1, 7, 8]
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("categorical", [False, True])
+def test_leave_last_splits_match_a_per_user_count(seed, categorical):
+    ds = random_dataset(seed)
+    if categorical:  # as the lean H&M loader reads customer ids
+        ds.interactions["user_id"] = ds.interactions["user_id"].astype("category")
+    inter = ds.interactions
+    by_user = inter.groupby("user_id", observed=True, sort=False)
+    for method, rank in [
+        ("leave_last_basket_out", by_user["timestamp"].rank(method="dense", ascending=False)),
+        ("leave_last_out", by_user.cumcount(ascending=False) + 1),
+    ]:
+        groups = rank.groupby(inter["user_id"], observed=True).transform("max")
+        split = split_dataset(ds, SplitConfig(method))
+        expected_test = inter[(rank == 1) & (groups >= 2)].reset_index(drop=True)
+        expected_valid = inter[(rank == 2) & (groups >= 3)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(split.test, expected_test)
+        pd.testing.assert_frame_equal(split.valid, expected_valid)
+
+
+def test_leave_last_refuses_interactions_out_of_time_order():
+    ds = random_dataset(0)
+    ds.interactions = ds.interactions.iloc[::-1].reset_index(drop=True)
+    with pytest.raises(ValueError, match="time order"):
+        split_dataset(ds, SplitConfig("leave_last_out"))
+
+
 def test_temporal_split_by_date():
     rows = [("a", 1, 10), ("a", 2, 18), ("a", 3, 25), ("b", 4, 5), ("b", 5, 21)]
     ds = make_dataset(rows)
