@@ -271,8 +271,12 @@ class LiveCatalogue:
         self.images = tempfile.TemporaryDirectory(prefix="seqrec-items-")
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqrec-runtime")
         self.first_batcher: MicroBatcher | None = None
+        self.items_version = store.items_version()  # what this catalogue has taken in
         self.bundle = self.with_stored_items(bundle)
         self.served = Served(self.serving(self.bundle, config.runtime))
+        self.stopped = threading.Event()
+        if config.sync_seconds:  # servers sharing the database see each other's items
+            threading.Thread(target=self.watch, name="seqrec-sync", daemon=True).start()
 
     # --- building what is served
 
@@ -369,6 +373,39 @@ class LiveCatalogue:
             rec.unavailable = self.unavailable(rec, self.store.unavailable_ids())
             return True
 
+    def sync(self) -> int:
+        """Take in the item changes of other servers sharing the database (or workers of this
+        one): items added there, encoded here with the bundle's own featurizer, and items
+        taken out of sale or back. The number of items added."""
+        version = self.store.items_version()
+        if version == self.items_version:
+            return 0
+        with self.lock:
+            self.items_version = version
+            current = self.served.current.recommender
+            stored = [s for s in self.store.stored_items() if s.fields is not None]
+            added = [s for s in stored if s.item_id not in current.index]
+            if added:
+                folder = self.image_folder()
+                items = [
+                    NewItem(s.item_id, s.fields or {}, save_image(folder, s.image, s.image_suffix))
+                    for s in added
+                ]
+                bundle = extend_bundle(self.bundle, items, self.encoder(), self.title)
+                serving = self.serving(bundle, QUICK_RUNTIME, base=current)
+                self.swap(bundle, serving)
+            else:
+                current.unavailable = self.unavailable(current, self.store.unavailable_ids())
+            return len(added)
+
+    def watch(self) -> None:
+        """`sync` every ``sync_seconds`` until closed (a failed sync is logged, then retried)."""
+        while not self.stopped.wait(self.config.sync_seconds):
+            try:
+                self.sync()
+            except Exception:
+                log.exception("taking in the items changed by other servers failed")
+
     def reload(self, path: str | Path) -> Recommender:
         """Serve the bundle at ``path`` (loaded beside the served one) with the stored items;
         DataError (the served bundle unchanged) when it cannot be loaded."""
@@ -388,6 +425,7 @@ class LiveCatalogue:
         return Path(self.images.name)
 
     def close(self) -> None:
+        self.stopped.set()
         self.background.shutdown(wait=False, cancel_futures=True)
         self.images.cleanup()
 

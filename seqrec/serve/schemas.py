@@ -48,6 +48,9 @@ class ServeConfig:
         default_factory=lambda: list(EVENT_TYPES),
         metadata={"choices": EVENT_TYPES, "min_items": 1},
     )
+    # seconds between looks at the database for items other servers added or took out of
+    # sale (several workers, or servers sharing one database); 0: never
+    sync_seconds: float = at_least(0, 2.0)
     max_events: int = at_least(1, 1000)  # larger POST /events batches are refused (413)
     # POST /events bodies over this are refused (413): room for max_events of the longest ids
     max_events_bytes: int = at_least(1, 1024 * 1024)

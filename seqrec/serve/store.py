@@ -31,6 +31,7 @@ from seqrec.constraints import ConfigError
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("view", "cart", "purchase")
 EARLIEST = -(2**62)  # before every timestamp: a read without a window
+ITEMS_VERSION = "items_version"  # seqrec_meta key: counts the changes of the items table
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -140,6 +141,7 @@ class Store:
                 connection.execute(
                     meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+                connection.execute(meta_table.insert().values(key=ITEMS_VERSION, value="0"))
         if stored is not None and stored != str(SCHEMA_VERSION):
             self.engine.dispose()
             raise ConfigError(
@@ -241,6 +243,14 @@ class Store:
                 connection.execute(
                     items_table.insert().values(item_id=item_id, available=True, **values)
                 )
+            _bump_items_version(connection)
+
+    def items_version(self) -> int:
+        """How many times the items table changed (an item added or its availability set),
+        by any server sharing this database: a server re-reads the items when it moved."""
+        query = sa.select(meta_table.c.value).where(meta_table.c.key == ITEMS_VERSION)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar() or 0)
 
     def stored_items(self) -> list[StoredItem]:
         """Every stored item, in the order they were added."""
@@ -271,8 +281,9 @@ class Store:
             if updated.rowcount == 0 and create:
                 row = {"item_id": item_id, "available": available, "added_at": time.time()}
                 connection.execute(table.insert().values(**row))
-                return True
-        return bool(updated.rowcount)
+            if updated.rowcount or create:
+                _bump_items_version(connection)
+        return bool(updated.rowcount) or create
 
     def unavailable_ids(self) -> set[str]:
         """Ids of the items marked not available."""
@@ -283,3 +294,15 @@ class Store:
     def close(self) -> None:
         """Close the database's connections."""
         self.engine.dispose()
+
+
+def _bump_items_version(connection: sa.Connection) -> None:
+    """Count one change of the items table, in the transaction that made it."""
+    table = meta_table
+    bumped = connection.execute(
+        table.update()
+        .where(table.c.key == ITEMS_VERSION)
+        .values(value=sa.cast(sa.cast(table.c.value, sa.Integer) + 1, sa.String))
+    )
+    if bumped.rowcount == 0:
+        connection.execute(table.insert().values(key=ITEMS_VERSION, value="1"))

@@ -153,6 +153,42 @@ def test_added_and_sold_out_items_survive_a_restart(
         assert post_item(client, fields_like(shop_items, seed, "NEW-2")).status_code == 409
 
 
+def test_servers_sharing_the_database_take_in_each_others_items(
+    bundle, config, db_url, shop_items, serve_on_loopback
+):
+    import dataclasses
+    import time
+
+    seed = bundle.items["item_id"].iloc[5]
+    manual = dataclasses.replace(config, sync_seconds=0)  # this test calls sync itself
+    first, second = (create_app(bundle, manual, Store(db_url)) for _ in range(2))
+    with (
+        serve_on_loopback(first) as one_url,
+        serve_on_loopback(second) as two_url,
+        httpx.Client(base_url=one_url, timeout=60) as one,
+        httpx.Client(base_url=two_url, timeout=60) as two,
+    ):
+        assert post_item(one, fields_like(shop_items, seed, "NEW-3"), png_bytes()).is_success
+        assert two.get("/items/NEW-3").status_code == 404  # not taken in yet
+        assert second.state.catalogue.sync() == 1
+        assert two.get("/items/NEW-3").json()["title"] == one.get("/items/NEW-3").json()["title"]
+        history = [seed, "NEW-3"]
+        assert recommended(two, history, k=20) == recommended(one, history, k=20)
+        one.patch(f"/items/{seed}", json={"available": False}, headers=AUTH)
+        assert seed in recommended(two, history, k=100)
+        assert second.state.catalogue.sync() == 0  # no item added, the sold-out one taken in
+        assert seed not in recommended(two, history, k=100)
+        assert second.state.catalogue.sync() == 0  # nothing changed since
+    watching = create_app(bundle, dataclasses.replace(config, sync_seconds=0.1), Store(db_url))
+    with serve_on_loopback(watching) as url, httpx.Client(base_url=url, timeout=60) as client:
+        other = first.state.catalogue
+        other.set_available(seed, True)  # another server puts it back on sale
+        deadline = time.monotonic() + 30
+        while seed not in recommended(client, history, k=100) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seed in recommended(client, history, k=100)  # taken in by the watch thread
+
+
 def test_writes_need_the_token(live, bundle, shop_items):
     client, _ = live
     seed = bundle.items["item_id"].iloc[0]

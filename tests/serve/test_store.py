@@ -26,13 +26,26 @@ def test_default_database_is_a_file_next_to_the_bundle(tmp_path):
     )
 
 
+def test_items_version_counts_every_change_of_the_items(store):
+    assert store.items_version() == 0
+    store.add_item("new", {"item_id": "new"}, None, None)
+    store.set_available("new", False)
+    assert store.items_version() == 2
+    assert store.set_available("absent", False) is False  # nothing changed
+    assert store.set_available("bundle-item", False, create=True)
+    assert store.items_version() == 3
+    store.add_events([Event("u", "new", "view", 1)])  # events are not item changes
+    assert store.items_version() == 3
+
+
 def test_sqlite_file_is_in_wal_mode_with_its_schema_version(store, tmp_path):
     store.add_events([Event("u", "a", "view", 1)])
     with sqlite3.connect(tmp_path / "shop.db") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        version = connection.execute("SELECT value FROM seqrec_meta").fetchall()
+        meta = dict(connection.execute("SELECT key, value FROM seqrec_meta").fetchall())
         indexes = {row[1] for row in connection.execute("PRAGMA index_list(events)")}
-    assert version == [("1",)] and "events_user_time" in indexes
+    assert meta == {"schema_version": "1", "items_version": "0"}
+    assert "events_user_time" in indexes
     with store.engine.connect() as connection:  # each connection commits durably
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
