@@ -96,6 +96,7 @@ def main() -> None:
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "finetune_config": dataclasses.asdict(image.finetune),
         "finetune": tuning,
+        "tower_reused": args.tower,
         "finetune_seconds_total": total,
         "knn": {
             f"{stage}:{name}": {"metrics": r.metrics, "ci": r.ci}
@@ -156,6 +157,14 @@ def render(figures: dict) -> str:
         f"- items {report['items']} ({report['images']} images), trained on "
         f"{report['train_items']}, held out {report['heldout_items']} (by product group); "
         f"co-purchase pairs {report['pairs']}; trunk cache {report['trunk_cache_mb']:.0f} MB",
+        *(
+            [
+                f"- tower reused from `{figures['tower_reused']}`: the tuning figures below are "
+                "those of the run that tuned it (its earlier report)"
+            ]
+            if figures.get("tower_reused")
+            else []
+        ),  # fmt: skip
         f"- time: {figures['finetune_seconds_total'] / 60:.1f} min in all ("
         + ", ".join(f"{k} {v:.0f}s" for k, v in report["seconds"].items())
         + ")",
