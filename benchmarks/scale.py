@@ -16,6 +16,10 @@ log-log plot of time and memory against purchases) goes to ``benchmarks/results/
 
 The train and eval steps run this file again (``--step train`` / ``--step eval``), which writes
 what it timed inside the process to a json beside the shop's feature cache.
+
+Serving at a size: ``--step bundle --shop SHOP --work WORK`` with the train step's ``--set``
+flags (the report lists them) writes a bundle of the weights that step left in WORK
+(``WORK/bundle``), for ``benchmarks/serve_load.py --bundle WORK/bundle``.
 """
 
 from __future__ import annotations
@@ -130,6 +134,27 @@ def eval_step(shop: Path, work: Path, settings: list[str], users: int) -> None:
     (work / "eval.json").write_text(json.dumps(record, indent=2))
 
 
+def bundle_step(shop: Path, work: Path, settings: list[str]) -> None:
+    """A servable bundle (``WORK/bundle``) of the weights the train step saved in ``work``: its
+    metrics are not figures of merit (a few steps of training), it is for load tests."""
+    import numpy as np
+    import torch
+
+    from seqrec.bundle import save_bundle
+    from seqrec.experiment import prepare
+    from seqrec.models.recommender import build_model
+
+    config = _config(settings)
+    prepared = prepare(config, shop, cache_dir=work / "features")
+    model = build_model(config.model, prepared.features, prepared.dataset.n_items)
+    model.load_state_dict(torch.load(work / "model.pt"))
+    train = prepared.split.train["item_idx"].to_numpy()
+    popularity = np.bincount(train, minlength=prepared.dataset.n_items)
+    metrics = {"note": "weights of benchmarks/scale.py's capped training step, for load tests"}
+    save_bundle(work / "bundle", config, prepared.dataset, prepared.features, model, popularity,
+                metrics, prepared.featurizer)  # fmt: skip
+
+
 def measure_size(fraction: float, args: argparse.Namespace) -> tuple[list[Cost], list[str]]:
     """Every step at one size: the measured costs, the extrapolated ones, and notes."""
     shop, generated = hm_shop(fraction, args.cache)
@@ -198,7 +223,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=50, help="training batches measured")
     parser.add_argument("--eval-users", type=int, default=100_000, help="test users ranked")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
-    parser.add_argument("--step", choices=("train", "eval"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("train", "eval", "bundle"), help=argparse.SUPPRESS)
     parser.add_argument("--shop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,6 +231,8 @@ def main() -> None:
         return train_step(args.shop, args.work, args.set)
     if args.step == "eval":
         return eval_step(args.shop, args.work, args.set, args.eval_users)
+    if args.step == "bundle":
+        return bundle_step(args.shop, args.work, args.set)
     costs, notes = [], []
     for fraction in (float(x) for x in args.sizes.split(",")):
         size_costs, size_notes = measure_size(fraction, args)
