@@ -4,16 +4,15 @@ Raw data to a served recommendation, in order: `seqrec data stats` (load and val
 `seqrec encode` (item features), `seqrec train` (sequence model -> bundle), `seqrec eval`,
 `seqrec bench` (baselines and ablations), `seqrec tune` (Optuna), `seqrec serve` (HTTP). Each
 command calls one function of `seqrec` (most of `seqrec.experiment`) and prints with
-`seqrec.console`. Choice values given to flags may be spelled with ``-`` or ``_``, as in config.
+`seqrec.console`. Choice values given to flags may be spelled with ``-`` or ``_``, as in config;
+how flag values become config is `seqrec.cli_flags`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,20 @@ from rich.console import Console
 from rich.markup import escape
 
 from seqrec import console as show
+from seqrec.cli_flags import (
+    BundleOpt,
+    CacheOpt,
+    ConfigOpt,
+    DataOpt,
+    SetOpt,
+    choice,
+    experiment_config,
+    launch_ranks,
+    names_of,
+    overrides,
+    tower_folder,
+    user_errors,
+)
 
 app = typer.Typer(
     help="seqrec: multimodal sequential recommender for fashion shops.",
@@ -31,97 +44,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Load, check and generate datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
-err_console = Console(stderr=True)
 _bench_table = show.bench_table  # the name tests/test_bench.py imports
-
-DataOpt = Annotated[
-    Path, typer.Option("--data", help="Dataset folder or file (hm, sasrec, generic).")
-]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="Experiment TOML (see experiments/).")
-]
-CacheOpt = Annotated[
-    Path | None, typer.Option("--cache-dir", help="Feature cache (default ~/.cache/seqrec).")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override any config key: --set model.dim=128 (TOML value)."),
-]
-BundleOpt = Annotated[Path, typer.Option("--bundle", help="Bundle folder from seqrec train.")]
-
-
-def user_errors(command):
-    """Print user errors (bad files, columns, configs) as one clear message, no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from seqrec.data.dataset import DataError
-
-        try:
-            return command(*args, **kwargs)
-        except (DataError, FileNotFoundError) as error:
-            err_console.print(f"[bold red]error:[/] {escape(str(error))}")
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-# --- flags to config -------------------------------------------------------------------------
-
-
-def _experiment(config: Path | None, overrides: dict):
-    from seqrec.config import apply_overrides, load_config
-
-    return apply_overrides(load_config(config), overrides)
-
-
-def _overrides(pairs: list[str] | None, **flags) -> dict:
-    """Flag values keyed by dotted config path, plus --set KEY=VALUE pairs (values as TOML)."""
-    from seqrec.config import parse_set
-
-    overrides = {key.replace("__", "."): value for key, value in flags.items()}
-    overrides.update(parse_set(pairs or []))
-    return overrides
-
-
-def _choice(flag: str, value: str | None, allowed: Sequence[str]) -> str | None:
-    """A flag's value in its declared spelling (``-`` and ``_`` alike), or a `ConfigError`
-    naming the flag: the check config choice values get (`seqrec.constraints`)."""
-    from seqrec.constraints import check_value
-
-    return None if value is None else check_value(value, {"choices": tuple(allowed)}, flag)
-
-
-def _names(text: str, allowed: Sequence[str]) -> list[str]:
-    """A comma-separated flag's names, each in its declared spelling where it is one; unknown
-    names are kept as given, for `seqrec.bench.check_runs` to name together."""
-    from seqrec.config import ConfigError
-
-    names = []
-    for name in filter(None, text.split(",")):
-        try:
-            names.append(_choice("", name, allowed))
-        except ConfigError:
-            names.append(name)
-    return names
-
-
-def _launch_ranks(nproc: int) -> None:
-    """With ``--nproc N`` (N > 1) outside torchrun: run this command without --nproc in N local
-    ranks (torchrun), then exit with their status."""
-    from seqrec import distributed
-
-    if nproc <= 1 or distributed.launched_by_torchrun():
-        return
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            args.append(arg)
-    raise typer.Exit(distributed.launch(nproc, str(Path(__file__).resolve()), args))
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -142,8 +65,8 @@ def data_stats(
     """Users, items, interactions, images, date range and every kind of rejected row."""
     from seqrec.data.load import FORMATS, ON_ERROR, load_dataset
 
-    format = _choice("--format", format, FORMATS)
-    dataset = load_dataset(path, format=format, on_error=_choice("--on-error", on_error, ON_ERROR))
+    format = choice("--format", format, FORMATS)
+    dataset = load_dataset(path, format=format, on_error=choice("--on-error", on_error, ON_ERROR))
     stats = dataset.stats()
     console.print(show.stats_table(f"{path} ({stats['format']})", stats))
     for note in dataset.report.notes:
@@ -201,8 +124,8 @@ def encode(
     """Encode every item's text and image into the on-disk feature cache."""
     from seqrec.experiment import run_encode
 
-    _launch_ranks(nproc)
-    experiment = _experiment(config, _overrides(set_))
+    launch_ranks(nproc, Path(__file__))
+    experiment = experiment_config(config, overrides(set_))
 
     def shard_done(rank: int, report) -> None:
         console.print(f"rank {rank}: {report.summary()}", markup=False)
@@ -211,16 +134,6 @@ def encode(
     if built is not None:  # None: a rank other than 0
         for line in built.report.lines():
             console.print(line, markup=False)
-
-
-def _tower_folder(weights: str | None) -> Path:
-    """Where a config's ``features.image.finetune.weights`` (a folder or its tower file) is."""
-    from seqrec.config import ConfigError
-
-    if weights is None:
-        raise ConfigError("give --out DIR, or set features.image.finetune.weights in the config")
-    path = Path(weights).expanduser()
-    return path.parent if path.suffix == ".safetensors" else path
 
 
 @app.command("finetune-images")
@@ -246,9 +159,9 @@ def finetune_images(
     from seqrec.experiment import load_data
     from seqrec.features.finetune import finetune_images as run_finetune
 
-    experiment = _experiment(config, _overrides(set_))
+    experiment = experiment_config(config, overrides(set_))
     if out is None:
-        out = _tower_folder(experiment.features.image.finetune.weights)
+        out = tower_folder(experiment.features.image.finetune.weights)
     dataset = load_data(experiment, data)
     with show.progress(console) as bar:
         report = run_finetune(
@@ -294,10 +207,10 @@ def train(
     """
     from seqrec.experiment import run_train
 
-    _launch_ranks(nproc)
+    launch_ranks(nproc, Path(__file__))
     flags = dict(model__model=model, train__loss=loss, train__epochs=epochs, train__seed=seed)
     flags.update(train__device=device, model__item_net__fusion=fusion)
-    experiment = _experiment(config, _overrides(set_, **flags))
+    experiment = experiment_config(config, overrides(set_, **flags))
     _restart_or_resume(out, restart)
     with show.progress(console) as bar:
         outcome = run_train(
@@ -342,8 +255,8 @@ def eval_(
     from seqrec.data.split import METHODS
     from seqrec.experiment import STAGES, run_eval
 
-    stage = _choice("--stage", stage, STAGES)
-    split = _choice("--split", split, METHODS)
+    stage = choice("--stage", stage, STAGES)
+    split = choice("--split", split, METHODS)
     outcome = run_eval(bundle, data, stage, split, remove_seen, cache_dir)
     show.eval_summary(console, outcome, stage)
     if json_path is not None:
@@ -401,8 +314,8 @@ def bench(
     from seqrec.bench import ABLATIONS
     from seqrec.models.recommender import BACKBONES
 
-    experiment = _experiment(config, _overrides(set_))
-    runs = _names(models, BACKBONES), _names(ablations, ABLATIONS)
+    experiment = experiment_config(config, overrides(set_))
+    runs = names_of(models, BACKBONES), names_of(ablations, ABLATIONS)
     _run_bench(experiment, data, out, name or experiment.name, *runs, cache_dir, baselines)
 
 
@@ -467,7 +380,7 @@ def tune(
     """Optuna search over \\[tune.space]; started again, it continues the stored study."""
     from seqrec.tune import StudyOptions, best_trials_table, run_study
 
-    experiment = _experiment(config, _overrides(set_))
+    experiment = experiment_config(config, overrides(set_))
     options = StudyOptions(
         n_trials=trials,
         storage=storage,
@@ -524,7 +437,7 @@ def serve(
     from seqrec.serve.scoring import RUNTIMES
 
     config = ServeConfig(
-        runtime=_choice("--runtime", runtime, RUNTIMES),
+        runtime=choice("--runtime", runtime, RUNTIMES),
         db=db,
         token_file=None if token_file is None else str(token_file),
     )

@@ -25,12 +25,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from serve_load import CONTENT_LENGTH, free_port, get_json, machine_speed, tree_cpu_seconds
+from load_client import start_server as start_process
+from serve_load import CONTENT_LENGTH, free_port, machine_speed, tree_cpu_seconds
 
 from seqrec.report import machine_facts, machine_line, markdown_table
 
@@ -80,25 +80,7 @@ def start_server(
     token_file = db.with_suffix(".token")
     token_file.write_text(TOKEN)
     options = {"db": str(db), "token_file": str(token_file), **(serve_options or {})}
-    code = (
-        "from seqrec.serve import ServeConfig, run_server; "
-        f"run_server({str(bundle)!r}, port={port}, config=ServeConfig(**{options!r}), "
-        "log_level='warning')"
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=log_path.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()}")
-        try:
-            get_json(f"http://127.0.0.1:{port}/health")
-            return server
-        except OSError:
-            time.sleep(0.3)
-    server.terminate()
-    raise RuntimeError("server did not start within 180 s")
+    return start_process(bundle, port, log_path, options)
 
 
 # --- the client ----------------------------------------------------------------------------------

@@ -9,7 +9,12 @@ the benchmark scripts import it by name (their folder is first on ``sys.path``).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -108,3 +113,38 @@ def popular_items(bundle: Path, shape: tuple[int, ...], seed: int = 0) -> np.nda
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(ids), size=shape, p=popularity / popularity.sum())
     return ids.to_numpy()[picks]
+
+
+# --- the server under test -------------------------------------------------------------------
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def start_server(
+    bundle: Path, port: int, log_path: Path, serve_config: dict, **run_options: Any
+) -> subprocess.Popen:
+    """`seqrec.serve.run_server` (what ``seqrec serve`` runs) of ``bundle`` in a subprocess with
+    ``ServeConfig(**serve_config)`` and ``run_options`` (workers, threads), once it answers."""
+    options = "".join(f"{name}={value!r}, " for name, value in run_options.items())
+    code = (
+        "from seqrec.serve import ServeConfig, run_server; "
+        f"run_server({str(bundle)!r}, port={port}, {options}"
+        f"config=ServeConfig(**{serve_config!r}), log_level='warning')"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=log_path.open("w"), stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            get_json(f"http://127.0.0.1:{port}/health")
+            return server
+        except OSError:
+            time.sleep(0.3)
+    server.terminate()
+    raise RuntimeError("server did not start within 180 s")

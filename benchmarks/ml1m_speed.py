@@ -47,9 +47,9 @@ def profile_steps(config, prepared, batches: int, threads: int) -> dict:
     """
     import torch
 
+    from seqrec.data.sequences import target_pairs, training_examples
     from seqrec.losses import catalogue_cross_entropy
     from seqrec.models.recommender import build_model
-    from seqrec.train import target_pairs, training_examples
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -102,8 +102,8 @@ def run_seqrec(args: argparse.Namespace) -> dict:
     import torch
 
     from seqrec.config import load_config
+    from seqrec.data.sequences import target_pairs, training_examples
     from seqrec.experiment import prepare, train_on
-    from seqrec.train import target_pairs, training_examples
 
     if args.threads:
         torch.set_num_threads(args.threads)

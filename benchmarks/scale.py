@@ -65,9 +65,10 @@ def train_step(shop: Path, work: Path, settings: list[str]) -> None:
     was timed inside (``train.json``)."""
     import torch
 
+    from seqrec.data.sequences import training_examples
     from seqrec.experiment import prepare
     from seqrec.models.recommender import build_model
-    from seqrec.train import fit, training_examples
+    from seqrec.train import fit
 
     config = _config(settings)
     started = time.perf_counter()

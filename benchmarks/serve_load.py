@@ -32,14 +32,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from load_client import CONTENT_LENGTH as CONTENT_LENGTH  # live_events.py imports it from here
-from load_client import Connection, checked_request, popular_items
+from load_client import Connection, checked_request, get_json, popular_items
 from load_client import open_loop as scheduled_loop
+from load_client import start_server as start_process
 
 from seqrec.report import machine_facts, machine_line, markdown_table
 
@@ -156,11 +156,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its descendants (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -190,25 +185,10 @@ def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Po
         "thread": bool(config.thread),
         "runtime": config.runtime,
     }
-    code = (
-        "from seqrec.serve import ServeConfig, run_server; "
-        f"run_server({str(config.bundle)!r}, port={port}, workers={config.workers}, "
-        f"threads={config.threads}, config=ServeConfig(**{serve_config!r}), log_level='warning')"
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=log_path.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()}")
-        try:
-            get_json(f"http://127.0.0.1:{port}/health")
-            return server
-        except OSError:
-            time.sleep(0.3)
-    server.terminate()
-    raise RuntimeError("server did not start within 180 s")
+    return start_process(
+        config.bundle, port, log_path, serve_config, workers=config.workers,
+        threads=config.threads,
+    )  # fmt: skip
 
 
 def request_bodies(config: LoadConfig, n: int = 2000) -> list[bytes]:

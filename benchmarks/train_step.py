@@ -40,9 +40,10 @@ def time_steps(args: argparse.Namespace) -> dict:
     except ImportError:  # an older checkout on PYTHONPATH, from before seqrec.report
         from seqrec.bench import machine
     from seqrec.config import apply_overrides, load_config, parse_set
+    from seqrec.data.sequences import target_pairs, training_examples
     from seqrec.experiment import prepare
     from seqrec.models.recommender import build_model
-    from seqrec.train import TrainStep, target_pairs, training_examples
+    from seqrec.train import TrainStep
 
     config = apply_overrides(load_config(args.config), parse_set(args.set))
     prepared = prepare(config, args.data)

@@ -41,7 +41,7 @@ from seqrec.constraints import (
     positive,
 )
 from seqrec.data.dataset import DataError
-from seqrec.data.sequences import build_sequences, target_pairs
+from seqrec.data.sequences import target_pairs, training_examples
 from seqrec.data.split import EvalTask, Split
 from seqrec.losses import HistoryTerms, compute_loss, negative_distribution, resolve_loss
 from seqrec.models.recommender import ItemRows, SequenceRecommender
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 LOSSES = ("bce", "sampled_softmax", "ce", "gbce")
 Validate = Callable[[ModelScorer, EvalTask], dict[str, float]]  # validation metrics of a model
 TARGETS = ("next_item", "next_basket")
-EXAMPLE_CHUNK = 65536  # users whose training targets are found at once
 
 
 @dataclass
@@ -122,19 +121,6 @@ def pick_device(name: str) -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def training_examples(split: Split, max_len: int, target: str = "next_item") -> torch.Tensor:
-    """[U, 2, max_len + 1] right-aligned training sequences: item_idx + 1 ([:, 0]) and basket
-    numbers ([:, 1]), for the users with at least one training target (`target_pairs`)."""
-    sequences = build_sequences(split.train, max_len + 1)
-    examples = torch.stack([sequences.items, sequences.basket_ids], dim=1)  # [U, 2, L + 1]
-    del sequences
-    keep = torch.zeros(len(examples), dtype=torch.bool)
-    for start in range(0, len(examples), EXAMPLE_CHUNK):  # bounded temporaries at any size
-        rows, _, _ = target_pairs(examples[start : start + EXAMPLE_CHUNK], target)
-        keep[start + rows] = True  # every user with a target has one at the end
-    return examples[keep]
 
 
 def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:

@@ -315,7 +315,7 @@ def test_train_refuses_an_output_folder_it_cannot_use(demo_shop, tmp_path, monke
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("seqrec.experiment.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("seqrec.preflight.tempfile.TemporaryFile", refuse)
     result, output = _train(demo_shop, tmp_path / "locked")
     assert result.exit_code == 2, result.output
     assert "cannotwriteintheoutputfolder" in output and "Permissiondenied" in output

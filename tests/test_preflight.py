@@ -10,8 +10,8 @@ import pytest
 from seqrec.config import ConfigError, ExperimentConfig, apply_overrides
 from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport, sort_interactions
 from seqrec.data.split import SplitConfig, split_dataset
-from seqrec.experiment import check_out_dir, check_trainable
 from seqrec.models.recommender import ModelConfig, build_model
+from seqrec.preflight import check_out_dir, check_trainable
 from seqrec.train import TrainConfig, fit
 
 
@@ -94,7 +94,7 @@ def test_output_folder_must_be_a_writable_folder(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("seqrec.experiment.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("seqrec.preflight.tempfile.TemporaryFile", refuse)
     with pytest.raises(DataError, match="cannot write in the output folder .*Permission denied"):
         check_out_dir(tmp_path / "new")
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from seqrec.config import ConfigError, apply_overrides
+from seqrec.data.sequences import training_examples
 from seqrec.experiment import prepare
 from seqrec.losses import compute_loss, resolve_loss
 from seqrec.models.recommender import build_model
-from seqrec.train import TrainConfig, fit, training_examples
+from seqrec.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,16 @@ Items that share a user's timestamp form one basket; they stay next to each othe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from seqrec.data.dataset import user_codes
+
+if TYPE_CHECKING:
+    from seqrec.data.split import Split
 
 PAD = 0
 
@@ -112,3 +116,19 @@ def target_pairs(batch: torch.Tensor, target: str, last: int = 0):
         mask &= baskets > baskets[:, -1:] - last  # basket numbers grow to the row's last
     rows, target_cols = mask.nonzero(as_tuple=True)
     return rows, query[rows, target_cols], items[rows, target_cols] - 1
+
+
+EXAMPLE_CHUNK = 65536  # users whose training targets are found at once
+
+
+def training_examples(split: Split, max_len: int, target: str = "next_item") -> torch.Tensor:
+    """[U, 2, max_len + 1] right-aligned training sequences: item_idx + 1 ([:, 0]) and basket
+    numbers ([:, 1]), for the users with at least one training target (`target_pairs`)."""
+    sequences = build_sequences(split.train, max_len + 1)
+    examples = torch.stack([sequences.items, sequences.basket_ids], dim=1)  # [U, 2, L + 1]
+    del sequences
+    keep = torch.zeros(len(examples), dtype=torch.bool)
+    for start in range(0, len(examples), EXAMPLE_CHUNK):  # bounded temporaries at any size
+        rows, _, _ = target_pairs(examples[start : start + EXAMPLE_CHUNK], target)
+        keep[start + rows] = True  # every user with a target has one at the end
+    return examples[keep]
