@@ -26,12 +26,15 @@ from seqrec.cli_flags import (
     CacheOpt,
     ConfigOpt,
     DataOpt,
+    ServeSetOpt,
     SetOpt,
+    UsersOpt,
     choice,
     experiment_config,
     launch_ranks,
     names_of,
     overrides,
+    serve_config,
     tower_folder,
     user_errors,
 )
@@ -248,6 +251,7 @@ def eval_(
     remove_seen: Annotated[
         bool | None, typer.Option(help="Remove history items (default: the bundle's protocol).")
     ] = None,
+    users: UsersOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
     cache_dir: CacheOpt = None,
 ):
@@ -257,7 +261,7 @@ def eval_(
 
     stage = choice("--stage", stage, STAGES)
     split = choice("--split", split, METHODS)
-    outcome = run_eval(bundle, data, stage, split, remove_seen, cache_dir)
+    outcome = run_eval(bundle, data, stage, split, remove_seen, cache_dir, users)
     show.eval_summary(console, outcome, stage)
     if json_path is not None:
         json_path.write_text(json.dumps(outcome.result.metrics, indent=2))
@@ -431,16 +435,14 @@ def serve(
             "default: $SEQREC_SERVE_TOKEN. Without either, writes are refused."
         ),
     ] = None,
+    set_: ServeSetOpt = None,
 ):
     """Serve recommendations over HTTP (FastAPI + uvicorn) with a demo shop page at /."""
-    from seqrec.serve import ServeConfig, run_server
+    from seqrec.serve import run_server
     from seqrec.serve.scoring import RUNTIMES
 
-    config = ServeConfig(
-        runtime=choice("--runtime", runtime, RUNTIMES),
-        db=db,
-        token_file=None if token_file is None else str(token_file),
-    )
+    runtime = choice("--runtime", runtime, RUNTIMES)
+    config = serve_config(set_, runtime=runtime, db=db, token_file=token_file)
     run_server(bundle, host=host, port=port, workers=workers, threads=threads, config=config)
 
 

@@ -73,14 +73,20 @@ class PostResult:
 # --- the server ----------------------------------------------------------------------------------
 
 
-def start_server(
-    bundle: Path, db: Path, port: int, log_path: Path, serve_options: dict | None = None
+def start_server(  # noqa: PLR0913 (a server's settings)
+    bundle: Path,
+    db: Path,
+    port: int,
+    log_path: Path,
+    serve_options: dict | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen:
-    """`seqrec.serve.run_server` on the SQLite file ``db`` (writes need ``TOKEN``), ready."""
+    """`seqrec.serve.run_server` on the SQLite file ``db`` (writes need ``TOKEN``) with
+    ``workers`` processes, ready."""
     token_file = db.with_suffix(".token")
     token_file.write_text(TOKEN)
     options = {"db": str(db), "token_file": str(token_file), **(serve_options or {})}
-    return start_process(bundle, port, log_path, options)
+    return start_process(bundle, port, log_path, options, workers=workers)
 
 
 # --- the client ----------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ class LiveConfig:
     k: int = 12
     warmup_seconds: float = 2.0  # reads before the phases, not counted
     seed: int = 0
+    workers: int = 1  # server processes (`seqrec serve --workers`)
+    repeats: int = 1  # whole runs (a fresh server and database each), reported one by one
 
 
 # --- what is sent --------------------------------------------------------------------------------
@@ -179,8 +181,9 @@ def run_phase(name: str, config: LiveConfig, port: int, server_pid: int, paths, 
     result.server_cpu_s = tree_cpu_seconds(server_pid) - cpu_server
     result.client_cpu_s = time.process_time() - cpu_client
     after = get_json(f"http://127.0.0.1:{port}/health")
-    result.batches = after["batches"] - health["batches"]
-    result.ranking_cpu_s = after["ranking_cpu_s"] - health["ranking_cpu_s"]
+    if config.workers == 1:  # /health counts one worker's ranking: none for several
+        result.batches = after["batches"] - health["batches"]
+        result.ranking_cpu_s = after["ranking_cpu_s"] - health["ranking_cpu_s"]
     reads = {**result.summary(), "asked_per_s": config.rate, "sources": dict(sources)}
     reads["client_cores_used"] = round(result.client_cpu_s / result.seconds, 2)
     phase = {"phase": name, "reads": reads, "writes": None}
@@ -198,7 +201,8 @@ def serve_and_measure(config: LiveConfig, dated: bool) -> tuple[dict, dict, list
     paths = read_paths(config)
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
-        server = start_server(config.bundle, Path(folder) / "events.db", port, Path(folder) / "log")
+        db, log = Path(folder) / "events.db", Path(folder) / "log"
+        server = start_server(config.bundle, db, port, log, workers=config.workers)
         try:
             health = get_json(f"http://127.0.0.1:{port}/health")
             wall = time.perf_counter()
@@ -274,6 +278,21 @@ def write_row(phase: dict) -> list:
     ]
 
 
+def summary(documents: list[dict]) -> str:
+    """The verdicts and live-phase latencies of every run (nothing for a single run)."""
+    if len(documents) < 2:
+        return ""
+    lives = [document["phases"][-1]["reads"] for document in documents]
+    met = sum(document["goal"]["verdict"] == "met" for document in documents)
+    p50s, p99s = [live["p50_ms"] for live in lives], [live["p99_ms"] for live in lives]
+    return (
+        f"## {len(documents)} runs of `{documents[0]['command']}`\n\n"
+        f"- goal (#27) met in **{met} of {len(documents)}** runs; live phase p50 by run "
+        f"{', '.join(map(str, p50s))} ms (median {float(np.median(p50s)):.2f}), p99 "
+        f"{', '.join(map(str, p99s))} ms (median {float(np.median(p99s)):.2f})\n\n"
+    )
+
+
 def markdown(config: LiveConfig, document: dict) -> str:
     manifest, health, speed = document["manifest"], document["health"], document["machine_speed"]
     seeding, goal, phases = document["seeding"], document["goal"], document["phases"]
@@ -289,7 +308,8 @@ def markdown(config: LiveConfig, document: dict) -> str:
         "(2 cores: shared when > 2)",
         f"- bundle: {manifest.get('dataset')} ({manifest['n_items']:,} items), {health['model']}, "
         f"scores by {health['runtime']}; server: what `seqrec serve --bundle B --token-file T "
-        "--db D` runs (1 process, 1 torch thread) on a fresh SQLite file (WAL, synchronous=FULL)",
+        f"--db D --workers {config.workers}` runs ({config.workers} process(es), 1 torch thread "
+        "each) on a fresh SQLite file (WAL, synchronous=FULL)",
         f"- seeded: {config.users:,} shoppers x {config.history} events (views, purchases one in "
         f"{round(1 / PURCHASE_SHARE)}), items by training popularity, dated {SEED_DAYS[0]} .. "
         f"{SEED_DAYS[1]}, in batches of {config.batch}: {seeding['seconds']} s "
@@ -328,24 +348,26 @@ def main() -> None:
 
     manifest = json.loads((config.bundle / "bundle.json").read_text())
     dated = str(manifest.get("time_unit")) in ("day", "second")
-    speed = {**machine_speed(), "load_before": [round(x, 2) for x in os.getloadavg()]}
-    health, seeding, phases = serve_and_measure(config, dated)
-    document = {
-        "date": utc_now(),
-        "command": f"python benchmarks/live_load.py {' '.join(sys.argv[1:])}",
-        "config": {**asdict(config), "bundle": str(config.bundle)},
-        "manifest": {key: manifest.get(key) for key in ("dataset", "n_items", "time_unit")},
-        "health": {key: health[key] for key in ("model", "runtime")},
-        "seeding": seeding,
-        "phases": phases,
-        "goal": goal_verdict(config, phases),
-        "machine_speed": speed,
-        "machine": machine_facts(),
-    }
-    report = markdown(config, document)
+    documents = []
+    for _ in range(config.repeats):
+        speed = {**machine_speed(), "load_before": [round(x, 2) for x in os.getloadavg()]}
+        health, seeding, phases = serve_and_measure(config, dated)
+        documents.append({
+            "date": utc_now(),
+            "command": f"python benchmarks/live_load.py {' '.join(sys.argv[1:])}",
+            "config": {**asdict(config), "bundle": str(config.bundle)},
+            "manifest": {key: manifest.get(key) for key in ("dataset", "n_items", "time_unit")},
+            "health": {key: health[key] for key in ("model", "runtime")},
+            "seeding": seeding,
+            "phases": phases,
+            "goal": goal_verdict(config, phases),
+            "machine_speed": speed,
+            "machine": machine_facts(),
+        })  # fmt: skip
+    report = summary(documents) + "".join(markdown(config, document) for document in documents)
     print(report)
     out.write_text(report)
-    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    json_path.write_text(json.dumps({"runs": documents}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

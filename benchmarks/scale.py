@@ -65,6 +65,7 @@ def train_step(shop: Path, work: Path, settings: list[str]) -> None:
     was timed inside (``train.json``)."""
     import torch
 
+    from seqrec import distributed
     from seqrec.data.sequences import training_examples
     from seqrec.experiment import prepare
     from seqrec.models.recommender import build_model
@@ -81,8 +82,14 @@ def train_step(shop: Path, work: Path, settings: list[str]) -> None:
     result = fit(model, prepared.split, config.train, config.model.max_len, None,
                  config.eval.main_metric, fixed_epochs=1)  # fmt: skip
     row = result.history[0]
+    if not distributed.is_main():  # under torchrun rank 0 alone writes what was measured
+        return
     torch.save(result.state_dict, work / "model.pt")
     record = {
+        "processes": distributed.world_size(),
+        "torch_threads": torch.get_num_threads(),  # per process
+        "sequences_per_second": row["sequences_per_second"],
+        "positions_per_second": row["positions_per_second"],
         "prepare_seconds": prepare_seconds,
         "train_seconds": row["train_seconds"],
         "train_cpu_seconds": time.process_time() - cpu,

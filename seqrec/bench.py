@@ -24,7 +24,7 @@ from seqrec import baselines
 from seqrec.config import ConfigError, ExperimentConfig
 from seqrec.data.dataset import DataError
 from seqrec.evaluate import EvalResult
-from seqrec.experiment import Prepared, evaluate_model, train_on
+from seqrec.experiment import Prepared, evaluate_model, held_out, train_on
 from seqrec.features.build import FeatureConfig, fit_item_features
 from seqrec.features.text import TextConfig, tfidf_terms
 from seqrec.models.recommender import BACKBONES
@@ -175,7 +175,7 @@ def run_bench(
     check_runs(models, ablations)
     started = time.perf_counter()
     report = BenchReport(config=config, dataset=prepared.dataset.name)
-    test_task = prepared.split.task("test")
+    test_task = held_out(config, prepared.split, "test")
 
     def add(row: BenchRow) -> None:
         report.rows.append(row)

@@ -30,6 +30,19 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override any config key: --set model.dim=128 (TOML value)."),
 ]
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="Bundle folder from seqrec train.")]
+UsersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Rank a seeded sample of this many users (0: all; default: the config's eval.users).",
+        min=0,
+    ),
+]
+ServeSetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Any seqrec.serve.ServeConfig key: --set event_window_days=30 (TOML value)."
+    ),
+]
 
 
 def user_errors(command):
@@ -62,6 +75,18 @@ def overrides(pairs: list[str] | None, **flags) -> dict:
     values = {key.replace("__", "."): value for key, value in flags.items()}
     values.update(parse_set(pairs or []))
     return values
+
+
+def serve_config(pairs: list[str] | None, **flags):
+    """The service's settings (`seqrec.serve.ServeConfig`): ``--set KEY=VALUE`` pairs and the
+    flags given (None: not given), checked like a config table named ``serve``."""
+    from seqrec.config import parse_set
+    from seqrec.constraints import build_section
+    from seqrec.serve.schemas import ServeConfig
+
+    values = parse_set(pairs or [])
+    values.update({key: str(value) for key, value in flags.items() if value is not None})
+    return build_section(ServeConfig, values, "serve")
 
 
 def choice(flag: str, value: str | None, allowed: Sequence[str]) -> str | None:

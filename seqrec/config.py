@@ -55,6 +55,9 @@ class EvalConfig:
     main_metric: str = "ndcg@10"
     remove_seen: bool = False  # drop items in the history from the ranking (ML-1M protocol)
     bootstrap: int = at_least(0, 1000)
+    # the final figures (train, eval, bench) of a seeded sample of this many users per
+    # held-out stage, the same users for every row; 0: every user (a full-size shop has 1M+)
+    users: int = at_least(0, 0)
 
     def problems(self) -> list[tuple[str, str]]:
         name, at, k = self.main_metric.partition("@")

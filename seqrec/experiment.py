@@ -112,6 +112,12 @@ def evaluate_model(
     )
 
 
+def held_out(config: ExperimentConfig, split: Split, stage: str) -> EvalTask:
+    """The users whose final figures are reported at ``stage``: all of them, or the seeded
+    sample of ``eval.users`` (the same users for every model evaluated with this config)."""
+    return split.task(stage).sample(config.eval.users, config.train.seed)
+
+
 def train_on(
     config: ExperimentConfig,
     prepared: Prepared,
@@ -182,10 +188,10 @@ def train_on(
         distributed.barrier()
         return Outcome(model, result, refit, None, None, None)
     valid = evaluate_model(
-        config, ModelScorer(chosen, config.model.max_len), prepared.split.task("valid")
+        config, ModelScorer(chosen, config.model.max_len), held_out(config, prepared.split, "valid")
     )
     test = evaluate_model(
-        config, ModelScorer(model, config.model.max_len), prepared.split.task("test")
+        config, ModelScorer(model, config.model.max_len), held_out(config, prepared.split, "test")
     )
     outcome = Outcome(model, result, refit, valid, test, None)
     if config.ranker.enabled:
@@ -260,7 +266,7 @@ def with_ranker(
         ranker.info["seconds"]["past_model"] = seconds_past  # 0: trained before, by the caller
     results = {}
     for stage, model in (("valid", chosen), ("test", outcome.model)):
-        task = split.task(stage)
+        task = held_out(config, split, stage)
         scorer = ranker_scorer(
             ranker, prepared.dataset, features, task.fit, ModelScorer(model, max_len)
         )
@@ -363,11 +369,13 @@ def run_eval(
     split: str | None = None,
     remove_seen: bool | None = None,
     cache_dir: Path | None = None,
+    users: int | None = None,
 ) -> EvalOutcome:
     """Evaluate a bundle on a dataset sharing its item ids (`seqrec eval`).
 
     The data is split as the bundle's was (``split``: another ``split.method``) and the
-    ``stage`` part ranked under the bundle's protocol (``remove_seen`` overrides it). Items the
+    ``stage`` part ranked under the bundle's protocol (``remove_seen`` and ``users``, the
+    ``eval.users`` sample, override it). Items the
     bundle has never seen are encoded from their content with its fitted featurizer. A
     two-stage bundle ranks with its ranker, whose features read the evaluated data's log (the
     stage's fit table) before each shopper's cutoff, as the service reads its recent events.
@@ -378,9 +386,11 @@ def run_eval(
     config = bundle.config
     if remove_seen is not None:
         config = replace(config, eval=replace(config.eval, remove_seen=remove_seen))
+    if users is not None:  # a seeded sample of this many users (0: all), `held_out`
+        config = replace(config, eval=replace(config.eval, users=users))
     dataset = load_data(config, data_path)
     model, features, new_items = model_for_catalogue(bundle, dataset.items, cache_dir)
-    task = split_dataset(dataset, other_split or config.split).task(stage)
+    task = held_out(config, split_dataset(dataset, other_split or config.split), stage)
     model_scorer = ModelScorer(model, config.model.max_len)
     scorer: ModelScorer | RankerScorer = model_scorer
     if bundle.ranker is not None:  # over the evaluated data's log before each cutoff

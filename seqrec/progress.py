@@ -136,8 +136,33 @@ def _bar_task(description: str, total: int | None) -> Iterator[Advance]:
 @contextmanager
 def _line_task(description: str, total: int | None, unit: str) -> Iterator[Advance]:
     """Plain lines: at the start, every ``EVERY`` seconds while running, at the end."""
+    advance, finish = _line_counter(description, total, unit)
+    yield advance
+    finish()
+
+
+def line_advance(description: str, total: int, unit: str = "") -> Advance:
+    """The plain lines of a stage that ends when ``total`` units are done, for code that is
+    handed an advance function rather than a block to run (`seqrec.features.cache`)."""
+    advance, finish = _line_counter(description, total, unit)
+    state = {"done": 0}
+
+    def counted(count: int) -> None:
+        advance(count)
+        state["done"] += count
+        if state["done"] >= total:
+            finish()
+
+    return counted
+
+
+def _line_counter(
+    description: str, total: int | None, unit: str
+) -> tuple[Advance, Callable[[], None]]:
+    """(advance, finish) of a stage written as lines: at its start (once past ``QUIET``
+    seconds), every ``EVERY`` seconds while running, and once at the end."""
     started = time.monotonic()
-    state = {"done": 0, "said": started, "begun": False}
+    state = {"done": 0, "said": started, "begun": False, "ended": False}
     size = f": {total:,} {unit}".rstrip() if total is not None else ""
 
     def begin(now: float) -> bool:
@@ -155,6 +180,9 @@ def _line_task(description: str, total: int | None, unit: str) -> Iterator[Advan
             of = f" / {total:,}" if total is not None else ""
             line(f"{description}: {state['done']:,}{of} {unit}".rstrip())
 
-    yield advance
-    if begin(time.monotonic()):
-        line(f"{description}: done in {time.monotonic() - started:.1f} s")
+    def finish() -> None:
+        if not state["ended"] and begin(time.monotonic()):
+            state["ended"] = True
+            line(f"{description}: done in {time.monotonic() - started:.1f} s")
+
+    return advance, finish

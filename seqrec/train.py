@@ -334,10 +334,7 @@ def _validation_task(
     of ``config.valid_users`` of them if set, and under torchrun this rank's share."""
     if fixed_epochs is not None:
         return None
-    task = split.task("valid")
-    if config.valid_users and len(task) > config.valid_users:
-        rng = np.random.default_rng(config.seed)
-        task = task.subset(np.sort(rng.choice(len(task), config.valid_users, replace=False)))
+    task = split.task("valid").sample(config.valid_users, config.seed)
     if len(task) == 0:
         raise DataError(
             "no validation user (history in train, target in valid): cannot pick an epoch"
@@ -386,6 +383,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         "steps": steps,
         "train_seconds": seconds,
         "sequences_per_second": sequences / seconds,
+        # predicted positions: this process's, times the processes (equal shares)
+        "positions_per_second": total_positions * world / seconds,
     }
 
 

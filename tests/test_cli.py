@@ -406,3 +406,31 @@ def test_eval_split_takes_either_spelling_and_names_the_flag(tmp_path, monkeypat
     assert "--split = 'last-basket' is not one of: leave_last_out," in " ".join(
         result.output.split()
     )
+
+
+def test_serve_set_reaches_the_service_config(tmp_path, monkeypatch):
+    import seqrec.serve
+
+    started = {}
+    monkeypatch.setattr(seqrec.serve, "run_server", lambda bundle, **kw: started.update(kw))
+    args = ["serve", "--bundle", str(tmp_path), "--db", "events.db"]
+    args += ["--set", "event_window_days=30", "--set", 'event_types=["purchase"]']
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = started["config"]
+    assert (config.event_window_days, config.event_types) == (30, ["purchase"])
+    assert config.db == "events.db" and config.runtime == "auto"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("event_window_days=0", "serve.event_window_days = 0.0 must be > 0"),
+        ("window=3", "unknown key serve.window"),
+        ('event_types=["buy"]', "serve.event_types[0] = 'buy' is not one of"),
+    ],
+)
+def test_serve_set_refuses_bad_settings_by_name(tmp_path, setting, message):
+    result = runner.invoke(app, ["serve", "--bundle", str(tmp_path), "--set", setting])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output

@@ -55,6 +55,17 @@ def test_eval_split_and_stage_take_either_spelling(bundle, demo_shop, tmp_path):
     assert other.result.metrics != pytest.approx(written)
 
 
+def test_eval_users_ranks_a_seeded_sample_of_the_users(bundle, demo_shop, tmp_path):
+    written, output = _eval_json(bundle, demo_shop, tmp_path, "--users", "7")
+    assert "test (7 users)" in output
+    outcome = run_eval(bundle, demo_shop, cache_dir=tmp_path / "cache", users=7)
+    assert outcome.users == 7
+    assert outcome.result.metrics == pytest.approx(written, nan_ok=True)
+    whole = run_eval(bundle, demo_shop, cache_dir=tmp_path / "cache", users=0)
+    assert whole.users > 7 and whole.result.counts["users"] == whole.users
+    assert outcome.result.counts["users"] == 7
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -76,3 +76,24 @@ def test_the_neighbour_graph_reports_its_stage(capsys):
     neighbour_graph(content, 5, name="text")
     err = capsys.readouterr().err
     assert "neighbour graph text: 40 items" in err and "neighbour graph text: done in" in err
+
+
+def test_an_encoder_task_writes_lines_when_not_in_a_terminal(capsys, monkeypatch):
+    from seqrec.features.cache import progress_task
+
+    class Bar:  # a command's bar: drawn to a file, it would show only at its end
+        def add_task(self, description, total=None):
+            raise AssertionError("lines, not a bar task, when standard error is a file")
+
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    advance = progress_task(Bar(), "images (efficientnet_lite0)", 5)
+    advance(2)
+    advance(3)
+    lines = [LINE.sub("", text) for text in capsys.readouterr().err.splitlines()]
+    assert lines[0] == "images (efficientnet_lite0): 5 items"
+    assert lines[1:3] == [
+        "images (efficientnet_lite0): 2 / 5 items",
+        "images (efficientnet_lite0): 5 / 5 items",
+    ]
+    assert re.fullmatch(r"images \(efficientnet_lite0\): done in \d+\.\d s", lines[3])
+    assert progress_task(None, "images", 5)(5) is None and capsys.readouterr().err == ""

@@ -86,6 +86,9 @@ def test_steps_per_epoch_ends_the_epoch_early(prepared, tiny_config, monkeypatch
     assert every > 2, "the demo shop must have more than two batches for this test"
     row = one_epoch(prepared, tiny_config, steps_per_epoch=2)
     assert len(steps) == 2 and row["steps"] == 2
+    batch = tiny_config.train.batch_size  # two full batches: their sequences, >= 1 position each
+    assert row["sequences_per_second"] * row["train_seconds"] == pytest.approx(2 * batch)
+    assert row["positions_per_second"] >= row["sequences_per_second"]
     steps.clear()
     row = one_epoch(prepared, tiny_config, steps_per_epoch=0)
     assert len(steps) == every and row["steps"] == every

@@ -95,6 +95,14 @@ class EvalTask:
         seen[self.fit["item_idx"].to_numpy()] = True
         return ~seen
 
+    def sample(self, users: int, seed: int) -> EvalTask:
+        """A seeded sample of ``users`` of the task's users (kept in order); the task itself
+        when it has no more than that, or ``users`` is 0."""
+        if users == 0 or len(self) <= users:
+            return self
+        rng = np.random.default_rng(seed)
+        return self.subset(np.sort(rng.choice(len(self), users, replace=False)))
+
     def subset(self, rows: np.ndarray) -> EvalTask:
         """The task restricted to the given user rows (for samples and batches)."""
         histories, targets, times = self.histories(), self.targets(), self.times()

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from seqrec.data.dataset import DataError
+from seqrec.progress import interactive, line_advance
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +258,12 @@ class VectorCache:
 
 
 def progress_task(progress: Any, description: str, total: int) -> Callable[[int], None]:
-    """A task on a `rich.progress.Progress` (or None) and a function that advances it."""
+    """A task on a `rich.progress.Progress` (None: nothing shown) and a function that advances
+    it; where standard error is not a terminal, the stage's plain lines instead (a bar drawn
+    to a file shows only at its end)."""
     if progress is None:
         return lambda n: None
+    if not interactive():
+        return line_advance(description, total, "items")
     task = progress.add_task(description, total=total)
     return lambda n: progress.update(task, advance=n)

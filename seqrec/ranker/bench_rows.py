@@ -34,7 +34,7 @@ from seqrec.bench import BenchRow
 from seqrec.bundle_ranker import ranker_reads_model, ranker_scorer
 from seqrec.config import ExperimentConfig
 from seqrec.data.split import EvalTask
-from seqrec.experiment import Outcome, Prepared, evaluate_model, with_ranker
+from seqrec.experiment import Outcome, Prepared, evaluate_model, held_out, with_ranker
 from seqrec.models.recommender import SequenceRecommender, build_model
 from seqrec.ranker.candidates import candidate_recall, dense_scores, generate, merge, n_of
 from seqrec.ranker.config import RankerConfig
@@ -246,7 +246,7 @@ class RankerBench:
         reads = ranker_reads_model(config.ranker)
         results, summary = {}, RankerSummary(max_candidates=config.ranker.max_candidates)
         for stage, model in (("valid", self.chosen), ("test", self.trained.model)):
-            task = split.task(stage)
+            task = held_out(config, split, stage)
             scorer = ModelScorer(model, config.model.max_len) if reads else None
             context = ranker_context(
                 self.prepared.dataset, self.prepared.features, task.fit, scorer
@@ -273,7 +273,8 @@ def _test_scorers(bench: RankerBench) -> dict:
     """The main ranker and every baseline as test scorers (baselines fitted on test's fit)."""
     from seqrec.bench import baseline_rankers  # seqrec.bench imports this module lazily
 
-    prepared, task = bench.prepared, bench.prepared.split.task("test")
+    prepared = bench.prepared
+    task = held_out(bench.config, prepared.split, "test")
     fitted = bench.fitted[MAIN_ROW]
     assert fitted.ranker is not None
     model = ModelScorer(bench.trained.model, bench.config.model.max_len)
@@ -324,7 +325,7 @@ def ranker_rows(
         add(bench.ranker_row(name, "ranker ablation", ablated)[0])
     row, summary = bench.candidates_row()
     add(row)
-    notes += warm_cold_notes(config, _test_scorers(bench), prepared.split.task("test"))
+    notes += warm_cold_notes(config, _test_scorers(bench), held_out(config, prepared.split, "test"))
     top = sorted(importance.items(), key=lambda pair: -pair[1])[:TOP_FEATURES]
     summary.importance = {name: float(value) for name, value in top}
     summary.notes = notes

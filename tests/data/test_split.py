@@ -144,6 +144,20 @@ def test_eval_task_histories_and_targets_line_up():
     assert list(sub.histories()[0]) == list(histories[1])
 
 
+def test_a_sample_of_an_eval_task_is_seeded_and_keeps_its_rows_whole():
+    task = split_dataset(random_dataset(seed=4), SplitConfig("leave_last_out")).task("test")
+    sample = task.sample(5, seed=1)
+    assert len(sample) == 5 and list(sample.users) == sorted(
+        sample.users, key=list(task.users).index
+    )
+    assert list(task.sample(5, seed=1).users) == list(sample.users)  # the same users again
+    rows = [list(task.users).index(user) for user in sample.users]
+    for row, history, target in zip(rows, sample.histories(), sample.targets(), strict=True):
+        assert list(history) == list(task.histories()[row])
+        assert list(target) == list(task.targets()[row])
+    assert task.sample(0, seed=1) is task and task.sample(len(task), seed=1) is task
+
+
 def test_a_refit_split_moves_validation_into_train():
     split = split_dataset(random_dataset(seed=4), SplitConfig("leave_last_out"))
     refit = split.with_valid_in_train()
