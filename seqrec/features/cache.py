@@ -259,11 +259,16 @@ class VectorCache:
 
 def progress_task(progress: Any, description: str, total: int) -> Callable[[int], None]:
     """A task on a `rich.progress.Progress` (None: nothing shown) and a function that advances
-    it; where standard error is not a terminal, the stage's plain lines instead (a bar drawn
-    to a file shows only at its end)."""
+    it; where standard error is not a terminal, it also writes the stage's plain lines (a bar
+    drawn to a file shows only at its end)."""
     if progress is None:
         return lambda n: None
-    if not interactive():
-        return line_advance(description, total, "items")
     task = progress.add_task(description, total=total)
-    return lambda n: progress.update(task, advance=n)
+    lines = None if interactive() else line_advance(description, total, "items")
+
+    def advance(count: int) -> None:
+        progress.update(task, advance=count)
+        if lines is not None:
+            lines(count)
+
+    return advance
