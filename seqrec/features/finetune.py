@@ -196,7 +196,8 @@ def finetune_images(  # noqa: PLR0913 (the inputs of one command)
     report.weights = str(tower.resolve())
     if cache_dir is not False:
         tuned = _tuned_config(config, str(out.resolve()))
-        vectors = _embed(tail, projection, task.cache)  # [N, dim]
+        output = None if finetune.output == "pooled" else projection  # what the tower encodes
+        vectors = _embed(tail, output, task.cache)  # [N, dim] or [N, backbone width]
         _cache_vectors(tuned, root, keys, vectors, task.cache.ok)
     report.seconds["encode"] = time.perf_counter() - clock
     (out / "finetune.json").write_text(json.dumps(report.to_dict(), indent=2))

@@ -10,6 +10,7 @@ PREPROCESSING = ("pad", "crop")
 PAD_COLORS = ("white", "edge")
 RUNTIMES = ("onnx", "torch")
 OBJECTIVES = ("attributes", "co_purchase")
+TOWER_OUTPUTS = ("projection", "pooled")
 
 
 @dataclass
@@ -26,6 +27,9 @@ class FinetuneConfig:
     min_class_items: int = at_least(1, 20)  # rarer classes (training items) merge into "other"
     trainable_blocks: int = at_least(1, 1)  # last backbone stages tuned; the rest runs once
     dim: int = at_least(8, 256)  # projection width: the tuned image vector
+    # what a tuned tower encodes an image as: "projection", the dim-wide head the objectives
+    # train; "pooled", the tuned backbone's pooled features under it (the backbone's width)
+    output: str = choice("projection", *TOWER_OUTPUTS)
     views: int = at_least(0, 1)  # augmented views per image cached, besides the plain one
     epochs: int = at_least(1, 2)
     batch_size: int = at_least(2, 256)

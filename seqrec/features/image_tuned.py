@@ -78,14 +78,19 @@ def split_stages(stages: list[nn.Module], trainable: int) -> tuple[nn.Sequential
 
 
 class TunedTower(nn.Module):
-    """Normalised images [B, 3, S, S] -> tuned embeddings [B, dim]."""
+    """Normalised images [B, 3, S, S] -> tuned embeddings: the projection's [B, dim], or with
+    ``pooled`` the tuned backbone's pooled features under it [B, C]."""
 
-    def __init__(self, trunk: nn.Module, tail: nn.Module, projection: nn.Linear):
+    def __init__(
+        self, trunk: nn.Module, tail: nn.Module, projection: nn.Linear, pooled: bool = False
+    ):
         super().__init__()
         self.trunk, self.tail, self.projection = trunk, tail, projection
+        self.pooled = pooled
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.tail(self.trunk(images)))
+        features = self.tail(self.trunk(images))  # [B, C]
+        return features if self.pooled else self.projection(features)
 
 
 def base_config(config: ImageConfig) -> ImageConfig:
@@ -108,9 +113,10 @@ def tower_path(weights: str) -> Path:
 
 
 def tower_id(config: ImageConfig) -> str:
-    """The tuned tower's content hash, for cache keys."""
+    """The tuned tower's content hash and what it outputs, for cache keys."""
     assert config.finetune.weights is not None
-    return f"tuned:{hash_file(tower_path(config.finetune.weights))}"
+    output = "" if config.finetune.output == "projection" else f":{config.finetune.output}"
+    return f"tuned:{hash_file(tower_path(config.finetune.weights))}{output}"
 
 
 def tower_metadata(path: Path) -> dict[str, Any]:
@@ -173,6 +179,8 @@ def load_tower(config: ImageConfig) -> tuple[TunedTower, int]:
         projection.load_state_dict(_part(tensors, "projection."))
     except RuntimeError as error:
         raise DataError(f"the tuned image tower {path} does not fit: {str(error)[:300]}") from None
+    if config.finetune.output == "pooled":
+        return TunedTower(trunk, tail, projection, pooled=True).eval(), int(meta["in_dim"])
     return TunedTower(trunk, tail, projection).eval(), int(meta["dim"])
 
 

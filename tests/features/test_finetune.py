@@ -85,6 +85,40 @@ def test_tuned_catalogue_vectors_match_the_tuned_encoder(shop, run):
     assert fresh.shape[1] == TINY.finetune.dim
 
 
+def test_a_pooled_tower_encodes_the_tuned_features_under_the_projection(shop, run):
+    _, tower, cache_dir = run
+    projected = tuned(TINY, tower)
+    pooled = dataclasses.replace(
+        projected, finetune=dataclasses.replace(projected.finetune, output="pooled")
+    )
+    assert image_settings(pooled) != image_settings(projected)  # its own cache entries
+    paths = shop.items["image_path"].tolist()[:6]
+    vectors, mask = encode_images(paths, pooled, cache_dir=cache_dir)
+    network = build_backbone(pooled)
+    assert mask.all() and vectors.shape[1] == network.dim != TINY.finetune.dim
+    pixels = [normalise(load_image(path, pooled), network.mean, network.std) for path in paths]
+    images = torch.from_numpy(np.stack(pixels))  # [B, 3, S, S]
+    with torch.no_grad():
+        features = network.module.tail(network.module.trunk(images))  # [B, C]
+        projected_vectors = network.module.projection(features)  # [B, dim]
+    np.testing.assert_allclose(vectors, features.numpy(), atol=1e-4)
+    head, _ = encode_images(paths, projected, cache_dir=cache_dir)
+    np.testing.assert_allclose(head, projected_vectors.numpy(), atol=1e-4)
+
+
+def test_a_pooled_tuning_caches_what_its_tower_encodes(shop, tmp_path):
+    config = dataclasses.replace(
+        TINY, finetune=dataclasses.replace(TINY.finetune, epochs=1, output="pooled")
+    )
+    cache_dir = tmp_path / "cache"
+    finetune_images(shop, config, SplitConfig(), tmp_path / "tower", cache_dir=cache_dir)
+    paths = shop.items["image_path"].tolist()
+    cached, mask = encode_images(paths, tuned(config, tmp_path / "tower"), cache_dir=cache_dir)
+    fresh, _ = encode_images(paths[:8], tuned(config, tmp_path / "tower"))  # the whole tower
+    assert mask.all() and cached.shape[1] == build_backbone(TINY).dim
+    np.testing.assert_allclose(cached[:8], fresh, atol=1e-4)
+
+
 def test_cache_key_changes_with_the_tuned_weights(shop, run, tmp_path):
     report, tower, _ = run
     first = image_settings(tuned(TINY, tower))
