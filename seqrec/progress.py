@@ -144,23 +144,16 @@ def _line_task(description: str, total: int | None, unit: str) -> Iterator[Advan
 def line_advance(description: str, total: int, unit: str = "") -> Advance:
     """The plain lines of a stage that ends when ``total`` units are done, for code that is
     handed an advance function rather than a block to run (`seqrec.features.cache`)."""
-    advance, finish = _line_counter(description, total, unit)
-    state = {"done": 0}
-
-    def counted(count: int) -> None:
-        advance(count)
-        state["done"] += count
-        if state["done"] >= total:
-            finish()
-
-    return counted
+    advance, _ = _line_counter(description, total, unit, end_at_total=True)
+    return advance
 
 
 def _line_counter(
-    description: str, total: int | None, unit: str
+    description: str, total: int | None, unit: str, end_at_total: bool = False
 ) -> tuple[Advance, Callable[[], None]]:
     """(advance, finish) of a stage written as lines: at its start (once past ``QUIET``
-    seconds), every ``EVERY`` seconds while running, and once at the end."""
+    seconds), every ``EVERY`` seconds while running, and once at the end (``finish``, or with
+    ``end_at_total`` the advance that reaches ``total``)."""
     started = time.monotonic()
     state = {"done": 0, "said": started, "begun": False, "ended": False}
     size = f": {total:,} {unit}".rstrip() if total is not None else ""
@@ -179,6 +172,8 @@ def _line_counter(
             state["said"] = now
             of = f" / {total:,}" if total is not None else ""
             line(f"{description}: {state['done']:,}{of} {unit}".rstrip())
+        if end_at_total and total is not None and state["done"] >= total:
+            finish()
 
     def finish() -> None:
         if not state["ended"] and begin(time.monotonic()):

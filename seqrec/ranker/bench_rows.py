@@ -269,12 +269,12 @@ class RankerBench:
         return row, summary
 
 
-def _test_scorers(bench: RankerBench) -> dict:
-    """The main ranker and every baseline as test scorers (baselines fitted on test's fit)."""
+def _test_scorers(bench: RankerBench, task: EvalTask) -> dict:
+    """The main ranker and every baseline as scorers of the test ``task`` (baselines fitted on
+    its fit table)."""
     from seqrec.bench import baseline_rankers  # seqrec.bench imports this module lazily
 
     prepared = bench.prepared
-    task = held_out(bench.config, prepared.split, "test")
     fitted = bench.fitted[MAIN_ROW]
     assert fitted.ranker is not None
     model = ModelScorer(bench.trained.model, bench.config.model.max_len)
@@ -325,7 +325,8 @@ def ranker_rows(
         add(bench.ranker_row(name, "ranker ablation", ablated)[0])
     row, summary = bench.candidates_row()
     add(row)
-    notes += warm_cold_notes(config, _test_scorers(bench), held_out(config, prepared.split, "test"))
+    test_task = held_out(config, prepared.split, "test")
+    notes += warm_cold_notes(config, _test_scorers(bench, test_task), test_task)
     top = sorted(importance.items(), key=lambda pair: -pair[1])[:TOP_FEATURES]
     summary.importance = {name: float(value) for name, value in top}
     summary.notes = notes

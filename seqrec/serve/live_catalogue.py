@@ -28,7 +28,6 @@ import logging
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,9 +303,13 @@ class LiveCatalogue:
             self.featurizer = bundle_featurizer(self.root)
         return self.featurizer
 
-    def unavailable(self, rec: Recommender, ids: Iterable[str]) -> np.ndarray:
-        """[U] indices in ``rec`` of the item ids out of sale."""
-        return np.array(sorted(rec.index[i] for i in ids if i in rec.index), dtype=np.int64)
+    def mark_sold_out(self, rec: Recommender) -> None:
+        """Set ``rec.unavailable``: [U] its indices of the items the database says are out of
+        sale."""
+        ids = self.store.unavailable_ids()
+        rec.unavailable = np.array(
+            sorted(rec.index[i] for i in ids if i in rec.index), dtype=np.int64
+        )
 
     def serving(self, bundle: Bundle, runtime: str, base: Recommender | None = None) -> Serving:
         """A `Serving` of ``bundle`` scored by ``runtime``, its sold-out items excluded."""
@@ -315,7 +318,7 @@ class LiveCatalogue:
         else:
             with self.exporting:  # torch's ONNX export is not thread-safe
                 rec = Recommender(bundle, runtime=runtime, base=base)
-        rec.unavailable = self.unavailable(rec, self.store.unavailable_ids())
+        self.mark_sold_out(rec)
         config = self.config
         if self.first_batcher is None:
             batcher = self.first_batcher = MicroBatcher(
@@ -370,7 +373,7 @@ class LiveCatalogue:
             if item_id not in rec.index:
                 return False
             self.store.set_available(item_id, available, create=True)
-            rec.unavailable = self.unavailable(rec, self.store.unavailable_ids())
+            self.mark_sold_out(rec)
             return True
 
     def sync(self) -> int:
@@ -395,7 +398,7 @@ class LiveCatalogue:
                 serving = self.serving(bundle, QUICK_RUNTIME, base=current)
                 self.swap(bundle, serving)
             else:
-                current.unavailable = self.unavailable(current, self.store.unavailable_ids())
+                self.mark_sold_out(current)
             return len(added)
 
     def watch(self) -> None:
