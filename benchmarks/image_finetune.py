@@ -13,7 +13,14 @@ frozen and the tuned vectors on validation and test, and the paired bootstrap di
 
 ``--tower DIR`` takes a tower tuned before (its figures from the last report) instead of tuning
 one; ``--models`` also trains the config's model (the fused one of ``experiments/hm.toml``)
-with the frozen and with the tuned image features and reports their paired difference.
+with the frozen and with the tuned image features and reports their paired difference; with a
+config whose ``[ranker]`` is enabled, that is the two-stage ranker over its model:
+
+    python benchmarks/image_finetune.py --config experiments/hm_ranker.toml \
+        --tower runs/image_finetune --set 'ranker.without=[]' --models \
+        --name image_finetune_ranker
+
+``--name`` names the report (``benchmarks/results/NAME.md/.json``).
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE overrides")
     parser.add_argument("--tower", default=None, help="a tuned tower to reuse (no tuning)")
     parser.add_argument("--models", action="store_true", help="train the model frozen vs tuned")
+    parser.add_argument("--name", default="image_finetune", help="the report's file name")
     args = parser.parse_args()
 
     from seqrec.config import parse_set
@@ -111,8 +119,8 @@ def main() -> None:
     if args.models:
         figures["models"] = compare_models(config, args.data, image, tuned, args.cache_dir)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "image_finetune.json").write_text(json.dumps(figures, indent=2, default=str))
-    (results / "image_finetune.md").write_text(render(figures))
+    (results / f"{args.name}.json").write_text(json.dumps(figures, indent=2, default=str))
+    (results / f"{args.name}.md").write_text(render(figures))
     print(render(figures))
 
 
@@ -129,7 +137,10 @@ def compare_models(config, data: str, frozen: ImageConfig, tuned: ImageConfig, c
         outcomes[name] = train_on(run, prepared)
         seconds[name] = time.perf_counter() - start
     metric = config.eval.main_metric
-    figures: dict = {"seconds": seconds, "model": config.model.model}
+    model = config.model.model
+    if config.ranker.enabled:  # its figures are the two-stage ranker's
+        model = f"two-stage ranker over {model}, ranker.without = {config.ranker.without}"
+    figures: dict = {"seconds": seconds, "model": model}
     for stage in ("valid", "test"):
         results = {name: getattr(outcome, stage) for name, outcome in outcomes.items()}
         figures[stage] = {name: result.metrics[metric] for name, result in results.items()}
@@ -171,12 +182,19 @@ def render(figures: dict) -> str:
         "",
         "## Held-out attribute accuracy",
         "",
-        "| attribute | classes | linear probe on frozen | tuned tower |",
-        "| --- | --- | --- | --- |",
+        "Logistic-regression probes fitted on the training items, scored on the held-out ones; "
+        "the tuned heads exist only with the attributes objective.",
+        "",
+        "| attribute | classes | probe on frozen | probe on tuned | tuned heads |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for column, scores in report["accuracy"].items():
         classes = report["attributes"][column]
-        lines.append(f"| {column} | {classes} | {scores['probe']:.3f} | {scores['tuned']:.3f} |")
+        heads = f"{scores['tuned']:.3f}" if "tuned" in scores else "-"
+        lines.append(
+            f"| {column} | {classes} | {scores['probe']:.3f} | "
+            f"{scores.get('tuned_probe', float('nan')):.3f} | {heads} |"
+        )
     lines += [
         "",
         f"## Image-embedding content KNN, {metric}",

@@ -10,8 +10,9 @@ Steps, cheap on a CPU because the frozen part of the network runs once per image
 2. the frozen trunk over the plain image and ``views`` augmented views (`TrunkCache`);
 3. epochs over the trunk outputs: tail + projection + one linear head per attribute, trained
    with the chosen objectives (`attribute_loss`, `co_purchase_loss`, weighted and summed);
-4. held-out attribute accuracy: the tuned heads against a logistic-regression probe on the
-   frozen features;
+4. held-out attribute accuracy, measured whatever the objectives: the same logistic-regression
+   probe on the frozen features and on the vectors the tuned tower serves, and the tuned heads
+   where the attributes objective trained them;
 5. the tower saved as ``DIR/image_tower.safetensors`` and the catalogue's tuned vectors put in
    the feature cache under the tuned tower's key, where ``features.image.finetune.weights =
    "DIR"`` finds them (``seqrec train`` / ``bench``; bundles encode new items with it).
@@ -188,7 +189,9 @@ def finetune_images(  # noqa: PLR0913 (the inputs of one command)
     _train(tail, projection, heads, task, finetune, report)
     report.seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    report.accuracy = _accuracy(frozen, tail, projection, heads, task)
+    served = _embed(tail, None if finetune.output == "pooled" else projection, task.cache)
+    trained_heads = heads if "attributes" in finetune.objectives else None
+    report.accuracy = _accuracy(frozen, served, tail, projection, trained_heads, task)
     report.seconds["probe"] = time.perf_counter() - clock
     clock = time.perf_counter()
     tower = out / TOWER_FILE
@@ -196,9 +199,7 @@ def finetune_images(  # noqa: PLR0913 (the inputs of one command)
     report.weights = str(tower.resolve())
     if cache_dir is not False:
         tuned = _tuned_config(config, str(out.resolve()))
-        output = None if finetune.output == "pooled" else projection  # what the tower encodes
-        vectors = _embed(tail, output, task.cache)  # [N, dim] or [N, backbone width]
-        _cache_vectors(tuned, root, keys, vectors, task.cache.ok)
+        _cache_vectors(tuned, root, keys, served, task.cache.ok)
     report.seconds["encode"] = time.perf_counter() - clock
     (out / "finetune.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
@@ -216,18 +217,15 @@ def _prepare(dataset, config: ImageConfig, split: SplitConfig, keys, report) -> 
     groups = items[schema.group_column] if schema.group_column else items["item_id"]
     heldout = holdout_items(groups, finetune.holdout, finetune.seed)
     has_image = np.array([key is not None for key in keys])
-    attributes: list[Attribute] = []
-    if "attributes" in finetune.objectives:
-        columns = finetune.attribute_columns
-        columns = list(schema.category_columns if columns is None else columns)
-        attributes = attribute_labels(
-            items, columns, ~heldout & has_image, finetune.min_class_items
+    columns = finetune.attribute_columns
+    columns = list(schema.category_columns if columns is None else columns)
+    # labelled whatever the objectives: held-out accuracy is measured on them
+    attributes = attribute_labels(items, columns, ~heldout & has_image, finetune.min_class_items)
+    if not attributes and "attributes" in finetune.objectives:
+        raise DataError(
+            "the attributes objective needs item category columns with 2+ classes "
+            "(features.image.finetune.attribute_columns)"
         )
-        if not attributes:
-            raise DataError(
-                "the attributes objective needs item category columns with 2+ classes "
-                "(features.image.finetune.attribute_columns)"
-            )
     pairs = np.zeros((0, 2), dtype=np.int64)
     if "co_purchase" in finetune.objectives:
         train = split_dataset(dataset, split).train
@@ -265,7 +263,7 @@ def _train(tail, projection, heads, task: _Task, finetune, report: FinetuneRepor
     parameters = [*tail.parameters(), *projection.parameters(), *heads.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=finetune.lr, weight_decay=finetune.weight_decay)
     rng = np.random.default_rng(finetune.seed)
-    use_attributes = bool(task.attributes)
+    use_attributes = bool(task.attributes) and "attributes" in finetune.objectives
     use_pairs = len(task.pairs) >= 2 and "co_purchase" in finetune.objectives
     steps = max(1, math.ceil(len(task.train_rows) / finetune.batch_size))
     if not use_attributes:
@@ -316,32 +314,39 @@ def _embed(tail: nn.Module, projection: nn.Module | None, cache: TrunkCache) -> 
     return vectors
 
 
-def _accuracy(frozen, tail, projection, heads, task: _Task) -> dict[str, dict[str, float]]:
-    """Per attribute: held-out accuracy of a logistic-regression probe on the frozen features
-    and of the tuned tower's head."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(frozen[task.train_rows])
-    tuned = _embed(tail, projection, task.cache)
+def _accuracy(frozen, served, tail, projection, heads, task: _Task) -> dict[str, dict[str, float]]:
+    """Per attribute, on the held-out items: a logistic-regression probe fitted on the training
+    items' frozen features (``probe``) and the same probe on the vectors the tuned tower serves
+    (``tuned_probe``); with ``heads`` (the attributes objective), the tuned heads (``tuned``)."""
+    tuned = _embed(tail, projection, task.cache) if heads is not None else None
     out = {}
     for k, attribute in enumerate(task.attributes):
         train = task.train_rows[task.codes[task.train_rows, k] >= 0]
         test = task.heldout_rows[task.codes[task.heldout_rows, k] >= 0]
         if len(test) == 0 or len(np.unique(task.codes[train, k])) < 2:
             continue
-        probe = LogisticRegression(max_iter=300, C=0.5)
-        probe.fit(scaler.transform(frozen[train]), task.codes[train, k])
-        probe_hits = probe.predict(scaler.transform(frozen[test])) == task.codes[test, k]
-        with torch.inference_mode():
-            logits = heads[k](torch.from_numpy(tuned[test]))  # [T, C]
-        tuned_hits = logits.argmax(1).numpy() == task.codes[test, k]
-        out[attribute.column] = {
-            "probe": float(probe_hits.mean()),
-            "tuned": float(tuned_hits.mean()),
-            "items": float(len(test)),
+        labels = task.codes[:, k]
+        scores = {
+            "probe": _probe_accuracy(frozen, labels, train, test),
+            "tuned_probe": _probe_accuracy(served, labels, train, test),
         }
+        if heads is not None and tuned is not None:
+            with torch.inference_mode():
+                logits = heads[k](torch.from_numpy(tuned[test]))  # [T, C]
+            scores["tuned"] = float((logits.argmax(1).numpy() == labels[test]).mean())
+        out[attribute.column] = {**scores, "items": float(len(test))}
     return out
+
+
+def _probe_accuracy(vectors: np.ndarray, labels: np.ndarray, train, test) -> float:
+    """Held-out accuracy of a logistic regression on standardised ``vectors`` [N, D]."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(vectors[train])
+    probe = LogisticRegression(max_iter=300, C=0.5)
+    probe.fit(scaler.transform(vectors[train]), labels[train])
+    return float((probe.predict(scaler.transform(vectors[test])) == labels[test]).mean())
 
 
 def _cache_vectors(config: ImageConfig, root: Path, keys, vectors: np.ndarray, ok) -> None:

@@ -60,6 +60,9 @@ def test_fine_tuning_lowers_the_loss_and_measures_held_out_items(run):
     assert report.losses[-1]["co_purchase"] < report.losses[0]["co_purchase"]
     assert (tower / TOWER_FILE).is_file()
     assert set(report.accuracy) == {"category", "colour"}
+    for scores in report.accuracy.values():  # both probes, and the heads the objective trained
+        assert set(scores) == {"probe", "tuned_probe", "tuned", "items"}
+        assert all(0.0 <= scores[name] <= 1.0 for name in ("probe", "tuned_probe", "tuned"))
     assert report.heldout_items > 0 and report.pairs > 0
 
 
@@ -106,12 +109,18 @@ def test_a_pooled_tower_encodes_the_tuned_features_under_the_projection(shop, ru
     np.testing.assert_allclose(head, projected_vectors.numpy(), atol=1e-4)
 
 
-def test_a_pooled_tuning_caches_what_its_tower_encodes(shop, tmp_path):
-    config = dataclasses.replace(
-        TINY, finetune=dataclasses.replace(TINY.finetune, epochs=1, output="pooled")
+def test_a_pooled_co_purchase_tuning_caches_what_its_tower_encodes(shop, tmp_path):
+    finetune = dataclasses.replace(
+        TINY.finetune, epochs=1, output="pooled", objectives=["co_purchase"]
     )
+    config = dataclasses.replace(TINY, finetune=finetune)
     cache_dir = tmp_path / "cache"
-    finetune_images(shop, config, SplitConfig(), tmp_path / "tower", cache_dir=cache_dir)
+    report = finetune_images(shop, config, SplitConfig(), tmp_path / "tower", cache_dir=cache_dir)
+    # no heads were trained, so the held-out accuracy is the probe on frozen vs on tuned vectors
+    assert set(report.accuracy) == {"category", "colour"}
+    assert all(
+        set(scores) == {"probe", "tuned_probe", "items"} for scores in report.accuracy.values()
+    )
     paths = shop.items["image_path"].tolist()
     cached, mask = encode_images(paths, tuned(config, tmp_path / "tower"), cache_dir=cache_dir)
     fresh, _ = encode_images(paths[:8], tuned(config, tmp_path / "tower"))  # the whole tower
