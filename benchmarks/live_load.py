@@ -70,6 +70,7 @@ class LiveConfig:
     warmup_seconds: float = 2.0  # reads before the phases, not counted
     seed: int = 0
     workers: int = 1  # server processes (`seqrec serve --workers`)
+    thread: int = 1  # 1: rank in a worker thread, 0: in the event loop (ServeConfig.thread)
     repeats: int = 1  # whole runs (a fresh server and database each), reported one by one
 
 
@@ -202,7 +203,8 @@ def serve_and_measure(config: LiveConfig, dated: bool) -> tuple[dict, dict, list
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         db, log = Path(folder) / "events.db", Path(folder) / "log"
-        server = start_server(config.bundle, db, port, log, workers=config.workers)
+        options = {"thread": bool(config.thread)}
+        server = start_server(config.bundle, db, port, log, options, workers=config.workers)
         try:
             health = get_json(f"http://127.0.0.1:{port}/health")
             wall = time.perf_counter()
@@ -309,7 +311,9 @@ def markdown(config: LiveConfig, document: dict) -> str:
         f"- bundle: {manifest.get('dataset')} ({manifest['n_items']:,} items), {health['model']}, "
         f"scores by {health['runtime']}; server: what `seqrec serve --bundle B --token-file T "
         f"--db D --workers {config.workers}` runs ({config.workers} process(es), 1 torch thread "
-        "each) on a fresh SQLite file (WAL, synchronous=FULL)",
+        "each, ranking in "
+        f"{'a worker thread' if config.thread else 'the event loop'}) on a fresh "
+        "SQLite file (WAL, synchronous=FULL)",
         f"- seeded: {config.users:,} shoppers x {config.history} events (views, purchases one in "
         f"{round(1 / PURCHASE_SHARE)}), items by training popularity, dated {SEED_DAYS[0]} .. "
         f"{SEED_DAYS[1]}, in batches of {config.batch}: {seeding['seconds']} s "

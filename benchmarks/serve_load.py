@@ -44,6 +44,7 @@ from load_client import start_server as start_process
 from seqrec.report import machine_facts, machine_line, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
+RANKED_OVER = {"exact": "every item", "index": "the candidates of an index"}
 
 
 @dataclass
@@ -63,6 +64,7 @@ class LoadConfig:
     batch_wait_ms: float = 0.0
     thread: int = 1  # 1: rank in a worker thread, 0: in the event loop
     runtime: str = "auto"  # auto | onnx | torchscript | eager (seqrec.serve.scoring)
+    retrieval: str = "auto"  # auto | exact | index (seqrec.serve.retrieval)
     seed: int = 0
     phases: list[str] = field(default_factory=lambda: ["single", "saturate", "open"])
 
@@ -184,6 +186,7 @@ def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Po
         "batch_wait_ms": config.batch_wait_ms,
         "thread": bool(config.thread),
         "runtime": config.runtime,
+        "retrieval": config.retrieval,
     }
     return start_process(
         config.bundle, port, log_path, serve_config, workers=config.workers,
@@ -295,7 +298,9 @@ def markdown(
         f"- server: {config.workers} worker(s), {config.threads} torch thread(s), max_batch "
         f"{config.max_batch}, batch_wait_ms {config.batch_wait_ms:g}, ranking in "
         f"{'a worker thread' if config.thread else 'the event loop'}, "
-        f"scores by {health['runtime']} (asked: {config.runtime})",
+        f"scores by {health['runtime']} (asked: {config.runtime}), ranking "
+        f"{RANKED_OVER[health['retrieval']]} (retrieval {health['retrieval']}, asked: "
+        f"{config.retrieval})",
         f"- requests: histories of {config.history} ids, k = {config.k}",
         f"- machine speed (`spin`, 10M Python additions, before the phases): "
         f"{speed['spin_alone_s']} s alone, "

@@ -112,7 +112,7 @@ def approximate_top(content, count: int, seed: int = 0, advance: Advance | None 
 def _dense_search(vectors: np.ndarray, count: int, seed: int, advance: Advance | None):
     """Top ``count`` of unit ``vectors`` [M, D] among themselves by an IVF search: ([M, count]
     row indices, -1 where fewer were found; [M, count] their exact inner products)."""
-    index = _ivf_index(vectors, seed)
+    index = ivf_index(vectors, seed)
     found = np.empty((len(vectors), count), dtype=np.int64)
     sims = np.empty((len(vectors), count), dtype=np.float32)
     for start in range(0, len(vectors), QUERY_BLOCK):
@@ -128,7 +128,7 @@ def _sparse_search(rows: sp.csr_matrix, count: int, seed: int, advance: Advance 
     (`_projection`), and each cluster's rows are compared exactly, on the sparse rows, with the
     rows of the ``NPROBE`` clusters whose centres are nearest to its own centre."""
     vectors = _projection(rows, seed)
-    index = _ivf_index(vectors, seed)
+    index = ivf_index(vectors, seed)
     centres = index.quantizer.reconstruct_n(0, index.nlist)  # [L, P]
     _, lists = index.quantizer.search(vectors, 1)  # [M, 1] each row's cluster
     lists = lists.ravel()
@@ -181,8 +181,9 @@ def _projection(rows, seed: int) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def _ivf_index(vectors: np.ndarray, seed: int):
-    """A trained and filled faiss ``IndexIVFFlat`` (inner product) over ``vectors`` [M, D]."""
+def ivf_index(vectors: np.ndarray, seed: int, nprobe: int = NPROBE):
+    """A trained and filled faiss ``IndexIVFFlat`` (inner product) over ``vectors`` [M, D]
+    (row i has id i), searching ``nprobe`` of its lists."""
     import faiss
 
     n_rows, dim = vectors.shape
@@ -192,7 +193,7 @@ def _ivf_index(vectors: np.ndarray, seed: int):
     index.cp.seed = seed
     index.train(vectors)
     index.add(vectors)
-    index.nprobe = min(NPROBE, n_lists)
+    index.nprobe = min(nprobe, n_lists)
     return index
 
 

@@ -47,6 +47,7 @@ from seqrec.models.recommender import SequenceRecommender, build_model
 from seqrec.neighbours import ordered
 from seqrec.serve.batching import MicroBatcher
 from seqrec.serve.recommender import Recommender
+from seqrec.serve.retrieval import Retrieval
 from seqrec.serve.schemas import ServeConfig
 from seqrec.serve.store import Store
 
@@ -313,13 +314,16 @@ class LiveCatalogue:
 
     def serving(self, bundle: Bundle, runtime: str, base: Recommender | None = None) -> Serving:
         """A `Serving` of ``bundle`` scored by ``runtime``, its sold-out items excluded."""
+        config = self.config
+        retrieval = Retrieval(
+            config.retrieval, config.retrieval_candidates, config.retrieval_nprobe
+        )
         if runtime == QUICK_RUNTIME:
-            rec = Recommender(bundle, runtime=runtime, base=base)
+            rec = Recommender(bundle, runtime, base, retrieval)
         else:
             with self.exporting:  # torch's ONNX export is not thread-safe
-                rec = Recommender(bundle, runtime=runtime, base=base)
+                rec = Recommender(bundle, runtime, base, retrieval)
         self.mark_sold_out(rec)
-        config = self.config
         if self.first_batcher is None:
             batcher = self.first_batcher = MicroBatcher(
                 rec.rank, config.max_batch, config.batch_wait_ms / 1000, config.thread

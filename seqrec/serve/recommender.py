@@ -4,6 +4,9 @@ Rankings are `seqrec.evaluate.top_k` of the scores `Bundle.scorer` gives, so a s
 the one ``seqrec eval`` ranks. Scoring is faster than calling the bundle's scorer per request:
 the item matrices are computed once at start-up and the raw scores run in the fastest runtime
 that agrees with the eager model (`seqrec.serve.scoring`); the history re-rank runs after it.
+A large catalogue (``retrieval``, from `seqrec.serve.retrieval.INDEX_MIN_ITEMS` items by
+default) is ranked over the candidates of an index instead, with the same list whenever the
+index finds the best items by dot product (`seqrec.serve.retrieval`).
 
 A two-stage bundle ranks with its ranker (`seqrec.ranker.scorer.RankerScorer`) over the log it
 was saved with, reading the sequence model in that runtime. Its requests may say when the
@@ -30,8 +33,9 @@ from seqrec.ranker.events import DAY_UNITS
 from seqrec.ranker.queries import Queries
 from seqrec.ranker.sources import prepare as prepare_sources
 from seqrec.scoring import ModelScorer
+from seqrec.serve.retrieval import CandidateRanking, Retrieval, uses_index
 from seqrec.serve.schemas import RecommendRequest, Timestamp
-from seqrec.serve.scoring import ServedScores, fast_scores
+from seqrec.serve.scoring import ServedHidden, ServedScores, fast_scores
 
 DISPLAY_COLUMNS = ("item_id", "title", "price", "image_path")
 
@@ -126,12 +130,34 @@ def served_model(
     return scorer.with_raw_scores(fast), name
 
 
+def candidate_ranking(
+    rec: Recommender, runtime: str, retrieval: Retrieval, base: Recommender | None
+) -> CandidateRanking | None:
+    """``rec``'s `CandidateRanking` when ``retrieval`` ranks its catalogue through an index
+    (a sequence model's; a two-stage bundle's ranker scores its own candidates), else None."""
+    if rec.ranker is not None or not uses_index(retrieval.mode, rec.n_items):
+        return None
+    hidden = ServedHidden(rec.bundle.model.eval(), rec.input_items)
+    fast, _ = fast_scores(hidden, rec.max_len, rec.n_items, runtime)
+    matrix = rec.scorer.item_matrix().numpy()  # [N, D]
+    extends = None if base is None else base.candidates
+    return CandidateRanking(rec.scorer, fast, matrix, retrieval, extends)
+
+
 class Recommender:
     """A bundle ready to serve: id lookup, display records and precomputed item matrices."""
 
-    def __init__(self, bundle: Bundle, runtime: str = "auto", base: Recommender | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        runtime: str = "auto",
+        base: Recommender | None = None,
+        retrieval: Retrieval = Retrieval(),
+    ):
         """``base``: a recommender of the same bundle over the first items of this one's
-        catalogue (before items were added), whose display records are reused."""
+        catalogue (before items were added), whose display records are reused. ``retrieval``:
+        whether and how a large catalogue is ranked through an index (`seqrec.serve.retrieval`).
+        """
         self.bundle = bundle
         self.max_len = bundle.config.model.max_len
         self.n_items = bundle.n_items
@@ -140,6 +166,7 @@ class Recommender:
         self.scorer, self.runtime = served_model(bundle, self.input_items, runtime)
         self.time_unit = str(bundle.manifest.get("time_unit", "order"))
         self.ranker = None if bundle.ranker is None else bundle.ranker_scorer(self.scorer)
+        self.candidates = candidate_ranking(self, runtime, retrieval, base)
         if self.ranker is not None:  # content graphs built now, not by the first request
             prepare_sources(self.ranker.ranker.config, self.ranker.context)
         # when a two-stage bundle's shopper asks by default: right after the log's last event
@@ -240,14 +267,23 @@ class Recommender:
     def rank(self, queries: list[RankQuery]) -> list[Ranking]:
         """Rank each query: one batch for those with history (the model's or the ranker's),
         popularity for the rest."""
+        unavailable = self.unavailable  # read once: a batch sees one set
         rows = [i for i, query in enumerate(queries) if len(query.history)]
+        found: dict[int, Any] = {}
+        if self.candidates is not None and rows:  # the index's candidates, where they suffice
+            lists = self.candidates.rank([queries[i] for i in rows], unavailable)
+            found = {i: ans for i, ans in zip(rows, lists, strict=True) if ans is not None}
+            rows = [i for i in rows if i not in found]
         scored = [queries[i] for i in rows]
         scores = self.score_queries(scored) if rows else np.empty((0, self.n_items), np.float32)
         row_of = {query_index: row for row, query_index in enumerate(rows)}
         scored_by = "model" if self.ranker is None else "ranker"
-        unavailable = self.unavailable  # read once: a batch sees one set
         rankings = []
         for i, query in enumerate(queries):
+            if i in found:
+                items, values = found[i]
+                rankings.append(Ranking(items, values, scored_by))
+                continue
             if i in row_of:
                 values, source = scores[row_of[i]], scored_by
             else:

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from seqrec.constraints import at_least, choice, positive
+from seqrec.serve.retrieval import RETRIEVALS
 from seqrec.serve.scoring import RUNTIMES
 from seqrec.serve.store import EVENT_TYPES
 
@@ -37,6 +38,11 @@ class ServeConfig:
     warmup: bool = True  # score one history at start-up so the first request is not slow
     thread: bool = True  # rank in a worker thread (else in the event loop, blocking it)
     runtime: str = choice("auto", *RUNTIMES)  # what computes the scores (seqrec.serve.scoring)
+    # a sequence model's catalogue ranked over every item ("exact") or over the candidates of
+    # an index ("index"; "auto": from INDEX_MIN_ITEMS items), seqrec.serve.retrieval
+    retrieval: str = choice("auto", *RETRIEVALS)
+    retrieval_candidates: int = at_least(1, 200)  # items taken from the index per history
+    retrieval_nprobe: int = at_least(1, 64)  # inverted lists of the index scanned per history
     # the live shop (seqrec.serve.shop_routes): the event database, a file path or any
     # SQLAlchemy URL (default: <bundle name>.events.db next to the bundle, seqrec.serve.store)
     db: str | None = None
@@ -154,6 +160,9 @@ class Health(BaseModel):
     max_len: int
     runtime: Literal["onnx", "torchscript", "eager"] = Field(
         description="What computes the scores (seqrec.serve.scoring)."
+    )
+    retrieval: Literal["exact", "index"] = Field(
+        description="Every item scored, or the candidates of an index (seqrec.serve.retrieval)."
     )
     requests_scored: int
     batches: int

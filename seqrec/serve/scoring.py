@@ -18,7 +18,8 @@ lengths:
 - ``"eager"``: the model itself.
 
 ``"auto"`` (the default) takes the first of onnx, torchscript and eager that passes.
-`served_scorer` gives the scorer with the chosen runtime.
+`served_scorer` gives the scorer with the chosen runtime. `ServedHidden`, the hidden states
+alone (what `seqrec.serve.retrieval` searches its index with), is run the same way.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ class ServedScores(torch.nn.Module):
         return self.model.add_history_terms(scores, seq)  # [B, N]
 
 
+class ServedHidden(torch.nn.Module):
+    """The hidden state after each history [B, D], the input item table held constant: what
+    `ServedScores` takes dot products of (`seqrec.serve.retrieval` searches an index with it)."""
+
+    def __init__(self, model, input_items: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("padded_items", model.with_padding_row(input_items))  # [N + 1, D]
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(seq, self.padded_items)[:, -1]  # [B, D]
+
+
 def probe_batches(max_len: int, n_items: int) -> list[torch.Tensor]:
     """Histories [B, max_len] of 1, 3 and 5 rows: full, short, over-long and of two items."""
     rng = np.random.default_rng(0)
@@ -76,7 +90,9 @@ class TorchScores:
             return self.module(seq).float().numpy()
 
 
-def torchscript_scores(scores: ServedScores, probes: list[torch.Tensor]) -> TorchScores | None:
+def torchscript_scores(
+    scores: ServedScores | ServedHidden, probes: list[torch.Tensor]
+) -> TorchScores | None:
     """``scores`` traced and frozen, or None unless bit-identical on ``probes``."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -90,7 +106,7 @@ def torchscript_scores(scores: ServedScores, probes: list[torch.Tensor]) -> Torc
 class OnnxScores:
     """``scores`` exported to ONNX (batch size dynamic), run with ONNX Runtime."""
 
-    def __init__(self, scores: ServedScores, example: torch.Tensor, threads: int = 1):
+    def __init__(self, scores: torch.nn.Module, example: torch.Tensor, threads: int = 1):
         self.session = onnx_session(export_onnx(scores, example, "seq", "scores"), threads)
 
     def __call__(self, seq: torch.Tensor) -> np.ndarray:
@@ -98,7 +114,10 @@ class OnnxScores:
 
 
 def onnx_scores(
-    scores: ServedScores, probes: list[torch.Tensor], threads: int = 1, rerank: Rerank = None
+    scores: ServedScores | ServedHidden,
+    probes: list[torch.Tensor],
+    threads: int = 1,
+    rerank: Rerank = None,
 ):
     """`OnnxScores` of ``scores``, or None unless its final scores (``rerank`` applied after
     both) are within `ONNX_TOLERANCE` on ``probes``."""
@@ -120,7 +139,11 @@ def final(raw, seq: torch.Tensor, rerank: Rerank) -> np.ndarray:
 
 
 def fast_scores(
-    scores: ServedScores, max_len: int, n_items: int, runtime: str = "auto", rerank: Rerank = None
+    scores: ServedScores | ServedHidden,
+    max_len: int,
+    n_items: int,
+    runtime: str = "auto",
+    rerank: Rerank = None,
 ):
     """(callable seq [B, max_len] -> numpy [B, N] raw scores, the runtime that runs it): the
     first of ``runtime``'s candidates (onnx, then torchscript, for ``"auto"``) that passes its
