@@ -18,6 +18,7 @@ machine close in time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -45,32 +46,44 @@ def time_steps(args: argparse.Namespace) -> dict:
     from seqrec.models.recommender import build_model
     from seqrec.train import TrainStep
 
+    try:  # training runs under train.deterministic (seqrec.train.fit)
+        from seqrec.train import deterministic_algorithms
+    except ImportError:  # an older checkout on PYTHONPATH, from before it
+        deterministic_algorithms = None
+
     config = apply_overrides(load_config(args.config), parse_set(args.set))
     prepared = prepare(config, args.data)
     examples = training_examples(prepared.split, config.model.max_len, config.train.target)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))
     size = config.train.batch_size
     medians, positions = [], 0
-    for repeat in range(args.repeats):
-        torch.manual_seed(config.train.seed)
-        model = build_model(config.model, prepared.features, prepared.dataset.n_items).train()
-        step = TrainStep(model, config.train, None)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-        generator = torch.Generator().manual_seed(0)
-        seconds = []
-        for index in range(args.warmup + args.steps):
-            batch = examples[order[index * size : (index + 1) * size]]  # [B, 2, L + 1]
-            started = time.perf_counter()
-            loss = step(batch, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-            optimizer.step()
-            if index >= args.warmup:
-                seconds.append(time.perf_counter() - started)
-                if repeat == 0:
-                    positions += len(target_pairs(batch, config.train.target)[0])
-        medians.append(statistics.median(seconds))
+    deterministic = getattr(config.train, "deterministic", False)
+    context = (
+        contextlib.nullcontext()
+        if deterministic_algorithms is None
+        else deterministic_algorithms(deterministic)
+    )
+    with context:
+        for repeat in range(args.repeats):
+            torch.manual_seed(config.train.seed)
+            model = build_model(config.model, prepared.features, prepared.dataset.n_items).train()
+            step = TrainStep(model, config.train, None)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
+            generator = torch.Generator().manual_seed(0)
+            seconds = []
+            for index in range(args.warmup + args.steps):
+                batch = examples[order[index * size : (index + 1) * size]]  # [B, 2, L + 1]
+                started = time.perf_counter()
+                loss = step(batch, generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+                optimizer.step()
+                if index >= args.warmup:
+                    seconds.append(time.perf_counter() - started)
+                    if repeat == 0:
+                        positions += len(target_pairs(batch, config.train.target)[0])
+            medians.append(statistics.median(seconds))
     return {
         "label": args.label,
         "command": "python " + " ".join(shlex.quote(arg) for arg in sys.argv),

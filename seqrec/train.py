@@ -13,9 +13,10 @@ the same weights and metrics as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -86,6 +87,9 @@ class TrainConfig:
     device: str = device_field("auto")  # auto | cpu | cuda | cuda:N | mps
     valid_users: int = at_least(0, 0)  # validate on a seeded sample of this many users; 0 = all
     eval_batch_size: int = at_least(1, 512)
+    # torch's deterministic kernels while training (`deterministic_algorithms`): the same weights
+    # on every run of a seed, whatever the CPU threads do (a warning where an op has none)
+    deterministic: bool = True
 
 
 @dataclass
@@ -238,9 +242,36 @@ def fit(
     torchrun, each rank trains on its share of every batch (``batch_size`` is the total over
     ranks) and validates a share of the users; only rank 0 writes the checkpoint.
     """
+    check_config(config, "train")
+    with deterministic_algorithms(config.deterministic):
+        return _fit(model, split, config, max_len, validate, main_metric, **options)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool) -> Iterator[None]:
+    """Within: torch's deterministic kernels when ``on`` (several CPU threads otherwise sum
+    gradients in a varying order, so two runs of a seed end with weights a few ulps apart,
+    and whatever is fitted on their scores, a ranker's trees, can differ far more)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(on or before, warn_only=True if on else warn_only)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
+def _fit(
+    model: SequenceRecommender,
+    split: Split,
+    config: TrainConfig,
+    max_len: int,
+    validate: Validate | None,
+    main_metric: str,
+    **options: Unpack[FitOptions],
+) -> TrainResult:
     checkpoint_path, on_epoch = options.get("checkpoint_path"), options.get("on_epoch")
     fixed_epochs = options.get("fixed_epochs")
-    check_config(config, "train")
     config = resolve_loss(config, split.n_items)  # the loss every epoch trains with
     if fixed_epochs is not None and not 1 <= fixed_epochs <= config.epochs:
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")

@@ -44,11 +44,20 @@ def test_training_beats_an_untrained_model(prepared, tiny_config):
     assert outcome.train.best_metric >= outcome.train.history[0]["valid:ndcg@10"]
 
 
-def test_same_seed_gives_same_metrics(prepared, tiny_config):
-    first = train_on(tiny_config, prepared)
-    second = train_on(tiny_config, prepared)
+def test_same_seed_gives_the_same_weights_on_several_threads(prepared, tiny_config):
+    # train.deterministic: threads summing gradients in a varying order cannot move a weight
+    config = apply_overrides(tiny_config, {"model.dim": 64, "train.batch_size": 128})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = train_on(config, prepared), train_on(config, prepared)
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after training
     assert first.test.metrics == second.test.metrics
     assert [r["loss"] for r in first.train.history] == [r["loss"] for r in second.train.history]
+    weights, again = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(weights[name], again[name]) for name in weights)
 
 
 def test_cold_item_score_depends_on_its_content(prepared, tiny_config):
