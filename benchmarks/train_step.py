@@ -47,7 +47,7 @@ def time_steps(args: argparse.Namespace) -> dict:
     from seqrec.train import TrainStep
 
     try:  # training runs under train.deterministic (seqrec.train.fit)
-        from seqrec.train import deterministic_algorithms
+        from seqrec.devices import deterministic_algorithms
     except ImportError:  # an older checkout on PYTHONPATH, from before it
         deterministic_algorithms = None
 

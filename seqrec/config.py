@@ -34,11 +34,12 @@ import tomli_w
 from seqrec.constraints import ConfigError, at_least, build_section, choice, read_document
 from seqrec.data.load import FORMATS, ON_ERROR
 from seqrec.data.split import SplitConfig
+from seqrec.devices import device_unavailable
 from seqrec.features.build import FeatureConfig
 from seqrec.metrics import METRICS
 from seqrec.models.recommender import ModelConfig
 from seqrec.ranker.config import RankerConfig
-from seqrec.train import TrainConfig, device_unavailable
+from seqrec.train import TrainConfig
 
 
 @dataclass

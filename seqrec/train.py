@@ -13,10 +13,9 @@ the same weights and metrics as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -33,7 +32,6 @@ from seqrec.checkpoint import (
     training_settings,
 )
 from seqrec.constraints import (
-    ConfigError,
     at_least,
     check_config,
     choice,
@@ -44,6 +42,7 @@ from seqrec.constraints import (
 from seqrec.data.dataset import DataError
 from seqrec.data.sequences import target_pairs, training_examples
 from seqrec.data.split import EvalTask, Split
+from seqrec.devices import deterministic_algorithms, pick_device
 from seqrec.losses import HistoryTerms, compute_loss, negative_distribution, resolve_loss
 from seqrec.models.recommender import ItemRows, SequenceRecommender
 from seqrec.progress import track
@@ -98,33 +97,6 @@ class TrainResult:
     best_metric: float
     history: list[dict] = field(default_factory=list)  # one row per epoch
     state_dict: dict | None = None  # best weights
-
-
-def device_unavailable(name: str) -> str | None:
-    """Why this machine cannot train on device ``name`` (None when it can)."""
-    kind, _, index = name.partition(":")
-    if kind == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available on this machine; use cpu or auto"
-    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
-        return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
-    mps = getattr(torch.backends, "mps", None)
-    if kind == "mps" and not (mps and mps.is_available()):
-        return "MPS (Apple GPU) is not available on this machine; use cpu or auto"
-    return None
-
-
-def pick_device(name: str) -> torch.device:
-    """The torch device of a ``train.device`` value; ConfigError if this machine lacks it."""
-    if name != "auto":
-        why = device_unavailable(name)
-        if why:
-            raise ConfigError(f"train.device = {name!r}: {why}")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _lr_factor(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -243,33 +215,6 @@ def fit(
     ranks) and validates a share of the users; only rank 0 writes the checkpoint.
     """
     check_config(config, "train")
-    with deterministic_algorithms(config.deterministic):
-        return _fit(model, split, config, max_len, validate, main_metric, **options)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(on: bool) -> Iterator[None]:
-    """Within: torch's deterministic kernels when ``on`` (several CPU threads otherwise sum
-    gradients in a varying order, so two runs of a seed end with weights a few ulps apart,
-    and whatever is fitted on their scores, a ranker's trees, can differ far more)."""
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(on or before, warn_only=True if on else warn_only)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
-
-
-def _fit(
-    model: SequenceRecommender,
-    split: Split,
-    config: TrainConfig,
-    max_len: int,
-    validate: Validate | None,
-    main_metric: str,
-    **options: Unpack[FitOptions],
-) -> TrainResult:
     checkpoint_path, on_epoch = options.get("checkpoint_path"), options.get("on_epoch")
     fixed_epochs = options.get("fixed_epochs")
     config = resolve_loss(config, split.n_items)  # the loss every epoch trains with
@@ -277,23 +222,24 @@ def _fit(
         raise ValueError(f"fixed_epochs must lie in [1, {config.epochs}], got {fixed_epochs}")
     if fixed_epochs is None and validate is None:
         raise ValueError("fit needs a validate callback to choose the epoch, or fixed_epochs")
-    run = _setup(model, split, config, max_len, fixed_epochs)
-    progress, identity = _Progress(), None  # identity: what a checkpoint records of this run
-    if checkpoint_path is not None:
-        settings = options.get("settings") or training_settings(config, max_len, main_metric)
-        identity = run_identity(settings, run.examples, split, run.world, fixed_epochs)
-        progress = _resume(run, checkpoint_path, identity)
-    last = config.epochs if fixed_epochs is None else fixed_epochs
-    for epoch in range(progress.next_epoch, last):
-        if fixed_epochs is None and config.patience and progress.bad_epochs >= config.patience:
-            break  # early stopping
-        row = _train_epoch(run, epoch)
-        metric = _validate(run, validate, max_len, main_metric, row)
-        _keep_best(run, progress, row, metric)
-        if checkpoint_path is not None and identity is not None and distributed.is_main():
-            _save(run, progress, identity, checkpoint_path)
-        if on_epoch is not None and distributed.is_main():
-            on_epoch(row)
+    with deterministic_algorithms(config.deterministic):  # train.deterministic
+        run = _setup(model, split, config, max_len, fixed_epochs)
+        progress, identity = _Progress(), None  # identity: what a checkpoint records of this run
+        if checkpoint_path is not None:
+            settings = options.get("settings") or training_settings(config, max_len, main_metric)
+            identity = run_identity(settings, run.examples, split, run.world, fixed_epochs)
+            progress = _resume(run, checkpoint_path, identity)
+        last = config.epochs if fixed_epochs is None else fixed_epochs
+        for epoch in range(progress.next_epoch, last):
+            if fixed_epochs is None and config.patience and progress.bad_epochs >= config.patience:
+                break  # early stopping
+            row = _train_epoch(run, epoch)
+            metric = _validate(run, validate, max_len, main_metric, row)
+            _keep_best(run, progress, row, metric)
+            if checkpoint_path is not None and identity is not None and distributed.is_main():
+                _save(run, progress, identity, checkpoint_path)
+            if on_epoch is not None and distributed.is_main():
+                on_epoch(row)
 
     best = progress.best
     return TrainResult(best["epoch"], best["metric"], progress.history, best["state"])

@@ -189,9 +189,12 @@ def finetune_images(  # noqa: PLR0913 (the inputs of one command)
     _train(tail, projection, heads, task, finetune, report)
     report.seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    served = _embed(tail, None if finetune.output == "pooled" else projection, task.cache)
-    trained_heads = heads if "attributes" in finetune.objectives else None
-    report.accuracy = _accuracy(frozen, served, tail, projection, trained_heads, task)
+    pooled = finetune.output == "pooled"
+    served = _embed(tail, None if pooled else projection, task.cache)  # what the tower encodes
+    projected = None  # [N, dim] what the heads read, when the attributes objective trained them
+    if "attributes" in finetune.objectives:
+        projected = _embed(tail, projection, task.cache) if pooled else served
+    report.accuracy = _accuracy(frozen, served, projected, heads, task)
     report.seconds["probe"] = time.perf_counter() - clock
     clock = time.perf_counter()
     tower = out / TOWER_FILE
@@ -314,11 +317,10 @@ def _embed(tail: nn.Module, projection: nn.Module | None, cache: TrunkCache) -> 
     return vectors
 
 
-def _accuracy(frozen, served, tail, projection, heads, task: _Task) -> dict[str, dict[str, float]]:
+def _accuracy(frozen, served, projected, heads, task: _Task) -> dict[str, dict[str, float]]:
     """Per attribute, on the held-out items: a logistic-regression probe fitted on the training
     items' frozen features (``probe``) and the same probe on the vectors the tuned tower serves
-    (``tuned_probe``); with ``heads`` (the attributes objective), the tuned heads (``tuned``)."""
-    tuned = _embed(tail, projection, task.cache) if heads is not None else None
+    (``tuned_probe``); with ``projected`` (attributes objective), the heads on it (``tuned``)."""
     out = {}
     for k, attribute in enumerate(task.attributes):
         train = task.train_rows[task.codes[task.train_rows, k] >= 0]
@@ -330,9 +332,9 @@ def _accuracy(frozen, served, tail, projection, heads, task: _Task) -> dict[str,
             "probe": _probe_accuracy(frozen, labels, train, test),
             "tuned_probe": _probe_accuracy(served, labels, train, test),
         }
-        if heads is not None and tuned is not None:
+        if projected is not None:
             with torch.inference_mode():
-                logits = heads[k](torch.from_numpy(tuned[test]))  # [T, C]
+                logits = heads[k](torch.from_numpy(projected[test]))  # [T, C]
             scores["tuned"] = float((logits.argmax(1).numpy() == labels[test]).mean())
         out[attribute.column] = {**scores, "items": float(len(test))}
     return out
