@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from seqrec.ranker.candidates import Candidates, concat, top_per_row
-from seqrec.ranker.context import RankerContext
+from seqrec.ranker.context import RankerContext, Vectors
 from seqrec.ranker.events import Events
 from seqrec.ranker.queries import Queries, in_history, last_items_matrix
 
@@ -51,6 +51,7 @@ class NewByContent:
     modality: str
     days: int = 28
     last_n: int = 5
+    cached_periods: int = 8
     name: str = field(init=False, default="")
 
     def __post_init__(self):
@@ -60,21 +61,36 @@ class NewByContent:
         vectors = context.vectors[self.modality]
         query = last_items_matrix(queries, context.n_items, self.last_n, binary=False)  # [B, N]
         profile = query.astype(vectors.dtype) @ vectors  # [B, D]
-        with_content = has_content(vectors)
         parts = []
         for cutoff in np.unique(queries.cutoffs):
-            fresh = np.flatnonzero(new_items(context.events, int(cutoff), self.days) & with_content)
+            fresh, fresh_vectors = self.fresh(context, int(cutoff))  # [F], [F, D]
             rows = np.flatnonzero(queries.cutoffs == cutoff)
             for start in range(0, len(rows) if len(fresh) else 0, CHUNK):
                 chunk = rows[start : start + CHUNK]
-                parts.append(self._best(queries, profile[chunk], vectors[fresh], chunk, fresh, n))
+                parts.append(self._best(queries, profile[chunk], fresh_vectors, chunk, fresh, n))
         return concat(parts)
+
+    def fresh(self, context: RankerContext, cutoff: int) -> tuple[np.ndarray, Vectors]:
+        """The items new at ``cutoff`` that have content, and their vectors: built once per
+        cutoff (a service asks at one cutoff until its clock moves on) and kept among the
+        context's per-period structures. The modality's vectors are the catalogue's content,
+        which `seqrec.ranker.context.with_model` shares, never the model's fused ones."""
+        key = ("new_by_content", self.modality, cutoff, self.days)
+        return context.periods.get(key, lambda: self._fresh(context, cutoff), self.cached_periods)
+
+    def _fresh(self, context: RankerContext, cutoff: int) -> tuple[np.ndarray, Vectors]:
+        vectors = context.vectors[self.modality]
+        key = ("has_content", self.modality)
+        if key not in context.cache:  # [N] bool, once per catalogue
+            context.cache[key] = has_content(vectors)
+        fresh = np.flatnonzero(new_items(context.events, cutoff, self.days) & context.cache[key])
+        return fresh, vectors[fresh]
 
     @staticmethod
     def _best(queries, profile, fresh_vectors, rows, fresh, n: int) -> Candidates:
         """Top ``n`` of ``fresh`` per row of ``rows`` by ``profile @ fresh_vectors.T``."""
-        scores = profile @ fresh_vectors.T  # [b, F]
-        scores = scores.toarray() if sp.issparse(scores) else np.asarray(scores)
+        profile = profile.toarray() if sp.issparse(profile) else profile  # [b, D] dense
+        scores = np.asarray(fresh_vectors @ profile.T).T  # [b, F] (sparse rows times dense)
         k = min(n, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [b, k]
         values = np.take_along_axis(scores, top, axis=1).ravel()  # [b * k]

@@ -8,7 +8,7 @@ the shopper's own history is given here and is before the cutoff too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +21,9 @@ class Queries:
     histories: list[np.ndarray]  # B arrays of item indices, time order
     times: list[np.ndarray]  # B arrays of the matching timestamps
     cutoffs: np.ndarray  # [B] int64: the moment asked; only events with timestamp < cutoff count
+    # what several sources read of the same histories (`history_events`, `last_items_matrix`),
+    # computed once per Queries (a Queries is not changed after it is made)
+    memo: dict[object, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.histories)
@@ -50,6 +53,15 @@ def queries_from_task(task: EvalTask) -> Queries:
 def history_events(queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(row [E], item [E], time [E], position from the end [E]) of every history entry. A query
     whose times do not match its history (times unknown) gets its positions as times."""
+    if "history_events" not in queries.memo:
+        arrays = _history_events(queries)
+        for array in arrays:
+            array.flags.writeable = False  # shared by every caller
+        queries.memo["history_events"] = arrays
+    return queries.memo["history_events"]  # type: ignore[return-value]
+
+
+def _history_events(queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     lengths = np.array([len(h) for h in queries.histories], dtype=np.int64)  # [B]
     rows = np.repeat(np.arange(len(queries)), lengths)  # [E]
     if not lengths.sum():
@@ -75,7 +87,14 @@ def last_items_matrix(
     queries: Queries, n_items: int, last_n: int, binary: bool = True
 ) -> sp.csr_matrix:
     """[B, N] the last ``last_n`` history items of each query: 1 each, or how often each is
-    among them (``binary=False``)."""
+    among them (``binary=False``). Shared by the sources that ask the same: not to be changed."""
+    key = ("last_items", n_items, last_n, binary)
+    if key not in queries.memo:
+        queries.memo[key] = _last_items_matrix(queries, n_items, last_n, binary)
+    return queries.memo[key]  # type: ignore[return-value]
+
+
+def _last_items_matrix(queries: Queries, n_items: int, last_n: int, binary: bool) -> sp.csr_matrix:
     rows, items, _, from_end = history_events(queries)
     recent = from_end < last_n
     data = np.ones(int(recent.sum()))

@@ -393,7 +393,10 @@ def enabled_sources(config: RankerConfig, context: RankerContext) -> list[Source
         *(ContentNeighbours(m, last_n) for m in ("tfidf", "text", "image", "fused")),
         Trending(days=config.trending_days),
         NewArrivals(days=config.new_arrival_days),
-        *(NewByContent(m, config.new_arrival_days, last_n) for m in ("tfidf", "image")),
+        *(
+            NewByContent(m, config.new_arrival_days, last_n, config.cached_periods)
+            for m in ("tfidf", "image")
+        ),
         SequenceTop(),
     ]
     dropped = {

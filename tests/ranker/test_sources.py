@@ -331,3 +331,11 @@ def test_new_by_content_proposes_only_new_items_nearest_first():
     np.testing.assert_allclose(scores, vectors[[3, 2, 5]] @ vectors[0], rtol=1e-5)
     later = NewByContent("tfidf", days=5).candidates(queries(([0], [1], 30)), context, n=5)
     assert per_row(later, 0)[0] == [3, 5]  # at day 30 item 2 is no longer new (day 17 < 25)
+    # one batch at both cutoffs, asked twice: each row as alone, each cutoff's new items built
+    # once and kept with the context's per-period structures (a service asks at one cutoff)
+    source = NewByContent("tfidf", days=5, cached_periods=4)
+    fresh_context = context_of(log, n_items=6, vectors={"tfidf": sp.csr_matrix(vectors)})
+    for _ in range(2):
+        both = source.candidates(queries(([0], [1], 30), ([0], [1], 20)), fresh_context, n=5)
+        assert per_row(both, 0)[0] == [3, 5] and per_row(both, 1)[0] == [3, 2, 5]
+        assert len(fresh_context.periods) == 2
