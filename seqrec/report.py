@@ -180,12 +180,13 @@ def paired_rows(report: BenchReport) -> list[dict]:
 
 
 def ranker_paired_rows(report: BenchReport) -> list[dict]:
-    """Each ranker ablation row against the full two-stage ranker (the first ``ranker`` row),
-    as `paired_rows`: what leaving out image or text features, the sequence model or the
-    learned ranker changes. Empty without both kinds."""
+    """Each sequence model row and each ranker ablation row against the full two-stage ranker
+    (the first ``ranker`` row), as `paired_rows`: whether the ranker beats the models alone, and
+    what leaving out image or text features, the sequence model or the learned ranker changes.
+    Empty without a ranker row."""
     columns = table_columns(report.config.eval.ks)
     full = next((row for row in report.rows if row.kind == "ranker"), None)
-    ablations = [row for row in report.rows if row.kind == "ranker ablation"]
+    ablations = [row for row in report.rows if row.kind in ("model", "ranker ablation")]
     if full is None:
         return []
     return [_paired(row, full, columns, report.config.eval.bootstrap) for row in ablations]
@@ -346,8 +347,9 @@ def _ranker_lines(document: dict, main: str) -> list[str]:
     if paired:
         lines += [
             "",
-            f"Ablations against the full ranker ({paired[0]['against']}) on test {main}: each "
-            "row's value minus the ranker's over the same users, 95% paired bootstrap CI.",
+            f"The sequence models and the ablations against the full ranker "
+            f"({paired[0]['against']}) on test {main}: each row's value minus the ranker's over "
+            "the same users, 95% paired bootstrap CI (below 0: the ranker is better).",
             "",
             *_differences(paired),
         ]

@@ -40,10 +40,10 @@ def prepared_shop(demo_shop, tiny_config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ranker_bench(prepared_shop):
-    """One bench of the tiny demo shop with a small ranker: baselines, no model row (the bench
-    trains the config's model for the ranker itself)."""
+    """One bench of the tiny demo shop with a small ranker: baselines, the config's model row
+    (the model the ranker reads) and the ranker's rows."""
     config, prepared, cache = prepared_shop
-    return run_bench(config, prepared, models=[], ablations=[], cache_dir=cache)
+    return run_bench(config, prepared, models=["mlp"], ablations=[], cache_dir=cache)
 
 
 def test_the_bench_adds_the_ranker_its_ablations_and_the_candidates_alone(ranker_bench):
@@ -80,17 +80,20 @@ def test_each_ranker_row_is_paired_with_the_best_baseline_and_ablations_with_the
         mean, low, high = paired[name]["differences"]["ndcg@12"]
         expected = by_name[name].test.metrics["ndcg@12"] - best.test.metrics["ndcg@12"]
         assert mean == pytest.approx(expected) and low <= mean <= high
+    # the sequence model rows and the ablations, each minus the full ranker
     ablations = {entry["name"]: entry for entry in document["paired_ranker"]}
-    assert set(ablations) == {
+    models = {row.name for row in ranker_bench.rows if row.kind == "model"}
+    assert models and set(ablations) == models | {
         row.name for row in ranker_bench.rows if row.kind == "ranker ablation"
     }
-    mean = ablations["candidates only"]["differences"]["ndcg@12"][0]
-    expected = (
-        by_name["candidates only"].test.metrics["ndcg@12"]
-        - by_name["two-stage ranker"].test.metrics["ndcg@12"]
-    )
-    assert ablations["candidates only"]["against"] == "two-stage ranker"
-    assert mean == pytest.approx(expected)
+    for name in ("candidates only", *models):
+        mean = ablations[name]["differences"]["ndcg@12"][0]
+        expected = (
+            by_name[name].test.metrics["ndcg@12"]
+            - by_name["two-stage ranker"].test.metrics["ndcg@12"]
+        )
+        assert ablations[name]["against"] == "two-stage ranker"
+        assert mean == pytest.approx(expected)
 
 
 def test_the_report_has_the_candidate_sources_table_and_the_importance_panel(
@@ -107,7 +110,7 @@ def test_the_report_has_the_candidate_sources_table_and_the_importance_panel(
     recall = ranker_bench.ranker["candidate_recall"]
     assert max(row["recall"] for row in sources) <= recall <= 1.0  # the union finds more
     assert f"| merged | {ranker_bench.ranker['max_candidates']} | {recall:.4f} |" in text
-    assert "Ablations against the full ranker (two-stage ranker)" in text
+    assert "the ablations against the full ranker (two-stage ranker)" in text
     importance = ranker_bench.ranker["importance"]
     assert 0 < len(importance) <= 20
     assert list(importance.values()) == sorted(importance.values(), reverse=True)
