@@ -18,6 +18,8 @@ Tables:
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,13 @@ class Store:
         self.url = self.engine.url.render_as_string(hide_password=True)
         self._recent: dict[tuple[str, ...], sa.Select] = {}  # `_recent_rows` statements
         self.local = self.engine.dialect.name == "sqlite"  # a file on this machine
+        # a shopper's recent events are read from an SQLite file through plain sqlite3, one
+        # connection per reading thread: SQLAlchemy's per-call work costs more than the read
+        database = self.engine.url.database if self.local else None
+        self._sqlite_file = database if database and database != ":memory:" else None
+        self._readers = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
         try:
@@ -191,7 +200,11 @@ class Store:
         self, user_id: str, types: tuple[str, ...], since: int | None, limit: int
     ) -> list:
         """(item_id, type, timestamp) rows, newest first, through one statement per ``types``
-        built once (SQLAlchemy then reuses its compiled form)."""
+        built once (SQLAlchemy then reuses its compiled form); from an SQLite file, the same
+        query through sqlite3 (`_sqlite_recent_rows`)."""
+        values = {"user_id": user_id, "since": EARLIEST if since is None else since}
+        if self._sqlite_file is not None:
+            return self._sqlite_recent_rows(types, {**values, "limit": limit})
         statement = self._recent.get(types)
         if statement is None:
             table = events_table
@@ -206,9 +219,26 @@ class Store:
                 .limit(sa.bindparam("limit"))
             )
             self._recent[types] = statement
-        values = {"user_id": user_id, "since": EARLIEST if since is None else since}
         with self.engine.connect() as connection:
             return list(connection.execute(statement, {**values, "limit": limit}).all())
+
+    def _sqlite_recent_rows(self, types: tuple[str, ...], values: dict[str, Any]) -> list:
+        """`_recent_rows`' query on this thread's own sqlite3 connection to the file: each
+        read sees every commit made before it (WAL)."""
+        reader = getattr(self._readers, "connection", None)
+        if reader is None:
+            reader = sqlite3.connect(self._sqlite_file, check_same_thread=False)
+            sqlite_pragmas(reader, None)
+            self._readers.connection = reader
+            with self._opened_lock:
+                self._opened.append(reader)
+        marks = ", ".join("?" * len(types))
+        sql = (
+            "SELECT item_id, type, timestamp FROM events WHERE user_id = ? AND type IN "
+            f"({marks}) AND timestamp >= ? ORDER BY timestamp DESC, id DESC LIMIT ?"
+        )  # sqlite3 keeps the prepared statement of each text it ran (its statement cache)
+        parameters = (values["user_id"], *types, values["since"], values["limit"])
+        return reader.execute(sql, parameters).fetchall()
 
     def delete_user(self, user_id: str) -> int:
         """Erase every event of ``user_id``; the number erased."""
@@ -293,6 +323,11 @@ class Store:
 
     def close(self) -> None:
         """Close the database's connections."""
+        with self._opened_lock:
+            for reader in self._opened:
+                reader.close()
+            self._opened.clear()
+        self._readers = threading.local()
         self.engine.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -50,7 +51,10 @@ def test_sqlite_file_is_in_wal_mode_with_its_schema_version(store, tmp_path):
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
-def test_user_events_are_the_most_recent_of_the_types_asked_oldest_first(store):
+@pytest.mark.parametrize("reads", ["sqlite3", "sqlalchemy"])
+def test_user_events_are_the_most_recent_of_the_types_asked_oldest_first(store, reads):
+    if reads == "sqlalchemy":  # the path of every other database (PostgreSQL)
+        store._sqlite_file = None
     stored = store.add_events(
         [
             Event("u", "a", "view", 10),
@@ -71,6 +75,23 @@ def test_user_events_are_the_most_recent_of_the_types_asked_oldest_first(store):
     assert store.user_history("u", ("view", "cart"), since=15) == (["c", "d"], [20, 30])
     assert store.user_history("u", ("purchase",)) == (["b"], [30])  # another statement
     assert store.user_history("nobody") == ([], [])
+
+
+def test_sqlite_reads_see_every_commit_before_them_from_any_thread(store):
+    assert store.user_history("u") == ([], [])  # this thread's reader is open from here on
+    store.add_events([Event("u", "a", "view", 1)])
+    assert store.user_history("u") == (["a"], [1])
+    with ThreadPoolExecutor(2) as pool:  # other threads read through their own connections
+        assert pool.submit(store.user_history, "u").result() == (["a"], [1])
+        store.add_events([Event("u", "b", "view", 2)])
+        assert pool.submit(store.user_history, "u").result() == (["a", "b"], [1, 2])
+    store.delete_user("u")
+    assert store.user_history("u") == ([], [])
+    readers = list(store._opened)
+    assert len(readers) >= 2
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the store
+        readers[0].execute("SELECT 1")
 
 
 def test_delete_user_erases_only_that_shopper(store):
