@@ -11,8 +11,8 @@ frozen and the tuned vectors on validation and test, and the paired bootstrap di
     python benchmarks/image_finetune.py --data ../shared/data/hm --tower runs/image_finetune \
         --models
 
-``--tower DIR`` takes a tower tuned before (its figures from the last report) instead of tuning
-one; ``--models`` also trains the config's model (the fused one of ``experiments/hm.toml``)
+``--tower DIR`` takes a tower tuned before (its figures from ``DIR/finetune.json``) instead of
+tuning one; ``--models`` also trains the config's model (the fused one of ``experiments/hm.toml``)
 with the frozen and with the tuned image features and reports their paired difference; with a
 config whose ``[ranker]`` is enabled, that is the two-stage ranker over its model:
 
@@ -81,9 +81,9 @@ def main() -> None:
         start = time.perf_counter()
         report = finetune_images(dataset, image, config.split, args.out, cache_dir=args.cache_dir)
         tuning, total = report.to_dict(), time.perf_counter() - start
-    else:  # the tower's own figures, from the report that tuned it
-        before = json.loads((results / "image_finetune.json").read_text())
-        tuning, total = before["finetune"], before["finetune_seconds_total"]
+    else:  # the tower's own figures, written beside it by the run that tuned it
+        tuning = json.loads((Path(args.tower) / "finetune.json").read_text())
+        total = sum(tuning["seconds"].values())  # its steps' times (the wall time is not kept)
     tower = args.tower or args.out
     tuned = dataclasses.replace(image, finetune=dataclasses.replace(image.finetune, weights=tower))
     paths = dataset.items[dataset.schema.image_column].tolist()
@@ -171,7 +171,7 @@ def render(figures: dict) -> str:
         *(
             [
                 f"- tower reused from `{figures['tower_reused']}`: the tuning figures below are "
-                "those of the run that tuned it (its earlier report)"
+                "those of the run that tuned it (its finetune.json; time: the sum of its steps)"
             ]
             if figures.get("tower_reused")
             else []
