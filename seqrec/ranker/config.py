@@ -31,7 +31,9 @@ class SourceSizes:
     # the last items by TF-IDF terms / by the image embedding: new articles by content
     new_tfidf: int = at_least(0, 0)
     new_image: int = at_least(0, 0)
-    sequence: int = at_least(0, 0)  # the sequence model's top items
+    # the sequence model's top items: on by default, chosen on validation on the demo shop
+    # (benchmarks/results/demo_ranker.md); experiments/hm_ranker.toml sets its own sizes
+    sequence: int = at_least(0, 50)
 
 
 SOURCES = tuple(spec.name for spec in fields(SourceSizes))  # every source, in config order
