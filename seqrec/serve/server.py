@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from seqrec.constraints import check_config
 from seqrec.data.dataset import DataError
@@ -30,7 +31,11 @@ ENV_THREADS = "SEQREC_SERVE_THREADS"
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes; arguments come from `run_server`."""
-    torch.set_num_threads(int(os.environ.get(ENV_THREADS, "1")))
+    threads = int(os.environ.get(ENV_THREADS, "1"))
+    torch.set_num_threads(threads)
+    # numpy's BLAS as many threads as torch: its idle threads would spin on the other cores
+    # after each of a request's small products, taking them from the requests beside it
+    threadpool_limits(threads, user_api="blas")
     config = ServeConfig(**json.loads(os.environ.get(ENV_CONFIG, "{}")))
     app = create_app(os.environ[ENV_BUNDLE], config)
     gc.freeze()  # the bundle's many objects stay out of the collector's scans (shorter pauses)

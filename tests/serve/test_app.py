@@ -357,3 +357,34 @@ def test_serve_options_are_checked_before_the_bundle_is_read(tmp_path, options, 
         create_app(tmp_path / "no bundle", config)
     with pytest.raises(ConfigError, match=message):
         run_server(tmp_path / "no bundle", config=config)
+
+
+def test_each_server_process_limits_torch_and_blas_to_its_threads(
+    bundle_path, tmp_path, monkeypatch
+):
+    """The worker factory (`app_from_env`) runs torch and numpy's BLAS on ``threads`` threads:
+    BLAS threads left idle would spin on the other cores after each small product."""
+    import gc
+
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from seqrec.serve import server
+
+    monkeypatch.setenv(server.ENV_BUNDLE, str(bundle_path))
+    monkeypatch.setenv(server.ENV_CONFIG, json.dumps({"db": str(tmp_path / "events.db")}))
+    monkeypatch.setenv(server.ENV_THREADS, "1")
+    torch_threads = torch.get_num_threads()
+    blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    assert blas, "numpy links no BLAS that threadpoolctl sees"
+    try:
+        with threadpool_limits(2, user_api="blas"):  # restored on leaving
+            before = [info for info in threadpool_info() if info["user_api"] == "blas"]
+            assert all(info["num_threads"] == 2 for info in before)
+            server.app_from_env()
+            assert torch.get_num_threads() == 1
+            limited = [info for info in threadpool_info() if info["user_api"] == "blas"]
+            assert limited and all(info["num_threads"] == 1 for info in limited)
+    finally:
+        gc.unfreeze()
+        torch.set_num_threads(torch_threads)
