@@ -12,9 +12,13 @@ out; the list is cycled when fewer than ``--queries`` remain). Reports:
    ``candidates_and_scores`` (what a top-k answer needs), and the p50 of each step;
 3. batches of ``--batch`` queries (the server micro-batches): the same per batch.
 
-The server's HTTP overhead is not included (`serve_load.py` measures the service).
+The server's HTTP overhead is not included (`serve_load.py` measures the service). With
+``--bundle DIR`` (a two-stage bundle of the same data) the scorer is the one the service builds
+(`seqrec.serve.recommender.Recommender`: the bundle's log, its sequence model in the served
+runtime), on one torch and one BLAS thread as in a server process.
 
-    python benchmarks/ranker_latency.py --ranker runs/hmr --out benchmarks/results/ranker_latency.md
+    python benchmarks/ranker_latency.py --out benchmarks/results/ranker_latency.md
+    python benchmarks/ranker_latency.py --bundle runs/hmr --out /tmp/ranker_latency_hmr.md
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
+from seqrec.bundle import load_bundle
 from seqrec.data.load import load_dataset
 from seqrec.data.split import SplitConfig, split_dataset
 from seqrec.features.build import FeatureConfig, fit_item_features
@@ -39,6 +46,7 @@ from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.scorer import RankerScorer
 from seqrec.ranker.sources import ContentNeighbours, content_graph, enabled_sources
 from seqrec.report import markdown_table, run_facts, run_lines, write_keeping_notes
+from seqrec.serve.recommender import Recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,9 +105,10 @@ def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[f
         found = clock(
             steps, "candidates (generate)", candidates.generate, batch, context, ranker.config
         )
-        _, matrix = clock(
+        names, matrix = clock(
             steps, "features", features.feature_matrix, batch, found, context, ranker.config
         )
+        matrix = scorer.in_ranker_order(names, matrix)
         values = clock(steps, "LightGBM predict", ranker.predict, matrix, 1)
         clock(
             steps,
@@ -113,6 +122,30 @@ def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[f
         clock(steps, "candidates_and_scores", scorer.candidates_and_scores, batch)
         clock(steps, "score_queries", scorer.score_queries, batch)
     return steps
+
+
+def served_scorer(bundle_path: Path, dataset) -> tuple[RankerScorer, str]:
+    """The ranker scorer ``seqrec serve`` builds for the two-stage bundle at ``bundle_path``."""
+    torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")  # as `seqrec.serve.server.app_from_env`
+    bundle = load_bundle(bundle_path)
+    if (
+        bundle.items["item_id"].astype(str).tolist()
+        != dataset.items["item_id"].astype(str).tolist()
+    ):
+        raise SystemExit(f"{bundle_path} was not trained on these items; give its --data")
+    scorer = Recommender(bundle).ranker
+    if scorer is None:
+        raise SystemExit(f"{bundle_path} has no ranker")
+    return (
+        scorer,
+        f"served from bundle `{bundle_path}` (`Recommender`, runtime {bundle_runtime(scorer)})",
+    )
+
+
+def bundle_runtime(scorer: RankerScorer) -> str:
+    model = scorer.context.model
+    return type(model).__name__ if model is not None else "no sequence model"
 
 
 def load_or_fit(args, dataset, split, item_features) -> tuple[Ranker, str]:
@@ -145,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "hm")
     parser.add_argument("--ranker", type=Path, default=None, help="a directory with ranker.txt")
+    parser.add_argument("--bundle", type=Path, default=None, help="a two-stage bundle, served")
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--batch", type=int, default=32)
@@ -156,10 +190,13 @@ def main() -> None:
     dataset = load_dataset(args.data)
     split = split_dataset(dataset, SplitConfig(method="leave_last_basket_out"))
     config = FeatureConfig(text=TextConfig(encoder="tfidf", svd_dim=128))
-    item_features = fit_item_features(dataset, config).features
-    ranker, origin = load_or_fit(args, dataset, split, item_features)
     task = split.task("test")
-    scorer = RankerScorer(ranker, ranker_context(dataset, item_features, task.fit))
+    if args.bundle is not None:
+        scorer, origin = served_scorer(args.bundle, dataset)
+    else:
+        item_features = fit_item_features(dataset, config).features
+        ranker, origin = load_or_fit(args, dataset, split, item_features)
+        scorer = RankerScorer(ranker, ranker_context(dataset, item_features, task.fit))
     singles, distinct = test_queries(task, args.history, args.queries)
     one_off = one_off_lines(scorer, singles[0])
     single = step_times(scorer, singles)

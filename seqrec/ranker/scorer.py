@@ -35,7 +35,7 @@ class RankerScorer:
         """The queries' candidates and their [P] float64 ranker scores (higher = better)."""
         found = candidates.generate(queries, self.context, self.ranker.config)
         names, matrix = features.feature_matrix(queries, found, self.context, self.ranker.config)
-        matrix = self._in_ranker_order(names, matrix)  # [P, F]
+        matrix = self.in_ranker_order(names, matrix)  # [P, F]
         threads = 1 if len(found) < SERIAL_ROWS else 0
         return found, self.ranker.predict(matrix, threads=threads)
 
@@ -51,7 +51,7 @@ class RankerScorer:
         at the end of the context's log, and each query asks right after it."""
         return self.score_queries(candidates.latest_queries(histories, self.context.events))
 
-    def _in_ranker_order(self, names: list[str], matrix: np.ndarray) -> np.ndarray:
+    def in_ranker_order(self, names: list[str], matrix: np.ndarray) -> np.ndarray:
         expected = self.ranker.feature_names
         if names == expected:
             return matrix

@@ -204,7 +204,7 @@ class Store:
         query through sqlite3 (`_sqlite_recent_rows`)."""
         values = {"user_id": user_id, "since": EARLIEST if since is None else since}
         if self._sqlite_file is not None:
-            return self._sqlite_recent_rows(types, {**values, "limit": limit})
+            return self._sqlite_recent_rows(self._sqlite_file, types, {**values, "limit": limit})
         statement = self._recent.get(types)
         if statement is None:
             table = events_table
@@ -222,12 +222,14 @@ class Store:
         with self.engine.connect() as connection:
             return list(connection.execute(statement, {**values, "limit": limit}).all())
 
-    def _sqlite_recent_rows(self, types: tuple[str, ...], values: dict[str, Any]) -> list:
+    def _sqlite_recent_rows(
+        self, database: str, types: tuple[str, ...], values: dict[str, Any]
+    ) -> list:
         """`_recent_rows`' query on this thread's own sqlite3 connection to the file: each
         read sees every commit made before it (WAL)."""
         reader = getattr(self._readers, "connection", None)
         if reader is None:
-            reader = sqlite3.connect(self._sqlite_file, check_same_thread=False)
+            reader = sqlite3.connect(database, check_same_thread=False)
             sqlite_pragmas(reader, None)
             self._readers.connection = reader
             with self._opened_lock:
