@@ -270,8 +270,8 @@ def eval_(
 def _run_bench(experiment, data, out_dir, name, models, ablations, cache_dir, baselines=True):
     """`seqrec bench` and `seqrec demo`: check the runs, encode, run, print, write the report."""
     from seqrec.bench import check_runs, run_bench
+    from seqrec.bench_report import table_columns, write_report
     from seqrec.experiment import prepare
-    from seqrec.report import table_columns, write_report
 
     check_runs(models, ablations)  # before the features are encoded
     with show.progress(console) as bar:
@@ -331,7 +331,7 @@ def report(
     ],
 ):
     """Render a bench report's markdown and chart again from its JSON; notes are kept."""
-    from seqrec.report import rewrite_report
+    from seqrec.bench_report import rewrite_report
 
     show.written(console, "report", rewrite_report(json_path))
 

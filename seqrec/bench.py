@@ -5,7 +5,7 @@ of the test targets, fitted on ``train`` + ``valid`` for baselines, trained on `
 epoch chosen on ``valid`` for models. Nothing is chosen on test. With ``[ranker] enabled``, the
 two-stage ranker, its ablations and its candidate set alone follow as rows of their own
 (`seqrec.ranker.bench_rows`), on top of the config's own model row. `run_bench` returns the rows
-as a `BenchReport`; `seqrec.report` writes and renders it (markdown, JSON, chart).
+as a `BenchReport`; `seqrec.bench_report` writes and renders it (markdown, JSON, chart).
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from rich.console import Console
 from cli import _bench_table
 from seqrec import bench
 from seqrec.bench import BenchRow, ablation_config, run_bench
+from seqrec.bench_report import table_columns, write_report
 from seqrec.config import apply_overrides
 from seqrec.data.dataset import DataError
 from seqrec.evaluate import EvalResult
 from seqrec.experiment import prepare
-from seqrec.report import table_columns, write_report
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

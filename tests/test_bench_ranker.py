@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from seqrec.bench import run_bench
+from seqrec.bench_report import render_markdown, report_document, write_report
 from seqrec.config import apply_overrides
 from seqrec.data.split import EvalTask, make_task
 from seqrec.experiment import prepare
@@ -17,7 +18,6 @@ from seqrec.ranker.candidates import Candidates
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
 from seqrec.ranker.events import Events
-from seqrec.report import render_markdown, report_document, write_report
 
 SMALL_RANKER = {
     "ranker.enabled": True,

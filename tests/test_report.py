@@ -4,9 +4,10 @@ import pytest
 
 from seqrec import report
 from seqrec.bench import run_bench
+from seqrec.bench_report import render_markdown, report_document, rewrite_report, write_report
 from seqrec.data.dataset import DataError
 from seqrec.experiment import prepare
-from seqrec.report import NOTES_MARKER, markdown_table, rewrite_report, write_report
+from seqrec.report import NOTES_MARKER, markdown_table
 
 
 def test_a_markdown_table_has_a_header_a_rule_and_one_line_per_row():
@@ -71,13 +72,13 @@ def test_the_markdown_is_rendered_from_the_json_and_keeps_notes_below_the_marker
 def test_the_cold_column_is_left_out_when_no_test_target_is_cold(demo_shop, tiny_config, tmp_path):
     prepared = prepare(tiny_config, demo_shop, cache_dir=tmp_path / "cache")
     bench_report = run_bench(tiny_config, prepared, models=[], ablations=[])
-    document = report.report_document(bench_report, "tiny")
+    document = report_document(bench_report, "tiny")
     for row in document["rows"]:
         row["counts"]["cold:users"] = 3
-    assert "| cold:recall@12 |" in report.render_markdown(document)
+    assert "| cold:recall@12 |" in render_markdown(document)
     for row in document["rows"]:
         row["counts"]["cold:users"] = 0
-    table = report.render_markdown(document)
+    table = render_markdown(document)
     assert "cold:recall@12" not in table and "nan" not in table
     header = next(line for line in table.splitlines() if line.startswith("| ranker"))
     first_row = next(line for line in table.splitlines() if line.startswith("| popularity |"))

@@ -16,7 +16,7 @@ features reading each stage's fit table strictly before each cutoff):
   ties by source order); its notes give the candidate recall.
 
 Beside the rows, `RankerSummary` holds each candidate source's recall of the test targets at its
-configured N, the merged set's recall, and the ranker's top features by gain (`seqrec.report`
+configured N, the merged set's recall, and the ranker's top features by gain (`seqrec.bench_report`
 renders them).
 """
 
