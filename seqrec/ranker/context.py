@@ -71,6 +71,19 @@ class RankerContext:
     periods: PeriodCache = field(default_factory=PeriodCache)  # per-period, bounded (LRU)
 
 
+def has_vector(context: RankerContext, modality: str) -> np.ndarray:
+    """[N] bool: the items with a non-zero vector of ``modality``, computed once per catalogue
+    (kept in ``context.cache``)."""
+    key = ("has_vector", modality)
+    if key not in context.cache:
+        vectors = context.vectors[modality]
+        if sp.issparse(vectors):
+            context.cache[key] = sp.csr_matrix(vectors).getnnz(axis=1) > 0
+        else:
+            context.cache[key] = np.asarray(vectors != 0).any(axis=1)
+    return context.cache[key]  # type: ignore[return-value]
+
+
 def group_codes(items: pd.DataFrame, column: str | None) -> np.ndarray | None:
     """[N] int64 code of each item's product group (-1 where missing); None without a column."""
     if column is None or column not in items:

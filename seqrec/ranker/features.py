@@ -66,7 +66,7 @@ from threadpoolctl import ThreadpoolController
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.ranker.candidates import CandidateSet
 from seqrec.ranker.config import SOURCES, RankerConfig
-from seqrec.ranker.context import RankerContext, Vectors
+from seqrec.ranker.context import RankerContext, Vectors, has_vector
 from seqrec.ranker.events import Events
 from seqrec.ranker.queries import Queries, history_events
 from seqrec.scoring import ModelScorer
@@ -321,18 +321,6 @@ def _dense_cosines(vectors: np.ndarray, pairs: _Pairs, last: np.ndarray) -> np.n
     return out
 
 
-def _has_vector(context: RankerContext, modality: str) -> np.ndarray:
-    """[N] bool: the items with a (non-zero) vector of ``modality`` (cached in the context)."""
-    key = ("has_vector", modality)
-    if key not in context.cache:
-        vectors = context.vectors[modality]
-        if sp.issparse(vectors):
-            context.cache[key] = sp.csr_matrix(vectors).getnnz(axis=1) > 0
-        else:
-            context.cache[key] = np.asarray(vectors != 0).any(axis=1)
-    return context.cache[key]  # type: ignore[return-value]
-
-
 def _similarities(
     pairs: _Pairs, vectors: Vectors, has_vector: np.ndarray, last: np.ndarray, modality: str
 ) -> Columns:
@@ -417,8 +405,8 @@ def _content_columns(
     modalities += sorted(set(context.vectors) - set(MODALITY_FAMILY))
     for modality in modalities:
         if MODALITY_FAMILY.get(modality) not in without:
-            vectors, has_vector = context.vectors[modality], _has_vector(context, modality)
-            columns.update(_similarities(pairs, vectors, has_vector, last, modality))
+            vectors, with_vector = context.vectors[modality], has_vector(context, modality)
+            columns.update(_similarities(pairs, vectors, with_vector, last, modality))
     return columns
 
 

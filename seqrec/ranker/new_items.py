@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from seqrec.ranker.candidates import Candidates, concat, top_per_row
-from seqrec.ranker.context import RankerContext, Vectors
+from seqrec.ranker.context import RankerContext, Vectors, has_vector
 from seqrec.ranker.events import Events
 from seqrec.ranker.queries import Queries, in_history, last_items_matrix
 
@@ -33,14 +33,6 @@ def new_items(events: Events, cutoff: int, days: int) -> np.ndarray:
     first = np.full(events.n_items, np.iinfo(np.int64).max)
     first[sold] = events.time_of[events.item_indptr[:-1][sold]]  # [N] first sale, max if none
     return first >= cutoff - days * events.day
-
-
-def has_content(vectors) -> np.ndarray:
-    """[N] bool: items with a non-zero vector."""
-    if sp.issparse(vectors):
-        return np.diff(sp.csr_matrix(vectors).indptr) > 0
-    nonzero: np.ndarray = np.asarray(vectors) != 0  # [N, D]
-    return np.asarray(nonzero.any(axis=1), dtype=bool)
 
 
 @dataclass
@@ -79,12 +71,9 @@ class NewByContent:
         return context.periods.get(key, lambda: self._fresh(context, cutoff), self.cached_periods)
 
     def _fresh(self, context: RankerContext, cutoff: int) -> tuple[np.ndarray, Vectors]:
-        vectors = context.vectors[self.modality]
-        key = ("has_content", self.modality)
-        if key not in context.cache:  # [N] bool, once per catalogue
-            context.cache[key] = has_content(vectors)
-        fresh = np.flatnonzero(new_items(context.events, cutoff, self.days) & context.cache[key])
-        return fresh, vectors[fresh]
+        with_content = has_vector(context, self.modality)  # [N]
+        fresh = np.flatnonzero(new_items(context.events, cutoff, self.days) & with_content)
+        return fresh, context.vectors[self.modality][fresh]
 
     @staticmethod
     def _best(queries, profile, fresh_vectors, rows, fresh, n: int) -> Candidates:
