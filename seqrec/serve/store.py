@@ -105,7 +105,8 @@ class Store:
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
             raise ConfigError(f"event database {url!r} cannot be used: {error}") from None
         self.url = self.engine.url.render_as_string(hide_password=True)
-        self._recent: dict[tuple[str, ...], sa.Select] = {}  # `_recent_rows` statements
+        # `_recent_rows` statements and their compiled forms, by event types
+        self._recent: dict[tuple[str, ...], tuple[sa.Select, sa.Compiled]] = {}
         self.local = self.engine.dialect.name == "sqlite"  # a file on this machine
         # a shopper's recent events are read from an SQLite file through plain sqlite3, one
         # connection per reading thread: SQLAlchemy's per-call work costs more than the read
@@ -200,47 +201,43 @@ class Store:
         self, user_id: str, types: tuple[str, ...], since: int | None, limit: int
     ) -> list:
         """(item_id, type, timestamp) rows, newest first, through one statement per ``types``
-        built once (SQLAlchemy then reuses its compiled form); from an SQLite file, the same
-        query through sqlite3 (`_sqlite_recent_rows`)."""
-        values = {"user_id": user_id, "since": EARLIEST if since is None else since}
-        if self._sqlite_file is not None:
-            return self._sqlite_recent_rows(self._sqlite_file, types, {**values, "limit": limit})
-        statement = self._recent.get(types)
-        if statement is None:
+        built and compiled once: run by SQLAlchemy, or for an SQLite file, its compiled SQL on
+        this thread's own sqlite3 connection (each read sees every commit made before it)."""
+        statement, compiled = self._recent_statement(types)
+        values = {"user_id": user_id, "since": EARLIEST if since is None else since, "limit": limit}
+        if self._sqlite_file is None:
+            with self.engine.connect() as connection:
+                return list(connection.execute(statement, values).all())
+        reader = getattr(self._readers, "connection", None)
+        if reader is None:
+            reader = sqlite3.connect(self._sqlite_file, check_same_thread=False)
+            sqlite_pragmas(reader, None)
+            self._readers.connection = reader
+            with self._opened_lock:
+                self._opened.append(reader)
+        parameters = compiled.construct_params(values) or {}
+        order = getattr(compiled, "positiontup", None) or ()  # SQLite's "?" placeholders
+        return reader.execute(compiled.string, [parameters[name] for name in order]).fetchall()
+
+    def _recent_statement(self, types: tuple[str, ...]) -> tuple[sa.Select, sa.Compiled]:
+        """The statement of `_recent_rows` for ``types`` and its form compiled for this engine."""
+        if types not in self._recent:
             table = events_table
+            kinds: list[sa.BindParameter[str]] = [
+                sa.bindparam(f"type_{i}", kind) for i, kind in enumerate(types)
+            ]
             statement = (
                 sa.select(table.c.item_id, table.c.type, table.c.timestamp)
                 .where(
                     table.c.user_id == sa.bindparam("user_id"),
-                    table.c.type.in_(types),
+                    table.c.type.in_(kinds),
                     table.c.timestamp >= sa.bindparam("since"),
                 )
                 .order_by(table.c.timestamp.desc(), table.c.id.desc())
                 .limit(sa.bindparam("limit"))
             )
-            self._recent[types] = statement
-        with self.engine.connect() as connection:
-            return list(connection.execute(statement, {**values, "limit": limit}).all())
-
-    def _sqlite_recent_rows(
-        self, database: str, types: tuple[str, ...], values: dict[str, Any]
-    ) -> list:
-        """`_recent_rows`' query on this thread's own sqlite3 connection to the file: each
-        read sees every commit made before it (WAL)."""
-        reader = getattr(self._readers, "connection", None)
-        if reader is None:
-            reader = sqlite3.connect(database, check_same_thread=False)
-            sqlite_pragmas(reader, None)
-            self._readers.connection = reader
-            with self._opened_lock:
-                self._opened.append(reader)
-        marks = ", ".join("?" * len(types))
-        sql = (
-            "SELECT item_id, type, timestamp FROM events WHERE user_id = ? AND type IN "
-            f"({marks}) AND timestamp >= ? ORDER BY timestamp DESC, id DESC LIMIT ?"
-        )  # sqlite3 keeps the prepared statement of each text it ran (its statement cache)
-        parameters = (values["user_id"], *types, values["since"], values["limit"])
-        return reader.execute(sql, parameters).fetchall()
+            self._recent[types] = (statement, statement.compile(dialect=self.engine.dialect))
+        return self._recent[types]
 
     def delete_user(self, user_id: str) -> int:
         """Erase every event of ``user_id``; the number erased."""
