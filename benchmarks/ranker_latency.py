@@ -134,18 +134,11 @@ def served_scorer(bundle_path: Path, dataset) -> tuple[RankerScorer, str]:
         != dataset.items["item_id"].astype(str).tolist()
     ):
         raise SystemExit(f"{bundle_path} was not trained on these items; give its --data")
-    scorer = Recommender(bundle).ranker
-    if scorer is None:
+    served = Recommender(bundle)
+    if served.ranker is None:
         raise SystemExit(f"{bundle_path} has no ranker")
-    return (
-        scorer,
-        f"served from bundle `{bundle_path}` (`Recommender`, runtime {bundle_runtime(scorer)})",
-    )
-
-
-def bundle_runtime(scorer: RankerScorer) -> str:
-    model = scorer.context.model
-    return type(model).__name__ if model is not None else "no sequence model"
+    origin = f"served from bundle `{bundle_path}` (`Recommender`, model scores by {served.runtime})"
+    return served.ranker, origin
 
 
 def load_or_fit(args, dataset, split, item_features) -> tuple[Ranker, str]:
