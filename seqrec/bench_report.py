@@ -68,10 +68,10 @@ def ranker_paired_rows(report: BenchReport) -> list[dict]:
     Empty without a ranker row."""
     columns = table_columns(report.config.eval.ks)
     full = next((row for row in report.rows if row.kind == "ranker"), None)
-    ablations = [row for row in report.rows if row.kind in ("model", "ranker ablation")]
+    others = [row for row in report.rows if row.kind in ("model", "ranker ablation")]
     if full is None:
         return []
-    return [_paired(row, full, columns, report.config.eval.bootstrap) for row in ablations]
+    return [_paired(row, full, columns, report.config.eval.bootstrap) for row in others]
 
 
 def _paired(row: BenchRow, against: BenchRow, columns: list[str], bootstrap: int) -> dict:
