@@ -59,14 +59,13 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from threadpoolctl import ThreadpoolController
 
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.ranker.candidates import CandidateSet
 from seqrec.ranker.config import SOURCES, RankerConfig
 from seqrec.ranker.context import RankerContext, Vectors, has_vector
+from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
 from seqrec.ranker.events import Events
 from seqrec.ranker.queries import Queries, history_events
 from seqrec.scoring import ModelScorer
@@ -84,10 +83,10 @@ SOURCE_FAMILY = {
 }
 MODALITY_FAMILY = {"tfidf": "text", "text": "text", "image": "image", "fused": "sequence"}
 SALES_DAYS = (1, 7, 28)
-PAIR_CHUNK = 1 << 15  # pairs per block of cosines (bounds the gathered vector rows)
 QUERY_CHUNK = 256  # queries per block of full-catalogue model scores
 
 
+@functools.cache
 def feature_family(name: str) -> str | None:
     """The family ("image", "text", "sequence") a feature belongs to, None for the others."""
     if name.startswith("seq_"):
@@ -114,6 +113,11 @@ class _Pairs:
     h_times: np.ndarray  # [E] float64 (NaN where the query gave no times)
     h_from_end: np.ndarray  # [E] 1 = the latest entry of its history
     day: int | None
+
+    @functools.cached_property
+    def layout(self) -> Layout:
+        """The pairs grouped by query (`seqrec.ranker.cosines.Layout`), built once."""
+        return Layout.of(self.rows, len(self.lengths))
 
     def days_before(self, times: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
         """Days from ``times`` to ``cutoffs`` (NaN where a time is NaN or without a clock)."""
@@ -234,91 +238,25 @@ def _category_shares(pairs: _Pairs, categories: np.ndarray, last_n: int) -> Colu
     }
     h_codes = np.asarray(categories[pairs.h_items], dtype=np.int64)  # [E, C]
     p_codes = np.asarray(categories[pairs.items], dtype=np.int64)  # [P, C]
-    columns: Columns = {}
-    for column in range(categories.shape[1]):
-        item_codes = p_codes[:, column]  # [P]
-        n_codes = int(max(h_codes[:, column].max(initial=0), item_codes.max(initial=0))) + 1
-        for part, (entries, sizes) in parts.items():
-            keys = pairs.h_rows[entries] * n_codes + h_codes[entries, column]
-            distinct, counts = np.unique(keys, return_counts=True)
-            pos, found = _find(distinct, pairs.rows * n_codes + item_codes)
-            matches = _gather(counts, pos, found, 0.0)
-            size = sizes[pairs.rows].astype(np.float64)
-            share = np.full(len(matches), np.nan)
-            np.divide(matches, size, out=share, where=(size > 0) & (item_codes > 0))
-            columns[f"cat{column}_share_{part}"] = share
-    return columns
-
-
-def _last_items(pairs: _Pairs, last_n: int) -> np.ndarray:
-    """[B, last_n] int64 each query's latest last_n history items (oldest first), -1 padded."""
-    out = np.full((len(pairs.lengths), last_n), -1, dtype=np.int64)
-    kept = pairs.h_from_end <= last_n
-    out[pairs.h_rows[kept], last_n - pairs.h_from_end[kept]] = pairs.h_items[kept]
-    return out
-
-
-@dataclass
-class _Layout:
-    """The pairs grouped by query, each at a slot of a [queries, width] grid."""
-
-    order: np.ndarray  # [P] pair indices sorted by query row
-    starts: np.ndarray  # [B + 1] where each query's pairs begin in ``order``
-    rows: np.ndarray  # [P] query row of each sorted pair
-    within: np.ndarray  # [P] its position among its query's pairs
-    width: int  # the most pairs of one query
-
-    @classmethod
-    def of(cls, pairs: _Pairs) -> _Layout:
-        order = np.argsort(pairs.rows, kind="stable")
-        rows = pairs.rows[order]
-        starts = np.searchsorted(rows, np.arange(len(pairs.lengths) + 1))
-        within = np.arange(len(rows)) - starts[rows]
-        return cls(order, starts, rows, within, int(within.max(initial=0)) + 1)
-
-
-def _sparse_cosines(vectors: sp.csr_matrix, pairs: _Pairs, last: np.ndarray) -> np.ndarray:
-    """[P, last_n] dot product of each candidate's row with each of its query's ``last`` items
-    (0 where a slot is empty), row-wise over the filled (pair, slot) cells in blocks: the
-    sparse rows are never densified."""
-    out = np.zeros((len(pairs.items), last.shape[1]))
-    others = last[pairs.rows]  # [P, last_n] -1 where the history is shorter
-    cells = np.flatnonzero(others.ravel() >= 0)  # filled cells of ``out``, flat
-    for start in range(0, len(cells), PAIR_CHUNK):
-        part = cells[start : start + PAIR_CHUNK]
-        mine = vectors[pairs.items[part // last.shape[1]]]  # [k, V]
-        product = mine.multiply(vectors[others.ravel()[part]])  # [k, V]
-        out.ravel()[part] = np.asarray(product.sum(axis=1)).ravel()
-    return out
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def _one_blas_thread():
-    """A context in which BLAS (numpy's matmul) runs on the calling thread only."""
-    return _blas().limit(limits=1, user_api="blas")
-
-
-def _dense_cosines(vectors: np.ndarray, pairs: _Pairs, last: np.ndarray) -> np.ndarray:
-    """[P, last_n] the same for dense rows: per block of queries, one batched product of the
-    queries' candidates (padded to the widest query) with their ``last`` items."""
-    layout = _Layout.of(pairs)
-    per_block = max(1, PAIR_CHUNK // layout.width)
-    out = np.zeros((len(pairs.items), last.shape[1]))
-    for first in range(0, len(last), per_block):
-        stop = min(first + per_block, len(last))
-        lo, hi = layout.starts[first], layout.starts[stop]
-        local, within = layout.rows[lo:hi] - first, layout.within[lo:hi]
-        grid = np.zeros((stop - first, layout.width), dtype=np.int64)  # [b, width] 0 = padding
-        grid[local, within] = pairs.items[layout.order[lo:hi]]
-        history = vectors[np.maximum(last[first:stop], 0)]  # [b, last_n, D]
-        with _one_blas_thread():  # small products: waking BLAS's thread pool costs more
-            sims = np.matmul(vectors[grid], history.transpose(0, 2, 1))  # [b, width, last_n]
-        out[layout.order[lo:hi]] = sims[local, within]
-    return out
+    n_codes = int(max(h_codes.max(initial=0), p_codes.max(initial=0))) + 1
+    # one key per (column, query, code), every column counted in one pass
+    column_base = np.arange(categories.shape[1], dtype=np.int64) * n_queries * n_codes  # [C]
+    asked = column_base + pairs.rows[:, None] * n_codes + p_codes  # [P, C]
+    shares = {}
+    for part, (entries, sizes) in parts.items():
+        keys = column_base + pairs.h_rows[entries, None] * n_codes + h_codes[entries]  # [E', C]
+        distinct, counts = np.unique(keys, return_counts=True)
+        pos, found = _find(distinct, asked.ravel())
+        matches = _gather(counts, pos, found, 0.0).reshape(asked.shape)  # [P, C]
+        size = sizes[pairs.rows].astype(np.float64)[:, None]  # [P, 1]
+        share = np.full(asked.shape, np.nan)
+        np.divide(matches, size, out=share, where=(size > 0) & (p_codes > 0))
+        shares[part] = share
+    return {
+        f"cat{column}_share_{part}": shares[part][:, column]
+        for column in range(categories.shape[1])
+        for part in parts
+    }
 
 
 def _similarities(
@@ -326,10 +264,7 @@ def _similarities(
 ) -> Columns:
     """Max and mean cosine of each candidate to its query's latest history items (rows are
     unit vectors; items without a vector (``has_vector`` [N] False) are left out of both)."""
-    if sp.issparse(vectors):
-        sims = _sparse_cosines(sp.csr_matrix(vectors), pairs, last)  # [P, last_n]
-    else:
-        sims = _dense_cosines(np.asarray(vectors), pairs, last)
+    sims = slot_cosines(vectors, pairs.items, last, pairs.layout)  # [P, last_n]
     others = last[pairs.rows]  # [P, last_n] -1 where the history is shorter
     valid = (others >= 0) & has_vector[np.maximum(others, 0)] & has_vector[pairs.items, None]
     seen = valid.sum(axis=1)  # [P]
@@ -343,7 +278,7 @@ def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:
     """The model's raw score of each candidate and its rank over the catalogue (1 + items
     scored strictly above it), ``QUERY_CHUNK`` queries at a time on the model's device."""
     score, rank = np.full(len(pairs.items), np.nan), np.full(len(pairs.items), np.nan)
-    layout = _Layout.of(pairs)
+    layout = pairs.layout
     for first in range(0, len(queries), QUERY_CHUNK):
         stop = min(first + QUERY_CHUNK, len(queries))
         lo, hi = layout.starts[first], layout.starts[stop]
@@ -397,10 +332,9 @@ def _activity(pairs: _Pairs) -> Columns:
 
 
 def _content_columns(
-    pairs: _Pairs, context: RankerContext, last_n: int, without: set[str]
+    pairs: _Pairs, last: np.ndarray, context: RankerContext, without: set[str]
 ) -> Columns:
     columns: Columns = {}
-    last = _last_items(pairs, last_n)  # [B, last_n]
     modalities = [m for m in MODALITY_FAMILY if m in context.vectors]
     modalities += sorted(set(context.vectors) - set(MODALITY_FAMILY))
     for modality in modalities:
@@ -427,7 +361,8 @@ def feature_matrix(
         columns.update(_price(pairs, context.prices))
     if context.categories is not None:
         columns.update(_category_shares(pairs, context.categories, config.history_last_n))
-    columns.update(_content_columns(pairs, context, config.history_last_n, without))
+    last = last_slots(queries, config.history_last_n)  # [B, last_n]
+    columns.update(_content_columns(pairs, last, context, without))
     if context.model is not None and "sequence" not in without:
         columns.update(_sequence(pairs, queries, context.model))
     columns.update(_activity(pairs))

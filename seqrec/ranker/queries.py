@@ -76,30 +76,51 @@ def _history_events(queries: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return rows, items, times, from_end
 
 
+ROW_STRIDE = 1 << 32  # (row, item) key = row * ROW_STRIDE + item: one int64 per pair
+
+
 def in_history(queries: Queries, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """[C] bool: whether ``items[c]`` is in the history of query ``rows[c]``."""
-    h_rows, h_items, _, _ = history_events(queries)
-    width = max(int(items.max(initial=0)), int(h_items.max(initial=0))) + 1
-    return np.isin(rows * width + items, h_rows * width + h_items)
+    """[C] bool: whether ``items[c]`` is in the history of query ``rows[c]`` (binary search in
+    the queries' sorted (row, item) keys, built once per Queries)."""
+    if "history_keys" not in queries.memo:
+        h_rows, h_items, _, _ = history_events(queries)
+        queries.memo["history_keys"] = np.unique(h_rows * ROW_STRIDE + h_items)
+    keys: np.ndarray = queries.memo["history_keys"]  # type: ignore[assignment]
+    asked = np.asarray(rows, np.int64) * ROW_STRIDE + np.asarray(items, np.int64)
+    if not len(keys):
+        return np.zeros(len(asked), dtype=bool)
+    at = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
+    return keys[at] == asked
+
+
+def last_items(queries: Queries, last_n: int, binary: bool = True) -> tuple[np.ndarray, ...]:
+    """(row [Q], item [Q], weight [Q] float64) of the last ``last_n`` history items of each
+    query, sorted by row then item, each (row, item) once: weight 1, or how often the item is
+    among them (``binary=False``). Shared by the sources that ask the same: read-only."""
+    key = ("last_items", last_n, binary)
+    if key not in queries.memo:
+        arrays = _last_items(queries, last_n, binary)
+        for array in arrays:
+            array.flags.writeable = False
+        queries.memo[key] = arrays
+    return queries.memo[key]  # type: ignore[return-value]
+
+
+def _last_items(queries: Queries, last_n: int, binary: bool) -> tuple[np.ndarray, ...]:
+    rows, items, _, from_end = history_events(queries)
+    recent = from_end < last_n
+    width = int(items.max(initial=0)) + 1
+    pairs, counts = np.unique(rows[recent] * width + items[recent], return_counts=True)
+    weights = np.ones(len(pairs)) if binary else counts.astype(np.float64)
+    return pairs // width, pairs % width, weights
 
 
 def last_items_matrix(
     queries: Queries, n_items: int, last_n: int, binary: bool = True
 ) -> sp.csr_matrix:
-    """[B, N] the last ``last_n`` history items of each query: 1 each, or how often each is
-    among them (``binary=False``). Shared by the sources that ask the same: not to be changed."""
-    key = ("last_items", n_items, last_n, binary)
+    """[B, N] the same as a sparse matrix (`last_items`). Not to be changed."""
+    key = ("last_items_matrix", n_items, last_n, binary)
     if key not in queries.memo:
-        queries.memo[key] = _last_items_matrix(queries, n_items, last_n, binary)
+        rows, items, weights = last_items(queries, last_n, binary)
+        queries.memo[key] = sp.csr_matrix((weights, (rows, items)), shape=(len(queries), n_items))
     return queries.memo[key]  # type: ignore[return-value]
-
-
-def _last_items_matrix(queries: Queries, n_items: int, last_n: int, binary: bool) -> sp.csr_matrix:
-    rows, items, _, from_end = history_events(queries)
-    recent = from_end < last_n
-    data = np.ones(int(recent.sum()))
-    matrix = sp.csr_matrix((data, (rows[recent], items[recent])), shape=(len(queries), n_items))
-    matrix.sum_duplicates()
-    if binary:
-        matrix.data[:] = 1.0
-    return matrix

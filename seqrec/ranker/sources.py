@@ -33,28 +33,45 @@ from seqrec.models.affinity import neighbour_graph
 from seqrec.neighbours import cooccurrence_top
 from seqrec.ranker.candidates import Candidates, Source, concat, no_candidates, top_per_row
 from seqrec.ranker.config import RankerConfig
-from seqrec.ranker.context import RankerContext, Vectors
+from seqrec.ranker.context import RankerContext
+from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
 from seqrec.ranker.events import Events
 from seqrec.ranker.new_items import NewByContent
-from seqrec.ranker.queries import Queries, history_events, in_history, last_items_matrix
+from seqrec.ranker.queries import (
+    Queries,
+    history_events,
+    in_history,
+    last_items,
+)
 
 CHUNK = 256  # queries scored against the whole catalogue at once (memory: CHUNK x N floats)
-POOL_CHUNK = 1 << 13  # candidate pairs whose vectors are gathered at once (content sources)
 TIE_DAYS = 28  # window of the sales that break ties between variants
 
 
 def neighbour_sums(
-    queries: Queries, query: sp.csr_matrix, graph: sp.csr_matrix, n: int, exclude_history: bool
+    queries: Queries,
+    last: tuple[np.ndarray, ...],
+    graph: sp.csr_matrix,
+    n: int,
+    exclude_history: bool,
 ) -> Candidates:
-    """Top ``n`` items per query by ``query @ graph`` ([B, N] x [N, N] sparse: the summed
-    neighbour rows of the query's items), positive sums only, history items left out when
-    asked."""
-    scores = sp.coo_matrix(query.astype(graph.dtype) @ graph)  # [B, N] (graph never upcast)
-    c_rows, c_items, c_score = scores.row.astype(np.int64), scores.col, scores.data
-    keep = c_score > 0
+    """Top ``n`` items per query by the summed neighbour rows of the query's items (``last``:
+    rows [Q], items [Q], weights [Q] as `last_items` gives; the rows of ``graph`` [N, N] read
+    directly, never a [B, N] product), positive sums only, history items left out when asked."""
+    rows, items, weights = last
+    starts = graph.indptr[items]
+    sizes = graph.indptr[items + 1] - starts  # [Q] neighbours of each entry
+    flat = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+    width = graph.shape[1]
+    key = np.repeat(rows, sizes) * width + graph.indices[flat]  # [M] one per (query, neighbour)
+    distinct, inverse = np.unique(key, return_inverse=True)
+    values = graph.data[flat] * np.repeat(weights, sizes)  # [M]
+    sums = np.bincount(inverse, weights=values, minlength=len(distinct))  # [K]
+    c_rows, c_items = distinct // width, distinct % width
+    keep = sums > 0
     if exclude_history:
-        keep &= ~in_history(queries, c_rows, c_items)
-    return top_per_row(c_rows[keep], c_items[keep], c_score[keep], n)
+        keep[keep] = ~in_history(queries, c_rows[keep], c_items[keep])
+    return top_per_row(c_rows[keep], c_items[keep], sums[keep], n)
 
 
 @dataclass
@@ -211,9 +228,9 @@ class CoPurchase:
         for start in np.unique(starts):
             rows = np.flatnonzero(starts == start)
             part = queries.subset(rows)
-            query = last_items_matrix(part, context.n_items, self.last_n)  # [b, N]
             graph = self.similarity(context, int(start))
-            found = neighbour_sums(part, query, graph, n, self.exclude_history)
+            last = last_items(part, self.last_n)
+            found = neighbour_sums(part, last, graph, n, self.exclude_history)
             parts.append(Candidates(rows[found.rows], found.items, found.scores))
         return concat(parts)
 
@@ -263,29 +280,16 @@ class ContentNeighbours:
 
     def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
         graph = content_graph(context, self.modality, self.neighbours)
-        query = last_items_matrix(queries, context.n_items, self.last_n, binary=False)  # [B, N]
-        pool = neighbour_sums(queries, query, graph, max(n, self.pool), self.exclude_history)
+        last = last_items(queries, self.last_n, binary=False)
+        pool = neighbour_sums(queries, last, graph, max(n, self.pool), self.exclude_history)
         rows, items = pool.rows, pool.items
-        scores = cosine_sums(context.vectors[self.modality], query, rows, items)  # [C]
+        slots = last_slots(queries, self.last_n)  # [B, last_n]
+        sims = slot_cosines(
+            context.vectors[self.modality], items, slots, Layout.of(rows, len(queries))
+        )  # [C, last_n]
+        scores = np.where(slots[rows] >= 0, sims, 0.0).sum(axis=1)  # [C]
         positive = scores > 0
         return top_per_row(rows[positive], items[positive], scores[positive], n)
-
-
-def cosine_sums(
-    vectors: Vectors, query: sp.csr_matrix, rows: np.ndarray, items: np.ndarray
-) -> np.ndarray:
-    """[C] float32 dot product of ``vectors[items[c]]`` with the sum of query ``rows[c]``'s
-    vectors (``query`` [B, N] weights), ``POOL_CHUNK`` pairs at a time."""
-    profile = query.astype(vectors.dtype) @ vectors  # [B, D] (sparse when vectors are)
-    out = np.zeros(len(rows), dtype=np.float32)
-    for start in range(0, len(rows), POOL_CHUNK):
-        part = slice(start, start + POOL_CHUNK)
-        if sp.issparse(vectors):
-            product = sp.csr_matrix(vectors[items[part]]).multiply(profile[rows[part]])
-            out[part] = np.asarray(product.sum(axis=1)).ravel()
-        else:
-            out[part] = np.einsum("cd,cd->c", vectors[items[part]], profile[rows[part]])
-    return out
 
 
 def content_graph(context: RankerContext, modality: str, neighbours: int) -> sp.csr_matrix:

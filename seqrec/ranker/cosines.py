@@ -1,0 +1,101 @@
+"""Cosines of (query, item) pairs to each query's latest history items, in blocks of queries.
+
+The content sources score candidates by their summed cosine to the query's last items and the
+features read the max and mean of the same cosines: both come from `slot_cosines`, a
+[pairs, last_n] matrix (one column per slot of `last_slots`). Rows of the vectors are unit
+vectors (or zero: no content), so a dot product is a cosine.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
+
+from seqrec.ranker.context import Vectors
+from seqrec.ranker.queries import Queries, history_events
+
+PAIR_CHUNK = 1 << 15  # pairs per block of dense cosines (bounds the gathered vector rows)
+SPARSE_QUERIES = 16  # queries per block of sparse cosines (bounds the [pairs, 16 x last_n] product)
+
+
+def last_slots(queries: Queries, last_n: int) -> np.ndarray:
+    """[B, last_n] int64 each query's latest ``last_n`` history items (oldest first, a repeated
+    item in each of its slots), -1 where the history is shorter. Built once per Queries."""
+    key = ("last_slots", last_n)
+    if key not in queries.memo:
+        rows, items, _, from_end = history_events(queries)
+        out = np.full((len(queries), last_n), -1, dtype=np.int64)
+        kept = from_end < last_n
+        out[rows[kept], last_n - 1 - from_end[kept]] = items[kept]
+        out.flags.writeable = False
+        queries.memo[key] = out
+    return queries.memo[key]  # type: ignore[return-value]
+
+
+@dataclass
+class Layout:
+    """Pairs grouped by query, each at a slot of a [queries, width] grid."""
+
+    order: np.ndarray  # [P] pair indices sorted by query row
+    starts: np.ndarray  # [B + 1] where each query's pairs begin in ``order``
+    rows: np.ndarray  # [P] query row of each sorted pair
+    within: np.ndarray  # [P] its position among its query's pairs
+    width: int  # the most pairs of one query
+
+    @classmethod
+    def of(cls, rows: np.ndarray, n_queries: int) -> Layout:
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        starts = np.searchsorted(sorted_rows, np.arange(n_queries + 1))
+        within = np.arange(len(sorted_rows)) - starts[sorted_rows]
+        return cls(order, starts, sorted_rows, within, int(within.max(initial=0)) + 1)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which BLAS (numpy's matmul) runs on the calling thread only."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
+def slot_cosines(
+    vectors: Vectors, items: np.ndarray, last: np.ndarray, layout: Layout
+) -> np.ndarray:
+    """[P, last_n] float64 dot product of ``vectors[items[p]]`` with each of its query's
+    ``last`` items ([B, last_n], `last_slots`; the query of pair p is given by ``layout``);
+    slots of a shorter history hold any value (callers mask them). Per block of queries: dense
+    rows in one batched product of each query's pairs (padded to the widest query) with its
+    last items; sparse rows (never densified) in one product of the block's pairs with every
+    last item of the block, of which each pair keeps its own query's."""
+    sparse = sp.issparse(vectors)
+    vectors = sp.csr_matrix(vectors) if sparse else np.asarray(vectors)
+    last_n = last.shape[1]
+    per_block = max(1, PAIR_CHUNK // layout.width)
+    if sparse:
+        per_block = min(per_block, SPARSE_QUERIES)
+    out = np.zeros((len(items), last_n))
+    for first in range(0, len(last), per_block):
+        stop = min(first + per_block, len(last))
+        lo, hi = layout.starts[first], layout.starts[stop]
+        if lo == hi:
+            continue
+        local, picked = layout.rows[lo:hi] - first, layout.order[lo:hi]
+        history = np.maximum(last[first:stop], 0)  # [b, last_n]
+        if sparse:
+            product = vectors[items[picked]] @ vectors[history.ravel()].T  # [p, b * last_n]
+            mine = local[:, None] * last_n + np.arange(last_n)  # [p, last_n] its query's columns
+            out[picked] = np.take_along_axis(product.toarray(), mine, axis=1)
+            continue
+        grid = np.zeros((stop - first, layout.width), dtype=np.int64)  # [b, width] 0 = padding
+        grid[local, layout.within[lo:hi]] = items[picked]
+        with one_blas_thread():  # small products: waking BLAS's thread pool costs more
+            sims = np.matmul(vectors[grid], vectors[history].transpose(0, 2, 1))  # [b, width, n]
+        out[picked] = sims[local, layout.within[lo:hi]]
+    return out
