@@ -290,6 +290,7 @@ def add_service_routes(app: FastAPI, catalogue: LiveCatalogue) -> None:
             "ranking_cpu_s": batcher.rank_cpu_s,
             "changes": catalogue.generation,
             "time_unit": rec.time_unit,
+            "worker": os.getpid(),
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -172,6 +172,7 @@ class Health(BaseModel):
         description="The bundle's clock: days or seconds (ISO times accepted) or order only "
         "(integer timestamps)."
     )
+    worker: int = Field(description="Process id of the worker that answered (`--workers N`).")
 
 
 class ShopEvent(BaseModel):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,11 +79,14 @@ def run_server(
     if workers == 1:
         uvicorn.run(app_from_env(), **options)
         return
-    from uvicorn.supervisors import Multiprocess
-
     factory = f"{__name__}:app_from_env"
     server_config = uvicorn.Config(factory, factory=True, workers=workers, **options)
-    Multiprocess(server_config, sockets=[tcp_listener(server_config)]).run()
+    if not hasattr(socket, "SO_REUSEPORT") or sys.platform != "linux":
+        from uvicorn.supervisors import Multiprocess  # one shared socket (no kernel balancing)
+
+        Multiprocess(server_config, sockets=[tcp_listener(server_config)]).run()
+        return
+    run_workers(server_config, workers)
 
 
 def absolute_paths(config: ServeConfig) -> ServeConfig:
@@ -91,6 +99,72 @@ def absolute_paths(config: ServeConfig) -> ServeConfig:
     if token_file is not None:
         token_file = str(Path(token_file).expanduser().resolve())
     return replace(config, db=db, token_file=token_file)
+
+
+def run_workers(server_config: uvicorn.Config, workers: int) -> None:
+    """``workers`` processes serving ``server_config``'s app, each on its own listening socket
+    of host:port (SO_REUSEPORT): Linux spreads new connections over the sockets by their
+    addresses. On one shared socket, whichever worker wakes first accepts a whole burst of new
+    keep-alive connections and serves them alone while the others idle. A worker that exits
+    is started again (unless it never started: then all stop); SIGINT or SIGTERM stops all."""
+    try:  # a port in use (by anything) fails here, once, not in every worker
+        probe = socket.create_server((server_config.host, server_config.port))
+    except OSError as error:
+        message = f"cannot listen on {server_config.host}:{server_config.port}: {error}"
+        raise DataError(message) from None
+    server_config.port = probe.getsockname()[1]  # port 0: one free port for every worker
+    probe.close()
+    context = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    ready = context.Event()  # set by a worker once it serves
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=serve_worker, args=(server_config, ready), daemon=False)
+        process.start()
+        return process
+
+    processes = [start() for _ in range(workers)]
+    while not stop.wait(0.5):
+        for at, process in enumerate(processes):
+            if process.is_alive():
+                continue
+            if not ready.is_set():  # failed before serving (a bad bundle, say): not a crash
+                stop.set()
+                break
+            processes[at] = start()
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: uvicorn finishes the requests under way
+    for process in processes:
+        process.join()
+    if not ready.is_set():
+        raise SystemExit(1)
+
+
+def serve_worker(server_config: uvicorn.Config, ready: Any) -> None:
+    """One worker of `run_workers`: its own SO_REUSEPORT socket, uvicorn on it."""
+    import uvicorn
+
+    host, port = server_config.host, server_config.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(server_config.backlog)
+    server_config.configure_logging()
+    server = uvicorn.Server(server_config)
+    threading.Thread(target=_signal_ready, args=(server, ready), daemon=True).start()
+    server.run(sockets=[sock])
+
+
+def _signal_ready(server: uvicorn.Server, ready: Any) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.1)
+    if server.started:
+        ready.set()
 
 
 def tcp_listener(server_config: uvicorn.Config) -> socket.socket:

@@ -4,7 +4,10 @@ ids, bad requests, the service's options, the CLI server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -278,13 +281,12 @@ def test_micro_batcher_ranks_concurrent_requests_together(bundle):
     assert rankings[-1].source == "popularity"
 
 
-@pytest.fixture(scope="module")
-def live_server(bundle_path, pick_free_port):
-    """``seqrec serve`` in a subprocess on a loopback port."""
-    port = pick_free_port()
+@contextlib.contextmanager
+def cli_server(bundle_path, port: int, *options: str):
+    """``seqrec serve`` with ``options`` in a subprocess on a loopback port, once it answers."""
     command = [sys.executable, str(ROOT / "cli.py"), "serve", "--bundle", str(bundle_path)]
     server = subprocess.Popen(
-        [*command, "--port", str(port), "--runtime", "onnx"],
+        [*command, "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -295,7 +297,7 @@ def live_server(bundle_path, pick_free_port):
             if server.poll() is not None:
                 pytest.fail(f"seqrec serve exited: {server.stdout.read().decode()}")
             try:
-                if httpx.get(url + "/health").status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -304,7 +306,36 @@ def live_server(bundle_path, pick_free_port):
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        assert server.wait(timeout=20) is not None
+
+
+@pytest.fixture(scope="module")
+def live_server(bundle_path, pick_free_port):
+    with cli_server(bundle_path, pick_free_port(), "--runtime", "onnx") as url:
+        yield url
+
+
+@pytest.mark.multiprocess
+def test_workers_share_a_burst_of_new_connections(bundle_path, pick_free_port):
+    """With --workers 2, connections opened at once are spread over both processes (each
+    worker listens on its own socket), and a stop ends every worker."""
+    port = pick_free_port()
+    with cli_server(bundle_path, port, "--workers", "2"):
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(24)]
+        answers = []
+        try:  # every connection is open before the first request is sent
+            for sock in sockets:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            for sock in sockets:
+                response = http.client.HTTPResponse(sock)
+                response.begin()
+                answers.append(json.loads(response.read())["worker"])
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert len(set(answers)) == 2, answers
+    with pytest.raises(ConnectionRefusedError):  # no worker outlives the stopped server
+        socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
 @pytest.mark.multiprocess
