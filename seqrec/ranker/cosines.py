@@ -20,6 +20,7 @@ from seqrec.ranker.queries import Queries, history_events
 
 PAIR_CHUNK = 1 << 15  # pairs per block of dense cosines (bounds the gathered vector rows)
 SPARSE_QUERIES = 16  # queries per block of sparse cosines (bounds the [pairs, 16 x last_n] product)
+HISTORY_CELLS = 1 << 20  # densified history rows per block of sparse cosines, at most (x 8 bytes)
 
 
 def last_slots(queries: Queries, last_n: int) -> np.ndarray:
@@ -72,14 +73,16 @@ def slot_cosines(
     ``last`` items ([B, last_n], `last_slots`; the query of pair p is given by ``layout``);
     slots of a shorter history hold any value (callers mask them). Per block of queries: dense
     rows in one batched product of each query's pairs (padded to the widest query) with its
-    last items; sparse rows (never densified) in one product of the block's pairs with every
-    last item of the block, of which each pair keeps its own query's."""
+    last items; sparse rows in one product of the block's pairs (sparse) with every last item
+    of the block (densified, at most ``HISTORY_CELLS`` values), of which each pair keeps its
+    own query's."""
     sparse = sp.issparse(vectors)
     vectors = sp.csr_matrix(vectors) if sparse else np.asarray(vectors)
     last_n = last.shape[1]
     per_block = max(1, PAIR_CHUNK // layout.width)
     if sparse:
-        per_block = min(per_block, SPARSE_QUERIES)
+        fit = HISTORY_CELLS // max(vectors.shape[1] * last_n, 1)
+        per_block = max(1, min(per_block, SPARSE_QUERIES, fit))
     out = np.zeros((len(items), last_n))
     for first in range(0, len(last), per_block):
         stop = min(first + per_block, len(last))
@@ -89,9 +92,10 @@ def slot_cosines(
         local, picked = layout.rows[lo:hi] - first, layout.order[lo:hi]
         history = np.maximum(last[first:stop], 0)  # [b, last_n]
         if sparse:
-            product = vectors[items[picked]] @ vectors[history.ravel()].T  # [p, b * last_n]
+            others = vectors[history.ravel()].toarray().T  # [V, b * last_n] dense
+            product = vectors[items[picked]] @ others  # [p, b * last_n]
             mine = local[:, None] * last_n + np.arange(last_n)  # [p, last_n] its query's columns
-            out[picked] = np.take_along_axis(product.toarray(), mine, axis=1)
+            out[picked] = np.take_along_axis(np.asarray(product), mine, axis=1)
             continue
         grid = np.zeros((stop - first, layout.width), dtype=np.int64)  # [b, width] 0 = padding
         grid[local, layout.within[lo:hi]] = items[picked]
