@@ -66,6 +66,31 @@ def one_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
+def csr_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(owner [M], column [M], value [M]): the stored entries of ``matrix[rows]``, owner = the
+    position in ``rows`` of the row each came from (read from the CSR arrays, no new matrix)."""
+    starts = matrix.indptr[rows]
+    sizes = matrix.indptr[np.asarray(rows) + 1] - starts  # [R]
+    flat = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    return owner, matrix.indices[flat], matrix.data[flat]
+
+
+def slot_profiles(vectors: Vectors, last: np.ndarray) -> np.ndarray:
+    """[B, D] float64 dense: the sum of each row's ``last`` items' vectors (filled slots only;
+    a repeated item counts each time)."""
+    filled = last >= 0  # [B, last_n]
+    if not sp.issparse(vectors):
+        gathered = np.asarray(vectors)[np.maximum(last, 0)]  # [B, last_n, D]
+        return np.einsum("bsd,bs->bd", gathered, filled.astype(gathered.dtype), dtype=np.float64)
+    vectors = sp.csr_matrix(vectors)
+    slot_rows, slot_items = np.nonzero(filled)
+    owner, columns, values = csr_entries(vectors, last[slot_rows, slot_items])
+    width = vectors.shape[1]
+    key = slot_rows[owner] * width + columns
+    return np.bincount(key, weights=values, minlength=len(last) * width).reshape(len(last), width)
+
+
 def slot_cosines(
     vectors: Vectors, items: np.ndarray, last: np.ndarray, layout: Layout
 ) -> np.ndarray:
@@ -73,9 +98,8 @@ def slot_cosines(
     ``last`` items ([B, last_n], `last_slots`; the query of pair p is given by ``layout``);
     slots of a shorter history hold any value (callers mask them). Per block of queries: dense
     rows in one batched product of each query's pairs (padded to the widest query) with its
-    last items; sparse rows in one product of the block's pairs (sparse) with every last item
-    of the block (densified, at most ``HISTORY_CELLS`` values), of which each pair keeps its
-    own query's."""
+    last items; sparse rows entry by entry against the block's last items densified (at most
+    ``HISTORY_CELLS`` values)."""
     sparse = sp.issparse(vectors)
     vectors = sp.csr_matrix(vectors) if sparse else np.asarray(vectors)
     last_n = last.shape[1]
@@ -92,14 +116,31 @@ def slot_cosines(
         local, picked = layout.rows[lo:hi] - first, layout.order[lo:hi]
         history = np.maximum(last[first:stop], 0)  # [b, last_n]
         if sparse:
-            others = vectors[history.ravel()].toarray().T  # [V, b * last_n] dense
-            product = vectors[items[picked]] @ others  # [p, b * last_n]
-            mine = local[:, None] * last_n + np.arange(last_n)  # [p, last_n] its query's columns
-            out[picked] = np.take_along_axis(np.asarray(product), mine, axis=1)
+            out[picked] = _sparse_block(vectors, items[picked], local, history)
             continue
         grid = np.zeros((stop - first, layout.width), dtype=np.int64)  # [b, width] 0 = padding
         grid[local, layout.within[lo:hi]] = items[picked]
         with one_blas_thread():  # small products: waking BLAS's thread pool costs more
             sims = np.matmul(vectors[grid], vectors[history].transpose(0, 2, 1))  # [b, width, n]
         out[picked] = sims[local, layout.within[lo:hi]]
+    return out
+
+
+def _sparse_block(
+    vectors: sp.csr_matrix, items: np.ndarray, local: np.ndarray, history: np.ndarray
+) -> np.ndarray:
+    """[p, last_n] the cosines of one block of sparse rows: the block's last items densified
+    ([b * V, last_n]: query, term -> slots), each stored entry of a candidate's row times its
+    own query's row of that, summed per candidate."""
+    b, last_n = history.shape
+    width = vectors.shape[1]
+    owner, columns, values = csr_entries(vectors, history.ravel())
+    dense = np.zeros((b * width, last_n))
+    dense[(owner // last_n) * width + columns, owner % last_n] = values
+    pair, columns, values = csr_entries(vectors, items)  # [M] entries of the candidates' rows
+    products = dense[local[pair] * width + columns] * values[:, None]  # [M, last_n]
+    out = np.zeros((len(items), last_n))
+    if len(pair):  # entries come grouped by candidate, in order
+        firsts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        out[pair[firsts]] = np.add.reduceat(products, firsts, axis=0)
     return out

@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from seqrec.ranker.candidates import Candidates, concat, top_per_row
 from seqrec.ranker.context import RankerContext, Vectors, has_vector
+from seqrec.ranker.cosines import last_slots, slot_profiles
 from seqrec.ranker.events import Events
-from seqrec.ranker.queries import Queries, in_history, last_items_matrix
+from seqrec.ranker.queries import Queries, in_history
 
 CHUNK = 256  # queries scored against one cutoff's new items at once
 
@@ -51,15 +51,15 @@ class NewByContent:
 
     def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
         vectors = context.vectors[self.modality]
-        query = last_items_matrix(queries, context.n_items, self.last_n, binary=False)  # [B, N]
-        profile = query.astype(vectors.dtype) @ vectors  # [B, D]
+        last = last_slots(queries, self.last_n)  # [B, last_n]
         parts = []
         for cutoff in np.unique(queries.cutoffs):
             fresh, fresh_vectors = self.fresh(context, int(cutoff))  # [F], [F, D]
             rows = np.flatnonzero(queries.cutoffs == cutoff)
             for start in range(0, len(rows) if len(fresh) else 0, CHUNK):
                 chunk = rows[start : start + CHUNK]
-                parts.append(self._best(queries, profile[chunk], fresh_vectors, chunk, fresh, n))
+                profile = slot_profiles(vectors, last[chunk])  # [b, D]
+                parts.append(self._best(queries, profile, fresh_vectors, chunk, fresh, n))
         return concat(parts)
 
     def fresh(self, context: RankerContext, cutoff: int) -> tuple[np.ndarray, Vectors]:
@@ -78,7 +78,7 @@ class NewByContent:
     @staticmethod
     def _best(queries, profile, fresh_vectors, rows, fresh, n: int) -> Candidates:
         """Top ``n`` of ``fresh`` per row of ``rows`` by ``profile @ fresh_vectors.T``."""
-        profile = profile.toarray() if sp.issparse(profile) else profile  # [b, D] dense
+        profile = profile.astype(fresh_vectors.dtype)  # [b, D] dense
         scores = np.asarray(fresh_vectors @ profile.T).T  # [b, F] (sparse rows times dense)
         k = min(n, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # [b, k]

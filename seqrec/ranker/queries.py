@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
 from seqrec.data.split import EvalTask
 
@@ -21,7 +20,7 @@ class Queries:
     histories: list[np.ndarray]  # B arrays of item indices, time order
     times: list[np.ndarray]  # B arrays of the matching timestamps
     cutoffs: np.ndarray  # [B] int64: the moment asked; only events with timestamp < cutoff count
-    # what several sources read of the same histories (`history_events`, `last_items_matrix`),
+    # what several sources read of the same histories (`history_events`, `last_items`),
     # computed once per Queries (a Queries is not changed after it is made)
     memo: dict[object, object] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -113,14 +112,3 @@ def _last_items(queries: Queries, last_n: int, binary: bool) -> tuple[np.ndarray
     pairs, counts = np.unique(rows[recent] * width + items[recent], return_counts=True)
     weights = np.ones(len(pairs)) if binary else counts.astype(np.float64)
     return pairs // width, pairs % width, weights
-
-
-def last_items_matrix(
-    queries: Queries, n_items: int, last_n: int, binary: bool = True
-) -> sp.csr_matrix:
-    """[B, N] the same as a sparse matrix (`last_items`). Not to be changed."""
-    key = ("last_items_matrix", n_items, last_n, binary)
-    if key not in queries.memo:
-        rows, items, weights = last_items(queries, last_n, binary)
-        queries.memo[key] = sp.csr_matrix((weights, (rows, items)), shape=(len(queries), n_items))
-    return queries.memo[key]  # type: ignore[return-value]

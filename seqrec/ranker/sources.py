@@ -34,7 +34,7 @@ from seqrec.neighbours import cooccurrence_top
 from seqrec.ranker.candidates import Candidates, Source, concat, no_candidates, top_per_row
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
-from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
+from seqrec.ranker.cosines import Layout, csr_entries, last_slots, slot_cosines
 from seqrec.ranker.events import Events
 from seqrec.ranker.new_items import NewByContent
 from seqrec.ranker.queries import (
@@ -59,13 +59,11 @@ def neighbour_sums(
     rows [Q], items [Q], weights [Q] as `last_items` gives; the rows of ``graph`` [N, N] read
     directly, never a [B, N] product), positive sums only, history items left out when asked."""
     rows, items, weights = last
-    starts = graph.indptr[items]
-    sizes = graph.indptr[items + 1] - starts  # [Q] neighbours of each entry
-    flat = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))
+    entry, neighbours, similarity = csr_entries(graph, items)  # [M] each
     width = graph.shape[1]
-    key = np.repeat(rows, sizes) * width + graph.indices[flat]  # [M] one per (query, neighbour)
+    key = rows[entry] * width + neighbours  # [M] one per (query, neighbour)
     distinct, inverse = np.unique(key, return_inverse=True)
-    values = graph.data[flat] * np.repeat(weights, sizes)  # [M]
+    values = similarity * weights[entry]  # [M]
     sums = np.bincount(inverse, weights=values, minlength=len(distinct))  # [K]
     c_rows, c_items = distinct // width, distinct % width
     keep = sums > 0
