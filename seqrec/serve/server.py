@@ -106,7 +106,8 @@ def run_workers(server_config: uvicorn.Config, workers: int) -> None:
     of host:port (SO_REUSEPORT): Linux spreads new connections over the sockets by their
     addresses. On one shared socket, whichever worker wakes first accepts a whole burst of new
     keep-alive connections and serves them alone while the others idle. A worker that exits
-    is started again (unless it never started: then all stop); SIGINT or SIGTERM stops all."""
+    is started again (unless none has started yet: then all stop); SIGINT or SIGTERM stops all,
+    SIGHUP is passed on to every worker (each reloads its bundle, `seqrec.serve.app`)."""
     try:  # a port in use (by anything) fails here, once, not in every worker
         probe = socket.create_server((server_config.host, server_config.port))
     except OSError as error:
@@ -114,33 +115,62 @@ def run_workers(server_config: uvicorn.Config, workers: int) -> None:
         raise DataError(message) from None
     server_config.port = probe.getsockname()[1]  # port 0: one free port for every worker
     probe.close()
-    context = multiprocessing.get_context("spawn")
-    stop = threading.Event()
+    pool = WorkerPool(server_config)
+    stop, hangup = threading.Event(), threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    ready = context.Event()  # set by a worker once it serves
+    signal.signal(signal.SIGHUP, lambda *_: hangup.set())
+    pool.start(workers)
+    while not stop.wait(0.2):
+        if hangup.is_set():
+            hangup.clear()
+            pool.send(signal.SIGHUP)
+        if not pool.replace_exited():
+            break
+    pool.stop()
+    if not pool.ready.is_set():
+        raise SystemExit(1)
 
-    def start() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=serve_worker, args=(server_config, ready), daemon=False)
+
+class WorkerPool:
+    """The worker processes of `run_workers` (spawned: each loads the bundle itself)."""
+
+    def __init__(self, server_config: uvicorn.Config):
+        self.config = server_config
+        self.context = multiprocessing.get_context("spawn")
+        self.ready = self.context.Event()  # set by the first worker that serves
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        process = self.context.Process(target=serve_worker, args=(self.config, self.ready))
         process.start()
         return process
 
-    processes = [start() for _ in range(workers)]
-    while not stop.wait(0.5):
-        for at, process in enumerate(processes):
+    def start(self, workers: int) -> None:
+        self.processes = [self._spawn() for _ in range(workers)]
+
+    def send(self, signum: int) -> None:
+        for process in self.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    def replace_exited(self) -> bool:
+        """Start a new worker for each that exited; False (and none started) when no worker
+        ever served: the start itself fails (a bad bundle, say), not a worker."""
+        for at, process in enumerate(self.processes):
+            if not process.is_alive():
+                if not self.ready.is_set():
+                    return False
+                self.processes[at] = self._spawn()
+        return True
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (uvicorn finishes the requests under way), then wait."""
+        for process in self.processes:
             if process.is_alive():
-                continue
-            if not ready.is_set():  # failed before serving (a bad bundle, say): not a crash
-                stop.set()
-                break
-            processes[at] = start()
-    for process in processes:
-        if process.is_alive():
-            process.terminate()  # SIGTERM: uvicorn finishes the requests under way
-    for process in processes:
-        process.join()
-    if not ready.is_set():
-        raise SystemExit(1)
+                process.terminate()
+        for process in self.processes:
+            process.join()
 
 
 def serve_worker(server_config: uvicorn.Config, ready: Any) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -303,7 +304,7 @@ def cli_server(bundle_path, port: int, *options: str):
                 time.sleep(0.2)
         else:
             pytest.fail("seqrec serve did not answer /health within 60 s")
-        yield url
+        yield url, server
     finally:
         server.terminate()
         assert server.wait(timeout=20) is not None
@@ -311,29 +312,38 @@ def cli_server(bundle_path, port: int, *options: str):
 
 @pytest.fixture(scope="module")
 def live_server(bundle_path, pick_free_port):
-    with cli_server(bundle_path, pick_free_port(), "--runtime", "onnx") as url:
+    with cli_server(bundle_path, pick_free_port(), "--runtime", "onnx") as (url, _):
         yield url
+
+
+def health_over(sock: socket.socket) -> dict:
+    """``GET /health`` on an open keep-alive connection."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return json.loads(response.read())
 
 
 @pytest.mark.multiprocess
 def test_workers_share_a_burst_of_new_connections(bundle_path, pick_free_port):
     """With --workers 2, connections opened at once are spread over both processes (each
-    worker listens on its own socket), and a stop ends every worker."""
+    worker listens on its own socket); SIGHUP reloads every worker's bundle; a stop ends all."""
     port = pick_free_port()
-    with cli_server(bundle_path, port, "--workers", "2"):
+    with cli_server(bundle_path, port, "--workers", "2") as (_, server):
         sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(24)]
-        answers = []
         try:  # every connection is open before the first request is sent
-            for sock in sockets:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            for sock in sockets:
-                response = http.client.HTTPResponse(sock)
-                response.begin()
-                answers.append(json.loads(response.read())["worker"])
+            first = {}
+            for sock in sockets:  # each connection stays with the worker that accepted it
+                first.setdefault(health_over(sock)["worker"], sock)
+            assert len(first) == 2, list(first)
+            server.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while any(health_over(sock)["changes"] == 0 for sock in first.values()):
+                assert time.monotonic() < deadline, "a worker did not reload on SIGHUP"
+                time.sleep(0.2)
         finally:
             for sock in sockets:
                 sock.close()
-    assert len(set(answers)) == 2, answers
     with pytest.raises(ConnectionRefusedError):  # no worker outlives the stopped server
         socket.create_connection(("127.0.0.1", port), timeout=5)
 
