@@ -18,9 +18,8 @@ from threadpoolctl import ThreadpoolController
 from seqrec.ranker.context import Vectors
 from seqrec.ranker.queries import Queries, history_events
 
-PAIR_CHUNK = 1 << 15  # pairs per block of dense cosines (bounds the gathered vector rows)
-SPARSE_QUERIES = 16  # queries per block of sparse cosines (bounds the [pairs, 16 x last_n] product)
-HISTORY_CELLS = 1 << 20  # densified history rows per block of sparse cosines, at most (x 8 bytes)
+PAIR_CHUNK = 1 << 15  # pairs per block of cosines (bounds the gathered vector rows)
+HISTORY_CELLS = 1 << 20  # values of the densified last items per block of sparse cosines, at most
 
 
 def last_slots(queries: Queries, last_n: int) -> np.ndarray:
@@ -106,7 +105,7 @@ def slot_cosines(
     per_block = max(1, PAIR_CHUNK // layout.width)
     if sparse:
         fit = HISTORY_CELLS // max(vectors.shape[1] * last_n, 1)
-        per_block = max(1, min(per_block, SPARSE_QUERIES, fit))
+        per_block = max(1, min(per_block, fit))
     out = np.zeros((len(items), last_n))
     for first in range(0, len(last), per_block):
         stop = min(first + per_block, len(last))

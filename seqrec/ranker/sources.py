@@ -37,12 +37,7 @@ from seqrec.ranker.context import RankerContext
 from seqrec.ranker.cosines import Layout, csr_entries, last_slots, slot_cosines
 from seqrec.ranker.events import Events
 from seqrec.ranker.new_items import NewByContent
-from seqrec.ranker.queries import (
-    Queries,
-    history_events,
-    in_history,
-    last_items,
-)
+from seqrec.ranker.queries import Queries, history_events, in_history, last_items
 
 CHUNK = 256  # queries scored against the whole catalogue at once (memory: CHUNK x N floats)
 TIE_DAYS = 28  # window of the sales that break ties between variants

@@ -109,7 +109,8 @@ def run_workers(server_config: uvicorn.Config, workers: int) -> None:
     is started again (unless none has started yet: then all stop); SIGINT or SIGTERM stops all,
     SIGHUP is passed on to every worker (each reloads its bundle, `seqrec.serve.app`)."""
     try:  # a port in use (by anything) fails here, once, not in every worker
-        probe = socket.create_server((server_config.host, server_config.port))
+        family = host_family(server_config.host)
+        probe = socket.create_server((server_config.host, server_config.port), family=family)
     except OSError as error:
         message = f"cannot listen on {server_config.host}:{server_config.port}: {error}"
         raise DataError(message) from None
@@ -178,8 +179,7 @@ def serve_worker(server_config: uvicorn.Config, ready: Any) -> None:
     import uvicorn
 
     host, port = server_config.host, server_config.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = socket.socket(host_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
@@ -188,6 +188,11 @@ def serve_worker(server_config: uvicorn.Config, ready: Any) -> None:
     server = uvicorn.Server(server_config)
     threading.Thread(target=_signal_ready, args=(server, ready), daemon=True).start()
     server.run(sockets=[sock])
+
+
+def host_family(host: str) -> socket.AddressFamily:
+    """IPv6 for an address with colons ("::1"), else IPv4."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _signal_ready(server: uvicorn.Server, ready: Any) -> None:

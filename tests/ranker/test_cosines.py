@@ -51,8 +51,7 @@ def test_slot_profiles_sum_the_filled_slots(sparse):
 def test_slot_cosines_match_the_dot_products_in_any_block_size(monkeypatch, per_block):
     """Dense and sparse rows give each pair's dot product with its own query's slots, whatever
     the pairs' order and the number of queries per block."""
-    monkeypatch.setattr(cosines, "SPARSE_QUERIES", per_block)
-    monkeypatch.setattr(cosines, "PAIR_CHUNK", per_block * 4)
+    monkeypatch.setattr(cosines, "PAIR_CHUNK", per_block * 3)  # widest query: 3 pairs
     dense = unit_rows(2)
     slots = last_slots(queries(), 3)
     rows = np.array([1, 0, 0, 2, 1, 0])

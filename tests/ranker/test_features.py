@@ -135,10 +135,9 @@ def test_every_feature_matches_hand_computed_values():
 
 def test_cosines_in_small_blocks_and_vector_presence_computed_once(monkeypatch):
     """Sparse and dense cosines agree with the hand values when the pairs are cut into blocks
-    of 3 pairs (sparse: one query per block); which items have a vector is found once per
+    of 3 pairs (one query per block); which items have a vector is found once per
     context (cached), not per call."""
     monkeypatch.setattr("seqrec.ranker.cosines.PAIR_CHUNK", 3)
-    monkeypatch.setattr("seqrec.ranker.cosines.SPARSE_QUERIES", 1)
     context = tiny_context()
     context.vectors["dense_tfidf"] = TFIDF.astype(np.float32)
     got = features(context, history_last_n=2)
