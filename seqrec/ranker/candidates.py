@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import numba
 import numpy as np
 
 from seqrec.ranker.queries import Queries
@@ -192,15 +193,58 @@ def top_per_row(
     rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n: int, ties: np.ndarray | None = None
 ) -> Candidates:
     """The ``n`` best (row, item) pairs of each row, sorted by row then best first: by score
-    descending, then ``ties`` descending, then item index ascending."""
-    ties = np.zeros(len(rows)) if ties is None else ties
-    order = np.lexsort((items, -ties, -scores, rows))
-    sorted_rows = rows[order]
-    rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
-    keep = order[rank < n]
-    return Candidates(
-        rows[keep].astype(np.int64), items[keep].astype(np.int64), scores[keep].astype(np.float32)
-    )
+    descending, then ``ties`` descending, then item index ascending (NaN below any number)."""
+    rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    ties = np.zeros(len(rows)) if ties is None else np.asarray(ties, dtype=np.float64)
+    by_row = np.argsort(rows, kind="stable")
+    keep = _best_of_rows(rows, items, scores, ties, by_row, n)
+    return Candidates(rows[keep], items[keep], scores[keep].astype(np.float32))
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_of_rows(rows, items, scores, ties, by_row, n):
+    """Indices of each row's ``n`` best, row by row, best first: a sorted buffer of at most n
+    per row, each index inserted where it ranks (compiled: no full sort of every pair)."""
+    keep = np.empty(min(len(rows), max(n, 0) * len(rows)), dtype=np.int64)
+    kept, start = 0, 0
+    while start < len(by_row):
+        stop = start
+        while stop < len(by_row) and rows[by_row[stop]] == rows[by_row[start]]:
+            stop += 1
+        size = 0  # the row's best so far: keep[kept : kept + size], best first
+        for at in range(start, stop):
+            index = by_row[at]
+            full = size == n
+            if n <= 0 or (full and not _better(index, keep[kept + n - 1], scores, ties, items)):
+                continue
+            place = min(size, n - 1)
+            while place > 0 and _better(index, keep[kept + place - 1], scores, ties, items):
+                keep[kept + place] = keep[kept + place - 1]
+                place -= 1
+            keep[kept + place] = index
+            size = min(size + 1, n)
+        kept += size
+        start = stop
+    return keep[:kept]
+
+
+@numba.njit(cache=True, nogil=True)
+def _better(first, second, scores, ties, items):
+    """Whether pair ``first`` ranks above ``second``: score, then tie, descending (NaN last),
+    then item ascending."""
+    order = _descending(scores[first], scores[second])
+    if order == 0:
+        order = _descending(ties[first], ties[second])
+    return order > 0 if order else items[first] < items[second]
+
+
+@numba.njit(cache=True, nogil=True)
+def _descending(one, other):
+    """1 when ``one`` ranks above ``other`` (higher; a number above NaN), -1 below, 0 tied."""
+    if np.isnan(one) or np.isnan(other):
+        return int(np.isnan(other)) - int(np.isnan(one))
+    return 1 if one > other else (-1 if one < other else 0)
 
 
 def no_candidates() -> Candidates:

@@ -36,25 +36,34 @@ Vectors: TypeAlias = np.ndarray | sp.csr_matrix  # [N, D] rows L2-normalised (ze
 
 @dataclass
 class PeriodCache:
-    """Structures fitted per period of the log (co-occurrence before each refit period's start),
-    least recently used dropped beyond ``size`` entries: a long-running service, whose cutoffs
-    move on with time, keeps a bounded number (`RankerConfig.cached_periods`)."""
+    """Structures built per period or cutoff of the log (co-occurrence before each refit
+    period's start, a cutoff's new items or best sellers), keyed by (kind, ...): of each kind
+    the least recently used is dropped beyond ``size`` entries. A long-running service, whose
+    cutoffs move on with time, keeps a bounded number (`RankerConfig.cached_periods`), and the
+    many cutoffs of an evaluation batch do not push out the co-occurrence fits."""
 
-    entries: OrderedDict[object, Any] = field(default_factory=OrderedDict)
+    kinds: dict[object, OrderedDict[tuple, Any]] = field(default_factory=dict)
 
-    def get(self, key: object, build: Callable[[], Any], size: int) -> Any:
-        """The entry of ``key``, built with ``build()`` when absent; at most ``size`` kept."""
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            return self.entries[key]
+    def get(self, key: tuple, build: Callable[[], Any], size: int) -> Any:
+        """The entry of ``key``, built with ``build()`` when absent; at most ``size`` of its
+        kind (``key[0]``) kept."""
+        entries = self.kinds.setdefault(key[0], OrderedDict())
+        if key in entries:
+            entries.move_to_end(key)
+            return entries[key]
         value = build()
-        self.entries[key] = value
-        while len(self.entries) > max(size, 1):
-            self.entries.popitem(last=False)
+        entries[key] = value
+        while len(entries) > max(size, 1):
+            entries.popitem(last=False)
         return value
 
+    @property
+    def entries(self) -> list[tuple]:
+        """Every key kept, kind by kind, least recently used first."""
+        return [key for entries in self.kinds.values() for key in entries]
+
     def __len__(self) -> int:
-        return len(self.entries)
+        return sum(len(entries) for entries in self.kinds.values())
 
 
 @dataclass

@@ -1,25 +1,23 @@
-"""Cosines of (query, item) pairs to each query's latest history items, in blocks of queries.
+"""Cosines of (query, item) pairs to each query's latest history items, in compiled loops.
 
 The content sources score candidates by their summed cosine to the query's last items and the
 features read the max and mean of the same cosines: both come from `slot_cosines`, a
 [pairs, last_n] matrix (one column per slot of `last_slots`). Rows of the vectors are unit
-vectors (or zero: no content), so a dot product is a cosine.
+vectors (or zero: no content), so a dot product is a cosine. The loops (numba) read each
+candidate's row in place: a gathered copy of a few hundred 1280-d image rows per query cost more
+than the products (benchmarks/results/ranker_latency.md).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import ThreadpoolController
 
 from seqrec.ranker.context import Vectors
 from seqrec.ranker.queries import Queries, history_events
-
-PAIR_CHUNK = 1 << 15  # pairs per block of cosines (bounds the gathered vector rows)
-HISTORY_CELLS = 1 << 20  # values of the densified last items per block of sparse cosines, at most
 
 
 def last_slots(queries: Queries, last_n: int) -> np.ndarray:
@@ -55,16 +53,6 @@ class Layout:
         return cls(order, starts, sorted_rows, within, int(within.max(initial=0)) + 1)
 
 
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def one_blas_thread():
-    """A context in which BLAS (numpy's matmul) runs on the calling thread only."""
-    return _blas().limit(limits=1, user_api="blas")
-
-
 def csr_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """(owner [M], column [M], value [M]): the stored entries of ``matrix[rows]``, owner = the
     position in ``rows`` of the row each came from (read from the CSR arrays, no new matrix)."""
@@ -95,51 +83,58 @@ def slot_cosines(
 ) -> np.ndarray:
     """[P, last_n] float64 dot product of ``vectors[items[p]]`` with each of its query's
     ``last`` items ([B, last_n], `last_slots`; the query of pair p is given by ``layout``);
-    slots of a shorter history hold any value (callers mask them). Per block of queries: dense
-    rows in one batched product of each query's pairs (padded to the widest query) with its
-    last items; sparse rows entry by entry against the block's last items densified (at most
-    ``HISTORY_CELLS`` values)."""
-    sparse = sp.issparse(vectors)
-    vectors = sp.csr_matrix(vectors) if sparse else np.asarray(vectors)
-    last_n = last.shape[1]
-    per_block = max(1, PAIR_CHUNK // layout.width)
-    if sparse:
-        fit = HISTORY_CELLS // max(vectors.shape[1] * last_n, 1)
-        per_block = max(1, min(per_block, fit))
-    out = np.zeros((len(items), last_n))
-    for first in range(0, len(last), per_block):
-        stop = min(first + per_block, len(last))
-        lo, hi = layout.starts[first], layout.starts[stop]
-        if lo == hi:
-            continue
-        local, picked = layout.rows[lo:hi] - first, layout.order[lo:hi]
-        history = np.maximum(last[first:stop], 0)  # [b, last_n]
-        if sparse:
-            out[picked] = _sparse_block(vectors, items[picked], local, history)
-            continue
-        grid = np.zeros((stop - first, layout.width), dtype=np.int64)  # [b, width] 0 = padding
-        grid[local, layout.within[lo:hi]] = items[picked]
-        with one_blas_thread():  # small products: waking BLAS's thread pool costs more
-            sims = np.matmul(vectors[grid], vectors[history].transpose(0, 2, 1))  # [b, width, n]
-        out[picked] = sims[local, layout.within[lo:hi]]
+    0 in the slots of a shorter history. Dense rows are summed in their own dtype (float32:
+    as BLAS would), sparse rows entry by entry against the query's last items scattered into
+    a [V, last_n] scratch table."""
+    out = np.zeros((len(items), last.shape[1]))
+    if not len(items):
+        return out
+    items, last = np.asarray(items, dtype=np.int64), np.asarray(last, dtype=np.int64)
+    if sp.issparse(vectors):
+        rows = sp.csr_matrix(vectors)
+        terms = (rows.indptr, rows.indices, rows.data)
+        _sparse_slots(*terms, rows.shape[1], items, last, layout.order, layout.starts, out)
+    else:
+        _dense_slots(np.asarray(vectors), items, last, layout.order, layout.rows, out)
     return out
 
 
-def _sparse_block(
-    vectors: sp.csr_matrix, items: np.ndarray, local: np.ndarray, history: np.ndarray
-) -> np.ndarray:
-    """[p, last_n] the cosines of one block of sparse rows: the block's last items densified
-    ([b * V, last_n]: query, term -> slots), each stored entry of a candidate's row times its
-    own query's row of that, summed per candidate."""
-    b, last_n = history.shape
-    width = vectors.shape[1]
-    owner, columns, values = csr_entries(vectors, history.ravel())
-    dense = np.zeros((b * width, last_n))
-    dense[(owner // last_n) * width + columns, owner % last_n] = values
-    pair, columns, values = csr_entries(vectors, items)  # [M] entries of the candidates' rows
-    products = dense[local[pair] * width + columns] * values[:, None]  # [M, last_n]
-    out = np.zeros((len(items), last_n))
-    if len(pair):  # entries come grouped by candidate, in order
-        firsts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-        out[pair[firsts]] = np.add.reduceat(products, firsts, axis=0)
-    return out
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dense_slots(vectors, items, last, order, rows, out):
+    for at in range(order.shape[0]):
+        pair = order[at]
+        candidate = vectors[items[pair]]
+        for slot in range(last.shape[1]):
+            other = last[rows[at], slot]
+            if other >= 0:
+                history = vectors[other]
+                total = np.float32(0.0)
+                for dim in range(candidate.shape[0]):
+                    total += candidate[dim] * history[dim]
+                out[pair, slot] = total
+
+
+@numba.njit(cache=True, nogil=True)
+def _sparse_slots(indptr, indices, data, width, items, last, order, starts, out):  # noqa: PLR0913, PLR0917
+    n_slots = last.shape[1]
+    scratch = np.zeros((width, n_slots))  # [V, last_n] one query's last items by term
+    for query in range(starts.shape[0] - 1):
+        if starts[query] == starts[query + 1]:
+            continue
+        for slot in range(n_slots):  # scatter the query's last items: term -> slot values
+            other = last[query, slot]
+            if other >= 0:
+                for entry in range(indptr[other], indptr[other + 1]):
+                    scratch[indices[entry], slot] = data[entry]
+        for at in range(starts[query], starts[query + 1]):
+            pair = order[at]
+            item = items[pair]
+            for entry in range(indptr[item], indptr[item + 1]):
+                term, value = indices[entry], data[entry]
+                for slot in range(n_slots):
+                    out[pair, slot] += value * scratch[term, slot]
+        for slot in range(n_slots):  # clear what was scattered
+            other = last[query, slot]
+            if other >= 0:
+                for entry in range(indptr[other], indptr[other + 1]):
+                    scratch[indices[entry], slot] = 0.0

@@ -3,7 +3,8 @@
 Every question is asked per (cutoff, item) pair and answered from events with timestamp strictly
 below the cutoff, so nothing at or after the moment of a query can leak into its candidates or
 features. Events are kept sorted by (item, timestamp): a windowed count is two binary searches
-per pair, whatever the number of distinct cutoffs (linear memory, no per-cutoff tables).
+in the item's own events per pair (compiled), whatever the number of distinct cutoffs (linear
+memory, no per-cutoff tables).
 
 Time windows are in days: ``day`` is the number of timestamp units in a day (1 for day
 timestamps, 86400 for seconds). Datasets whose timestamps only order one shopper's events
@@ -13,6 +14,7 @@ log and windows are ignored (``day = None``).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -41,7 +43,6 @@ class Events:
         order = np.lexsort((times, items))
         self.item_of = items[order]  # [E] sorted by item, then time
         self.time_of = times[order]  # [E]
-        self.keys = self.item_of * self.span + (self.time_of - self.t_min)  # [E] ascending
         self.item_indptr = np.searchsorted(self.item_of, np.arange(n_items + 1))  # [N + 1]
         by_time = np.argsort(times, kind="stable")
         self.items_by_time = items[by_time]  # [E] for per-cutoff tables (trending)
@@ -53,7 +54,7 @@ class Events:
         self.users_by_time = users[by_time]  # [E]
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.time_of)
 
     @property
     def timed(self) -> bool:
@@ -70,8 +71,11 @@ class Events:
         return np.clip(cutoffs - days * self.day - self.t_min, 0, self.span - 1)
 
     def _position(self, items: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """[C] index of the first event of ``items`` at or after ``offsets`` (from t_min)."""
-        return np.searchsorted(self.keys, np.asarray(items, np.int64) * self.span + offsets)
+        """[C] index of the first event of ``items`` at or after ``offsets`` (from t_min): a
+        binary search in the item's own events (its end when there is none)."""
+        items = np.asarray(items, np.int64)
+        times = np.asarray(offsets, np.int64) + self.t_min
+        return _first_at_or_after(self.item_indptr, self.time_of, items, times)
 
     def count(self, items: np.ndarray, cutoffs: np.ndarray, days: int | None = None) -> np.ndarray:
         """[C] float32 sales of ``items[c]`` before ``cutoffs[c]``; with ``days``, only within the
@@ -126,3 +130,20 @@ class Events:
         offset = int(self._cut(np.array([cutoff]))[0]) + self.t_min
         stop = np.searchsorted(self.times_by_time, offset, side="left")
         return self.users_by_time[:stop], self.items_by_time[:stop], self.times_by_time[:stop]
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_at_or_after(indptr, times, items, bounds):
+    """[C] for each c: the first index in ``indptr[items[c]] .. indptr[items[c] + 1]`` whose
+    time is >= ``bounds[c]`` (``times`` ascending within each item)."""
+    out = np.empty(items.shape[0], dtype=np.int64)
+    for at in range(items.shape[0]):
+        low, high = indptr[items[at]], indptr[items[at] + 1]
+        while low < high:
+            middle = (low + high) // 2
+            if times[middle] < bounds[at]:
+                low = middle + 1
+            else:
+                high = middle
+        out[at] = low
+    return out

@@ -58,6 +58,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
@@ -230,33 +231,52 @@ def _price(pairs: _Pairs, prices: np.ndarray) -> Columns:
 
 
 def _category_shares(pairs: _Pairs, categories: np.ndarray, last_n: int) -> Columns:
-    last = pairs.h_from_end <= last_n  # [E] among the latest last_n entries
+    """Share of the query's history entries (its latest ``last_n``, and all) with the
+    candidate's code, per category column; NaN for an unknown code (0) or no entries."""
     n_queries = len(pairs.lengths)
-    parts = {
-        "last": (last, np.bincount(pairs.h_rows[last], minlength=n_queries)),
-        "all": (np.ones(len(last), bool), pairs.lengths),
-    }
     h_codes = np.asarray(categories[pairs.h_items], dtype=np.int64)  # [E, C]
     p_codes = np.asarray(categories[pairs.items], dtype=np.int64)  # [P, C]
     n_codes = int(max(h_codes.max(initial=0), p_codes.max(initial=0))) + 1
-    # one key per (column, query, code), every column counted in one pass
-    column_base = np.arange(categories.shape[1], dtype=np.int64) * n_queries * n_codes  # [C]
-    asked = column_base + pairs.rows[:, None] * n_codes + p_codes  # [P, C]
-    shares = {}
-    for part, (entries, sizes) in parts.items():
-        keys = column_base + pairs.h_rows[entries, None] * n_codes + h_codes[entries]  # [E', C]
-        distinct, counts = np.unique(keys, return_counts=True)
-        pos, found = _find(distinct, asked.ravel())
-        matches = _gather(counts, pos, found, 0.0).reshape(asked.shape)  # [P, C]
-        size = sizes[pairs.rows].astype(np.float64)[:, None]  # [P, 1]
-        share = np.full(asked.shape, np.nan)
-        np.divide(matches, size, out=share, where=(size > 0) & (p_codes > 0))
-        shares[part] = share
+    shares = np.full((2, *p_codes.shape), np.nan)  # [last | all, P, C]
+    _code_shares(
+        np.searchsorted(pairs.h_rows, np.arange(n_queries + 1)),  # history rows are sorted
+        h_codes,
+        pairs.h_from_end <= last_n,
+        pairs.layout.starts,  # candidate pairs are sorted by query
+        p_codes,
+        n_codes,
+        shares,
+    )
     return {
-        f"cat{column}_share_{part}": shares[part][:, column]
+        f"cat{column}_share_{part}": shares[at, :, column]
         for column in range(categories.shape[1])
-        for part in parts
+        for at, part in enumerate(("last", "all"))
     }
+
+
+@numba.njit(cache=True, nogil=True)
+def _code_shares(h_starts, h_codes, h_last, p_starts, p_codes, n_codes, shares):
+    """Per query: its entries' codes counted per column (latest entries and all), each
+    candidate's code looked up, the counts cleared again."""
+    n_columns = h_codes.shape[1]
+    counts = np.zeros((2, n_columns, n_codes))  # [last | all, C, codes]
+    for query in range(h_starts.shape[0] - 1):
+        sizes = np.zeros(2)
+        for entry in range(h_starts[query], h_starts[query + 1]):
+            sizes[0] += h_last[entry]
+            sizes[1] += 1
+            for column in range(n_columns):
+                counts[0, column, h_codes[entry, column]] += h_last[entry]
+                counts[1, column, h_codes[entry, column]] += 1
+        for pair in range(p_starts[query], p_starts[query + 1]):
+            for column in range(n_columns):
+                code = p_codes[pair, column]
+                for part in range(2):
+                    if code > 0 and sizes[part] > 0:
+                        shares[part, pair, column] = counts[part, column, code] / sizes[part]
+        for entry in range(h_starts[query], h_starts[query + 1]):
+            for column in range(n_columns):
+                counts[:, column, h_codes[entry, column]] = 0.0
 
 
 def _similarities(

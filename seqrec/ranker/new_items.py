@@ -67,7 +67,7 @@ class NewByContent:
         cutoff (a service asks at one cutoff until its clock moves on) and kept among the
         context's per-period structures. The modality's vectors are the catalogue's content,
         which `seqrec.ranker.context.with_model` shares, never the model's fused ones."""
-        key = ("new_by_content", self.modality, cutoff, self.days)
+        key = (self.name, cutoff, self.days)  # kind: one modality's new items
         return context.periods.get(key, lambda: self._fresh(context, cutoff), self.cached_periods)
 
     def _fresh(self, context: RankerContext, cutoff: int) -> tuple[np.ndarray, Vectors]:

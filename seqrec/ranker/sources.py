@@ -38,6 +38,7 @@ from seqrec.ranker.cosines import Layout, csr_entries, last_slots, slot_cosines
 from seqrec.ranker.events import Events
 from seqrec.ranker.new_items import NewByContent
 from seqrec.ranker.queries import Queries, history_events, in_history, last_items
+from seqrec.ranker.shop_wide import NewArrivals, Trending
 
 CHUNK = 256  # queries scored against the whole catalogue at once (memory: CHUNK x N floats)
 TIE_DAYS = 28  # window of the sales that break ties between variants
@@ -279,8 +280,8 @@ class ContentNeighbours:
         slots = last_slots(queries, self.last_n)  # [B, last_n]
         sims = slot_cosines(
             context.vectors[self.modality], items, slots, Layout.of(rows, len(queries))
-        )  # [C, last_n]
-        scores = np.where(slots[rows] >= 0, sims, 0.0).sum(axis=1)  # [C]
+        )  # [C, last_n] 0 in the slots of a shorter history
+        scores = sims.sum(axis=1)  # [C]
         positive = scores > 0
         return top_per_row(rows[positive], items[positive], scores[positive], n)
 
@@ -301,56 +302,6 @@ def content_graph(context: RankerContext, modality: str, neighbours: int) -> sp.
         graph.sort_indices()
         context.cache[key] = graph
     return context.cache[key]  # type: ignore[return-value]
-
-
-@dataclass
-class Trending:
-    """The ``n`` best sellers of the ``days`` days before the cutoff; score: those sales."""
-
-    days: int = 7
-    name: str = "trending"
-
-    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
-        parts = []
-        for cutoff in np.unique(queries.cutoffs):
-            sales = context.events.window_table(int(cutoff), self.days)  # [N]
-            parts.append(top_sellers(np.flatnonzero(queries.cutoffs == cutoff), sales, n))
-        return concat(parts)
-
-
-def top_sellers(rows: np.ndarray, sales: np.ndarray, n: int) -> Candidates:
-    """The same ``n`` best-selling items (sales > 0) for every row of ``rows``."""
-    sold = np.flatnonzero(sales > 0)
-    best = sold[np.lexsort((sold, -sales[sold]))][:n]  # [k]
-    return Candidates(
-        np.repeat(rows, len(best)).astype(np.int64),
-        np.tile(best, len(rows)).astype(np.int64),
-        np.tile(sales[best], len(rows)).astype(np.float32),
-    )
-
-
-@dataclass
-class NewArrivals:
-    """Items first sold within the ``days`` days before the cutoff, by their sales since then
-    (the score). Items never sold are not proposed (content sources find them); none with
-    order-only timestamps (no shared clock)."""
-
-    days: int = 28
-    name: str = "new_arrivals"
-
-    def candidates(self, queries: Queries, context: RankerContext, n: int) -> Candidates:
-        events = context.events
-        if events.day is None or not len(events):
-            return no_candidates()
-        sold = np.flatnonzero(np.diff(events.item_indptr) > 0)
-        first = events.time_of[events.item_indptr[sold]]  # [S] first sale of each sold item
-        parts = []
-        for cutoff in np.unique(queries.cutoffs):
-            fresh = sold[(first >= cutoff - self.days * events.day) & (first < cutoff)]
-            sales = np.zeros(context.n_items, dtype=np.float32)
-            sales[fresh] = events.window_table(int(cutoff), self.days)[fresh]
-            parts.append(top_sellers(np.flatnonzero(queries.cutoffs == cutoff), sales, n))
-        return concat(parts)
 
 
 @dataclass
@@ -388,8 +339,8 @@ def enabled_sources(config: RankerConfig, context: RankerContext) -> list[Source
             cached_periods=config.cached_periods,
         ),
         *(ContentNeighbours(m, last_n) for m in ("tfidf", "text", "image", "fused")),
-        Trending(days=config.trending_days),
-        NewArrivals(days=config.new_arrival_days),
+        Trending(config.trending_days, config.cached_periods),
+        NewArrivals(config.new_arrival_days, config.cached_periods),
         *(
             NewByContent(m, config.new_arrival_days, last_n, config.cached_periods)
             for m in ("tfidf", "image")

@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqrec.ranker.candidates import (
     Candidates,
@@ -12,6 +14,7 @@ from seqrec.ranker.candidates import (
     generate,
     latest_queries,
     merge,
+    top_per_row,
 )
 from seqrec.ranker.config import RankerConfig, SourceSizes
 from seqrec.ranker.context import RankerContext
@@ -117,3 +120,32 @@ def test_source_scorer_ranks_by_one_source_alone():
     np.testing.assert_array_equal(scorer.score([np.array([4])]), scores)
     later = latest_queries([np.array([2, 3])], context.events)
     assert later.cutoffs.tolist() == [4] and later.times[0].tolist() == [3, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),  # row
+            st.integers(0, 9),  # item
+            st.sampled_from([0.0, 1.0, 2.0, np.nan]),  # score: ties and NaN
+            st.sampled_from([0.0, 1.0, np.nan]),  # tie-break
+        ),
+        max_size=40,
+    ),
+    st.integers(0, 6),
+    st.booleans(),
+)
+def test_top_per_row_is_each_rows_sorted_prefix(entries, n, with_ties):
+    """The kept pairs are, row by row, the first ``n`` of the pairs sorted by score and tie
+    descending (NaN last), then item ascending."""
+    table = np.array(entries, dtype=np.float64).reshape(-1, 4)  # [C, row | item | score | tie]
+    rows, items = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
+    scores, ties = table[:, 2], table[:, 3] if with_ties else np.zeros(len(table))
+    got = top_per_row(rows, items, scores, n, ties if with_ties else None)
+    order = np.lexsort((items, -ties, -scores, rows))
+    rank = np.arange(len(order)) - np.searchsorted(rows[order], rows[order], side="left")
+    kept = order[rank < n]
+    np.testing.assert_array_equal(got.rows, rows[kept])
+    np.testing.assert_array_equal(got.items, items[kept])
+    np.testing.assert_array_equal(got.scores, scores[kept].astype(np.float32))

@@ -7,7 +7,6 @@ import pytest
 import scipy.sparse as sp
 
 from seqrec.baselines import normalise_rows
-from seqrec.ranker import cosines
 from seqrec.ranker.cosines import Layout, csr_entries, last_slots, slot_cosines, slot_profiles
 from seqrec.ranker.queries import Queries
 
@@ -47,11 +46,10 @@ def test_slot_profiles_sum_the_filled_slots(sparse):
     np.testing.assert_allclose(slot_profiles(vectors, slots), expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("per_block", [1, 2, 1000])
-def test_slot_cosines_match_the_dot_products_in_any_block_size(monkeypatch, per_block):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_slot_cosines_match_the_dot_products(dtype):
     """Dense and sparse rows give each pair's dot product with its own query's slots, whatever
-    the pairs' order and the number of queries per block."""
-    monkeypatch.setattr(cosines, "PAIR_CHUNK", per_block * 3)  # widest query: 3 pairs
+    the pairs' order; slots of a shorter history hold 0; no pairs, no rows."""
     dense = unit_rows(2)
     slots = last_slots(queries(), 3)
     rows = np.array([1, 0, 0, 2, 1, 0])
@@ -59,6 +57,10 @@ def test_slot_cosines_match_the_dot_products_in_any_block_size(monkeypatch, per_
     layout = Layout.of(rows, len(slots))
     filled = slots[rows] >= 0
     expected = np.einsum("pd,psd->ps", dense[items], dense[np.maximum(slots[rows], 0)])
-    for vectors in (dense.astype(np.float32), sp.csr_matrix(dense)):
+    for vectors in (dense.astype(dtype), sp.csr_matrix(dense.astype(dtype))):
         got = slot_cosines(vectors, items, slots, layout)
+        assert got.shape == (len(items), 3) and got.dtype == np.float64
         np.testing.assert_allclose(got[filled], expected[filled], rtol=1e-5, atol=1e-7)
+        assert (got[~filled] == 0).all()
+        empty = slot_cosines(vectors, items[:0], slots, Layout.of(rows[:0], len(slots)))
+        assert empty.shape == (0, 3)

@@ -133,11 +133,9 @@ def test_every_feature_matches_hand_computed_values():
         np.testing.assert_allclose(got[name], expected, rtol=1e-6, err_msg=name)
 
 
-def test_cosines_in_small_blocks_and_vector_presence_computed_once(monkeypatch):
-    """Sparse and dense cosines agree with the hand values when the pairs are cut into blocks
-    of 3 pairs (one query per block); which items have a vector is found once per
-    context (cached), not per call."""
-    monkeypatch.setattr("seqrec.ranker.cosines.PAIR_CHUNK", 3)
+def test_dense_and_sparse_cosines_agree_and_vector_presence_computed_once():
+    """Sparse and dense rows of the same vectors give the hand values; which items have a
+    vector is found once per context (cached), not per call."""
     context = tiny_context()
     context.vectors["dense_tfidf"] = TFIDF.astype(np.float32)
     got = features(context, history_last_n=2)

@@ -130,16 +130,19 @@ def test_cooccurrence_keeps_only_the_latest_used_periods():
     assert [key[1] for key in context.periods.entries] == [10, 30]
 
 
-def test_period_cache_builds_once_and_drops_the_least_recently_used():
+def test_period_cache_builds_once_and_drops_the_least_recently_used_of_each_kind():
     cache, built = PeriodCache(), []
 
     def build(key):
-        return lambda: built.append(key) or key * 10
+        return lambda: built.append(key) or key[1] * 10
 
-    for key in (1, 2, 1, 3, 2):
-        assert cache.get(key, build(key), size=2) == key * 10
-    assert built == [1, 2, 3, 2]  # 2 was dropped when 3 came (1 had been used since)
-    assert list(cache.entries) == [3, 2]
+    for key in (("a", 1), ("a", 2), ("a", 1), ("b", 7), ("a", 3), ("a", 2)):
+        assert cache.get(key, build(key), size=2) == key[1] * 10
+    # ("a", 2) was dropped when ("a", 3) came (("a", 1) had been used since); ("b", 7) is of
+    # another kind and stays
+    assert built == [("a", 1), ("a", 2), ("b", 7), ("a", 3), ("a", 2)]
+    assert cache.entries == [("a", 3), ("a", 2), ("b", 7)]
+    assert len(cache) == 3
 
 
 def test_cooccurrence_with_order_only_times_reads_the_whole_log():
@@ -193,6 +196,22 @@ def test_trending_per_cutoff_and_never_unsold_items():
     assert per_row(found, 2) == per_row(found, 0)
     assert per_row(found, 1) == ([5, 6, 7], [3.0, 1.0, 1.0])  # window [6, 13)
     assert per_row(Trending(days=7).candidates(q, context_of(log), n=1), 1)[0] == [5]
+
+
+def test_shop_wide_lists_are_built_once_per_cutoff():
+    """A cutoff's trending and new-arrival lists are kept with the context's per-period
+    entries (a service asks at one cutoff): asked again, the kept list is read, not rebuilt."""
+    log = [(1, 4, 2), (1, 4, 3), (2, 5, 8), (2, 5, 9), (3, 5, 9), (3, 6, 9), (3, 7, 12)]
+    context, q = context_of(log), queries(([], [], 10), ([1], [1], 13), ([], [], 10))
+    for source in (Trending(days=7), NewArrivals(days=7)):
+        first = source.candidates(q, context, n=5)
+        kept = [key for key in context.periods.entries if key[0] == source.name]
+        assert [key[-1] for key in kept] == [10, 13]  # one list per distinct cutoff
+        best, scores = context.periods.get(kept[0], lambda: None, size=8)
+        scores[:] = 0.0  # changed in place: a rebuilt list would not show it
+        again = source.candidates(q, context, n=5)
+        assert per_row(again, 0) == (per_row(first, 0)[0], [0.0] * len(best))
+        assert per_row(again, 1) == per_row(first, 1)
 
 
 def test_new_arrivals_first_sold_within_the_window():
