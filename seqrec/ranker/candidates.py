@@ -206,7 +206,9 @@ def top_per_row(
 def _best_of_rows(rows, items, scores, ties, by_row, n):
     """Indices of each row's ``n`` best, row by row, best first: a sorted buffer of at most n
     per row, each index inserted where it ranks (compiled: no full sort of every pair)."""
-    keep = np.empty(min(len(rows), max(n, 0) * len(rows)), dtype=np.int64)
+    keep = np.empty(len(rows) if n > 0 else 0, dtype=np.int64)
+    if n <= 0:
+        return keep
     kept, start = 0, 0
     while start < len(by_row):
         stop = start
@@ -215,9 +217,8 @@ def _best_of_rows(rows, items, scores, ties, by_row, n):
         size = 0  # the row's best so far: keep[kept : kept + size], best first
         for at in range(start, stop):
             index = by_row[at]
-            full = size == n
-            if n <= 0 or (full and not _better(index, keep[kept + n - 1], scores, ties, items)):
-                continue
+            if size == n and not _better(index, keep[kept + n - 1], scores, ties, items):
+                continue  # not above the row's n-th best
             place = min(size, n - 1)
             while place > 0 and _better(index, keep[kept + place - 1], scores, ties, items):
                 keep[kept + place] = keep[kept + place - 1]
