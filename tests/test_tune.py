@@ -263,9 +263,10 @@ run_study({config!r}, {data!r}, StudyOptions(n_trials=3, out_dir={out!r}))
 
 @pytest.mark.multiprocess
 def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp_path, tiny_config):
-    config = dataclasses.replace(
-        tiny_config, train=dataclasses.replace(tiny_config.train, epochs=3)
-    )
+    # 30 epochs, no early stop: a trial after the first lasts about a second, so the poll
+    # below sees it running (with 3 epochs it could start and end between two polls)
+    train = dataclasses.replace(tiny_config.train, epochs=30, patience=30)
+    config = dataclasses.replace(tiny_config, train=train)
     config_path, out = tmp_path / "tune.toml", tmp_path / "study"
     save_config(with_tune(config), config_path)
     journal = out / "study.journal"
@@ -274,7 +275,7 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp
     try:
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.05)
             trials = running_study_trials(journal, config.name)
             if "COMPLETE" in states(trials) and states(trials)[-1] == "RUNNING":
                 break
