@@ -21,5 +21,7 @@ Settings: ``[ranker]`` of the experiment TOML (`seqrec.ranker.config.RankerConfi
 
 The per-pair loops (cosines, category shares, sales counts, each source's top n) are compiled
 with numba: the few hundred candidates of one request cost less than numpy's per-call overhead
-would (benchmarks/results/ranker_latency.md).
+would (benchmarks/results/ranker_latency.md). They compile on first use in each process (a
+service does it in its warm-up) and are not cached on disk: an install without a writable
+directory would otherwise fail at import.
 """

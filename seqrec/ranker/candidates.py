@@ -202,7 +202,7 @@ def top_per_row(
     return Candidates(rows[keep], items[keep], scores[keep].astype(np.float32))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _best_of_rows(rows, items, scores, ties, by_row, n):
     """Indices of each row's ``n`` best, row by row, best first: a sorted buffer of at most n
     per row, each index inserted where it ranks (compiled: no full sort of every pair)."""
@@ -230,7 +230,7 @@ def _best_of_rows(rows, items, scores, ties, by_row, n):
     return keep[:kept]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _better(first, second, scores, ties, items):
     """Whether pair ``first`` ranks above ``second``: score, then tie, descending (NaN last),
     then item ascending."""
@@ -240,7 +240,7 @@ def _better(first, second, scores, ties, items):
     return order > 0 if order else items[first] < items[second]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _descending(one, other):
     """1 when ``one`` ranks above ``other`` (higher; a number above NaN), -1 below, 0 tied."""
     if np.isnan(one) or np.isnan(other):

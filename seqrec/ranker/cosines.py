@@ -99,7 +99,7 @@ def slot_cosines(
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@numba.njit(nogil=True, fastmath={"reassoc", "contract"})
 def _dense_slots(vectors, items, last, order, rows, out):
     for at in range(order.shape[0]):
         pair = order[at]
@@ -114,7 +114,7 @@ def _dense_slots(vectors, items, last, order, rows, out):
                 out[pair, slot] = total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _sparse_slots(indptr, indices, data, width, items, last, order, starts, out):  # noqa: PLR0913, PLR0917
     n_slots = last.shape[1]
     scratch = np.zeros((width, n_slots))  # [V, last_n] one query's last items by term

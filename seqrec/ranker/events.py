@@ -132,7 +132,7 @@ class Events:
         return self.users_by_time[:stop], self.items_by_time[:stop], self.times_by_time[:stop]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _first_at_or_after(indptr, times, items, bounds):
     """[C] for each c: the first index in ``indptr[items[c]] .. indptr[items[c] + 1]`` whose
     time is >= ``bounds[c]`` (``times`` ascending within each item)."""

@@ -254,7 +254,7 @@ def _category_shares(pairs: _Pairs, categories: np.ndarray, last_n: int) -> Colu
     }
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(nogil=True)
 def _code_shares(h_starts, h_codes, h_last, p_starts, p_codes, n_codes, shares):
     """Per query: its entries' codes counted per column (latest entries and all), each
     candidate's code looked up, the counts cleared again."""
