@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 DAY_UNITS = {"day": 1, "second": 86400}  # Dataset.time_unit -> timestamp units per day
+NEVER = np.iinfo(np.int64).max  # `Events.first_sale` of an item never sold
 
 
 def day_length(time_unit: str) -> int | None:
@@ -44,6 +45,9 @@ class Events:
         self.item_of = items[order]  # [E] sorted by item, then time
         self.time_of = times[order]  # [E]
         self.item_indptr = np.searchsorted(self.item_of, np.arange(n_items + 1))  # [N + 1]
+        sold = np.diff(self.item_indptr) > 0  # [N]
+        self.first_sale = np.full(n_items, NEVER, dtype=np.int64)  # [N] first sale, NEVER if none
+        self.first_sale[sold] = self.time_of[self.item_indptr[:-1][sold]]
         by_time = np.argsort(times, kind="stable")
         self.items_by_time = items[by_time]  # [E] for per-cutoff tables (trending)
         self.times_by_time = times[by_time]  # [E] ascending
@@ -101,14 +105,11 @@ class Events:
     def first_time(self, items: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
         """[C] float64 timestamp of the first sale of ``items[c]`` if it was before
         ``cutoffs[c]``; NaN for an item not sold before its cutoff (a new arrival)."""
-        items = np.asarray(items, np.int64)
-        first = self.item_indptr[items]
-        has_any = self.item_indptr[items + 1] > first
-        out = np.full(len(items), np.nan)
-        rows = np.flatnonzero(has_any)
-        first_offset = self.time_of[first[rows]] - self.t_min
-        before = first_offset < self._cut(np.asarray(cutoffs)[rows])
-        out[rows[before]] = self.time_of[first[rows[before]]]
+        first = self.first_sale[np.asarray(items, np.int64)]  # [C]
+        before = first != NEVER
+        before[before] = first[before] - self.t_min < self._cut(np.asarray(cutoffs)[before])
+        out = np.full(len(first), np.nan)
+        out[before] = first[before]
         return out
 
     def window_table(self, cutoff: int, days: int | None) -> np.ndarray:

@@ -242,7 +242,8 @@ def _category_shares(pairs: _Pairs, categories: np.ndarray, last_n: int) -> Colu
         np.searchsorted(pairs.h_rows, np.arange(n_queries + 1)),  # history rows are sorted
         h_codes,
         pairs.h_from_end <= last_n,
-        pairs.layout.starts,  # candidate pairs are sorted by query
+        pairs.layout.order,
+        pairs.layout.starts,
         p_codes,
         n_codes,
         shares,
@@ -255,7 +256,7 @@ def _category_shares(pairs: _Pairs, categories: np.ndarray, last_n: int) -> Colu
 
 
 @numba.njit(nogil=True)
-def _code_shares(h_starts, h_codes, h_last, p_starts, p_codes, n_codes, shares):
+def _code_shares(h_starts, h_codes, h_last, order, p_starts, p_codes, n_codes, shares):
     """Per query: its entries' codes counted per column (latest entries and all), each
     candidate's code looked up, the counts cleared again."""
     n_columns = h_codes.shape[1]
@@ -268,7 +269,8 @@ def _code_shares(h_starts, h_codes, h_last, p_starts, p_codes, n_codes, shares):
             for column in range(n_columns):
                 counts[0, column, h_codes[entry, column]] += h_last[entry]
                 counts[1, column, h_codes[entry, column]] += 1
-        for pair in range(p_starts[query], p_starts[query + 1]):
+        for at in range(p_starts[query], p_starts[query + 1]):
+            pair = order[at]
             for column in range(n_columns):
                 code = p_codes[pair, column]
                 for part in range(2):

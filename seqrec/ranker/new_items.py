@@ -18,7 +18,7 @@ import numpy as np
 from seqrec.ranker.candidates import Candidates, concat, top_per_row
 from seqrec.ranker.context import RankerContext, Vectors, has_vector
 from seqrec.ranker.cosines import last_slots, slot_profiles
-from seqrec.ranker.events import Events
+from seqrec.ranker.events import NEVER, Events
 from seqrec.ranker.queries import Queries, in_history
 
 CHUNK = 256  # queries scored against one cutoff's new items at once
@@ -27,12 +27,9 @@ CHUNK = 256  # queries scored against one cutoff's new items at once
 def new_items(events: Events, cutoff: int, days: int) -> np.ndarray:
     """[N] bool: items not sold before ``cutoff``, or first sold within the ``days`` days
     before it. Without a shared clock (order-only timestamps): items with no sale at all."""
-    sold = np.diff(events.item_indptr) > 0  # [N]
     if events.day is None:
-        return ~sold
-    first = np.full(events.n_items, np.iinfo(np.int64).max)
-    first[sold] = events.time_of[events.item_indptr[:-1][sold]]  # [N] first sale, max if none
-    return first >= cutoff - days * events.day
+        return events.first_sale == NEVER
+    return events.first_sale >= cutoff - days * events.day
 
 
 @dataclass

@@ -82,9 +82,8 @@ class NewArrivals:
             return no_candidates()
 
         def build(cutoff: int) -> tuple[np.ndarray, np.ndarray]:
-            sold = np.flatnonzero(np.diff(events.item_indptr) > 0)
-            first = events.time_of[events.item_indptr[sold]]  # [S] first sale of each sold item
-            fresh = sold[(first >= cutoff - self.days * day) & (first < cutoff)]
+            first = events.first_sale  # [N] NEVER for an item never sold
+            fresh = np.flatnonzero((first >= cutoff - self.days * day) & (first < cutoff))
             sales = np.zeros(context.n_items, dtype=np.float32)
             sales[fresh] = events.window_table(cutoff, self.days)[fresh]
             return best_sellers(sales, n)
