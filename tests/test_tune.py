@@ -264,7 +264,8 @@ run_study({config!r}, {data!r}, StudyOptions(n_trials=3, out_dir={out!r}))
 @pytest.mark.multiprocess
 def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp_path, tiny_config):
     # 30 epochs, no early stop: a trial after the first lasts about a second, so the poll
-    # below sees it running (with 3 epochs it could start and end between two polls)
+    # below sees it running (with 3 epochs it could start and end between two polls); it is
+    # killed once that trial has reported an epoch (its parameters are in the journal then)
     train = dataclasses.replace(tiny_config.train, epochs=30, patience=30)
     config = dataclasses.replace(tiny_config, train=train)
     config_path, out = tmp_path / "tune.toml", tmp_path / "study"
@@ -277,7 +278,8 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(demo_shop, tmp
         while time.time() < deadline and process.poll() is None:
             time.sleep(0.05)
             trials = running_study_trials(journal, config.name)
-            if "COMPLETE" in states(trials) and states(trials)[-1] == "RUNNING":
+            running = trials[-1] if states(trials)[-1:] == ["RUNNING"] else None
+            if "COMPLETE" in states(trials) and running and running.intermediate_values:
                 break
         assert process.poll() is None, "the study ended before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
