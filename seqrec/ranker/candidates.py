@@ -55,10 +55,16 @@ class CandidateSet:
 def source_ranks(found: Candidates) -> np.ndarray:
     """[C] int64 1-based rank of each candidate within its query: by score descending, ties in
     the order the source returned them (its own tie-breaks)."""
-    order = np.lexsort((np.arange(len(found.rows)), -found.scores, found.rows))
-    sorted_rows = found.rows[order]
+    return _ranks_within(found.rows, found.scores)
+
+
+def _ranks_within(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[C] int64 1-based rank of each entry within its group by score descending, ties in
+    entry order."""
+    order = np.lexsort((np.arange(len(groups)), -scores, groups))
+    sorted_groups = groups[order]
     ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, "left") + 1
+    ranks[order] = np.arange(len(order)) - np.searchsorted(sorted_groups, sorted_groups) + 1
     return ranks
 
 
@@ -69,10 +75,11 @@ def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> 
     names = list(found)
     rows = np.concatenate([np.zeros(0, np.int64), *(found[s].rows for s in names)])
     items = np.concatenate([np.zeros(0, np.int64), *(found[s].items for s in names)])
+    all_scores = np.concatenate([np.zeros(0, np.float32), *(found[s].scores for s in names)])
     source = np.repeat(np.arange(len(names)), [len(found[s].rows) for s in names])  # [C]
-    ranks = np.concatenate([np.zeros(0, np.int64), *(source_ranks(found[s]) for s in names)])
     if len(rows) and (rows.min() < 0 or rows.max() >= n_queries):
         raise ValueError(f"candidate rows outside the {n_queries} queries")
+    ranks = _ranks_within(source * n_queries + rows, all_scores)  # [C] each source's own
     width = int(items.max(initial=0)) + 1
     key = rows * width + items  # [C] one value per (query, item)
     order = np.lexsort((source, ranks, key))  # each pair's best entry first
@@ -82,17 +89,16 @@ def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> 
     by = np.lexsort((items[best], source[best], ranks[best], p_rows))  # per query, best first
     position = np.arange(len(by)) - np.searchsorted(p_rows[by], p_rows[by], "left")
     kept = best[np.sort(by[position < max_candidates])]  # back in (query, item) order
-    pair_key = key[kept]
+    at = np.searchsorted(key[kept], key)  # [C] each entry's pair among the kept
+    present = at < len(kept)
+    present[present] = key[kept][at[present]] == key[present]
+    scores = np.full((len(names), len(kept)), np.nan, dtype=np.float32)  # [S, P]
+    pair_ranks = np.zeros((len(names), len(kept)), dtype=np.int64)  # [S, P]
+    scores[source[present], at[present]] = all_scores[present]
+    pair_ranks[source[present], at[present]] = ranks[present]
     out = CandidateSet(rows[kept], items[kept])
-    for s, name in enumerate(names):
-        mine = source == s
-        at = np.searchsorted(pair_key, key[mine])
-        present = at < len(pair_key)
-        present[present] = pair_key[at[present]] == key[mine][present]
-        out.scores[name] = np.full(len(kept), np.nan, dtype=np.float32)
-        out.scores[name][at[present]] = found[name].scores[present]
-        out.ranks[name] = np.zeros(len(kept), dtype=np.int64)
-        out.ranks[name][at[present]] = ranks[mine][present]
+    out.scores = {name: scores[s] for s, name in enumerate(names)}
+    out.ranks = {name: pair_ranks[s] for s, name in enumerate(names)}
     return out
 
 

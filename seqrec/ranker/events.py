@@ -84,13 +84,23 @@ class Events:
     def count(self, items: np.ndarray, cutoffs: np.ndarray, days: int | None = None) -> np.ndarray:
         """[C] float32 sales of ``items[c]`` before ``cutoffs[c]``; with ``days``, only within the
         ``days`` days before it (timestamps in ``[cutoff - days * day, cutoff)``)."""
-        offsets = self._cut(cutoffs)
-        stop = self._position(items, offsets)
-        if days is None or not self.timed:
-            start = self.item_indptr[np.asarray(items, np.int64)]
-        else:
-            start = self._position(items, self._cut(cutoffs, days))
-        return (stop - start).astype(np.float32)
+        return self.counts(items, cutoffs, (days,))[0]
+
+    def counts(
+        self, items: np.ndarray, cutoffs: np.ndarray, windows: tuple[int | None, ...]
+    ) -> list[np.ndarray]:
+        """`count` for each of ``windows`` (days, None = all before the cutoff), the cutoff's
+        position in each item's events searched once."""
+        items = np.asarray(items, np.int64)
+        stop = self._position(items, self._cut(cutoffs))
+        out = []
+        for days in windows:
+            if days is None or not self.timed:
+                start = self.item_indptr[items]
+            else:
+                start = self._position(items, self._cut(cutoffs, days))
+            out.append((stop - start).astype(np.float32))
+        return out
 
     def last_time(self, items: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
         """[C] float64 timestamp of the last sale of ``items[c]`` before ``cutoffs[c]``; NaN when

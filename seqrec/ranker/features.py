@@ -202,12 +202,14 @@ def _bought(pairs: _Pairs, h_codes: np.ndarray, codes: np.ndarray, prefix: str) 
 
 def _popularity(pairs: _Pairs, events: Events) -> Columns:
     items, cutoffs = pairs.items, pairs.cutoffs
-    columns: Columns = {"item_sales_all": events.count(items, cutoffs)}
     nan = np.full(len(items), np.nan)
-    for days in SALES_DAYS:
-        columns[f"item_sales_{days}d"] = events.count(items, cutoffs, days) if events.timed else nan
+    windows = (None, *SALES_DAYS, 14) if events.timed else (None,)
+    every, *sales = events.counts(items, cutoffs, windows)
+    columns: Columns = {"item_sales_all": every}
+    for at, days in enumerate(SALES_DAYS):
+        columns[f"item_sales_{days}d"] = sales[at] if events.timed else nan
     if events.timed:
-        before = events.count(items, cutoffs, 14) - columns["item_sales_7d"]
+        before = sales[-1] - columns["item_sales_7d"]
         columns["item_trend_7d"] = (columns["item_sales_7d"] + 1.0) / (before + 1.0)
     else:
         columns["item_trend_7d"] = nan
@@ -287,13 +289,28 @@ def _similarities(
     """Max and mean cosine of each candidate to its query's latest history items (rows are
     unit vectors; items without a vector (``has_vector`` [N] False) are left out of both)."""
     sims = slot_cosines(vectors, pairs.items, last, pairs.layout)  # [P, last_n]
-    others = last[pairs.rows]  # [P, last_n] -1 where the history is shorter
-    valid = (others >= 0) & has_vector[np.maximum(others, 0)] & has_vector[pairs.items, None]
-    seen = valid.sum(axis=1)  # [P]
-    best = np.where(valid, sims, -np.inf).max(axis=1, initial=-np.inf)
-    mean = np.full(len(seen), np.nan)
-    np.divide(np.where(valid, sims, 0.0).sum(axis=1), seen, out=mean, where=seen > 0)
-    return {f"cos_{modality}_max": np.where(seen > 0, best, np.nan), f"cos_{modality}_mean": mean}
+    best, mean = _valid_max_mean(sims, last, pairs.rows, pairs.items, has_vector)  # [P] each
+    return {f"cos_{modality}_max": best, f"cos_{modality}_mean": mean}
+
+
+@numba.njit(nogil=True)
+def _valid_max_mean(sims, last, rows, items, has_vector):
+    """Max and mean of each pair's cosines over its valid slots (a filled slot, both items with
+    a vector); NaN where none is valid."""
+    best, mean = np.full(len(items), np.nan), np.full(len(items), np.nan)
+    for pair in range(len(items)):
+        if not has_vector[items[pair]]:
+            continue
+        top, total, seen = -np.inf, 0.0, 0
+        for slot in range(last.shape[1]):
+            other = last[rows[pair], slot]
+            if other >= 0 and has_vector[other]:
+                top = max(top, sims[pair, slot])
+                total += sims[pair, slot]
+                seen += 1
+        if seen:
+            best[pair], mean[pair] = top, total / seen
+    return best, mean
 
 
 def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -34,7 +35,7 @@ from seqrec.neighbours import cooccurrence_top
 from seqrec.ranker.candidates import Candidates, Source, concat, no_candidates, top_per_row
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
-from seqrec.ranker.cosines import Layout, csr_entries, last_slots, slot_cosines
+from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
 from seqrec.ranker.events import Events
 from seqrec.ranker.new_items import NewByContent
 from seqrec.ranker.queries import Queries, history_events, in_history, last_items
@@ -55,17 +56,38 @@ def neighbour_sums(
     rows [Q], items [Q], weights [Q] as `last_items` gives; the rows of ``graph`` [N, N] read
     directly, never a [B, N] product), positive sums only, history items left out when asked."""
     rows, items, weights = last
-    entry, neighbours, similarity = csr_entries(graph, items)  # [M] each
     width = graph.shape[1]
-    key = rows[entry] * width + neighbours  # [M] one per (query, neighbour)
-    distinct, inverse = np.unique(key, return_inverse=True)
-    values = similarity * weights[entry]  # [M]
-    sums = np.bincount(inverse, weights=values, minlength=len(distinct))  # [K]
-    c_rows, c_items = distinct // width, distinct % width
+    keys, sums = _summed_rows(graph.indptr, graph.indices, graph.data, rows, items, weights, width)
+    c_rows, c_items = keys // width, keys % width  # [K] distinct (query, neighbour), by key
     keep = sums > 0
     if exclude_history:
         keep[keep] = ~in_history(queries, c_rows[keep], c_items[keep])
     return top_per_row(c_rows[keep], c_items[keep], sums[keep], n)
+
+
+@numba.njit(nogil=True)
+def _summed_rows(indptr, indices, data, rows, items, weights, width):  # noqa: PLR0913, PLR0917
+    """(keys [K], sums [K] float64): each distinct row * width + neighbour of the entries of
+    ``items``' rows in ``graph`` (CSR arrays), ascending, with its summed similarity times the
+    item's weight, added in entry order."""
+    sizes = indptr[items + 1] - indptr[items]
+    keys, values = np.empty(sizes.sum(), np.int64), np.empty(sizes.sum(), np.float64)
+    at = 0
+    for last in range(len(items)):
+        for entry in range(indptr[items[last]], indptr[items[last] + 1]):
+            keys[at] = rows[last] * width + indices[entry]
+            values[at] = np.float64(data[entry]) * weights[last]
+            at += 1
+    order = np.argsort(keys, kind="mergesort")  # stable: a key's entries stay in entry order
+    distinct, sums = np.empty(len(keys), np.int64), np.zeros(len(keys), np.float64)
+    count = 0
+    for position in range(len(order)):
+        key = keys[order[position]]
+        if count == 0 or distinct[count - 1] != key:
+            distinct[count] = key
+            count += 1
+        sums[count - 1] += values[order[position]]
+    return distinct[:count], sums[:count]
 
 
 @dataclass

@@ -41,7 +41,8 @@ def test_counts_and_times_match_brute_force(log, days):
     events = Events(frame, N_ITEMS, day)
     items = np.arange(N_ITEMS).repeat(len(cutoffs))
     pair_cutoffs = np.tile(cutoffs, N_ITEMS)
-    counts = events.count(items, pair_cutoffs, days)
+    every, counts = events.counts(items, pair_cutoffs, (None, days))  # two windows at once
+    np.testing.assert_array_equal(counts, events.count(items, pair_cutoffs, days))
     last = events.last_time(items, pair_cutoffs)
     first = events.first_time(items, pair_cutoffs)
     for c, (item, cutoff) in enumerate(zip(items, pair_cutoffs, strict=True)):
@@ -49,6 +50,7 @@ def test_counts_and_times_match_brute_force(log, days):
         sold = seen.loc[seen["item_idx"] == item, "timestamp"]
         in_window = visible(frame, cutoff, day, days)
         assert counts[c] == (in_window["item_idx"] == item).sum()
+        assert every[c] == len(sold)
         expected_last = sold.max() if len(sold) else np.nan
         np.testing.assert_equal(last[c], expected_last)
         # first sale: the item's first sale ever, when it was before the cutoff

@@ -24,6 +24,7 @@ from seqrec.ranker.sources import (
     Trending,
     Variants,
     enabled_sources,
+    neighbour_sums,
     prepare,
 )
 
@@ -180,6 +181,32 @@ def test_content_neighbours_score_only_items_in_the_last_items_lists():
     np.testing.assert_allclose(per_row(found, 1)[1], [1.4, 1.4], rtol=1e-6)  # 0.8 + 0.6 each
     np.testing.assert_allclose(per_row(found, 2)[1], [1.6], rtol=1e-6)
     assert [key[0] for key in context.cache] == ["content_graph"]  # built once, then read
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 6))
+def test_neighbour_sums_are_the_summed_weighted_rows_best_first(seed, n):
+    """Against the dense sum of each query's weighted graph rows: positive sums only, the top
+    n per query by sum, ties by item."""
+    rng = np.random.default_rng(seed)
+    n_items, n_queries = 8, 3
+    dense = np.where(rng.random((n_items, n_items)) < 0.4, rng.integers(-2, 4, (8, 8)) / 4, 0)
+    graph = sp.csr_matrix(dense)
+    size = int(rng.integers(0, 7))
+    rows, items = np.sort(rng.integers(0, n_queries, size)), rng.integers(0, n_items, size)
+    weights = rng.integers(1, 3, size).astype(np.float64)
+    empty = Queries(
+        [np.zeros(0, np.int64)] * n_queries,
+        [np.zeros(0, np.int64)] * n_queries,
+        np.zeros(n_queries, np.int64),
+    )
+    found = neighbour_sums(empty, (rows, items, weights), graph, n, exclude_history=False)
+    for row in range(n_queries):
+        mine = rows == row
+        sums = weights[mine] @ dense[items[mine]] if mine.any() else np.zeros(n_items)
+        best = [i for i in np.lexsort((np.arange(n_items), -sums)) if sums[i] > 0][:n]
+        np.testing.assert_array_equal(found.items[found.rows == row], best)
+        np.testing.assert_allclose(found.scores[found.rows == row], sums[best], rtol=1e-6)
 
 
 def test_prepare_builds_the_enabled_content_graphs_only():
