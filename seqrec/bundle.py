@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from seqrec.features.image_tuned import TOWER_FILE, tower_path
 from seqrec.features.item_features import ItemFeatures
 from seqrec.models.recommender import SequenceRecommender, build_model
 from seqrec.ranker.scorer import RankerScorer
+from seqrec.report import code_version
 from seqrec.scoring import ModelScorer
 
 FEATURE_NAMES = ("text", "image", "image_mask", "categories", "numeric")
@@ -176,6 +178,7 @@ def _summary(config, dataset: Dataset, features: ItemFeatures, item_matrix) -> d
         "split": config.split.method,
         "remove_seen": config.eval.remove_seen,
         "time_unit": dataset.time_unit,
+        "code": code_version(),  # the seqrec that wrote it (warn_other_code)
     }
 
 
@@ -226,6 +229,7 @@ def load_bundle(path: str | Path) -> Bundle:
     """Load the bundle at ``path`` after checking every file against its bundle.json."""
     path = Path(path)
     manifest = check_bundle(path)
+    warn_other_code(path, manifest)
     config = load_config(path / "config.toml")
     items = pd.read_parquet(path / "items.parquet")
     features = features_from_tensors(
@@ -247,6 +251,23 @@ def load_bundle(path: str | Path) -> Bundle:
         metrics=json.loads((path / "metrics.json").read_text()),
         ranker=BundledRanker.of_bundle(path, manifest, config.ranker.enabled),
     )
+
+
+def warn_other_code(path: Path, manifest: dict) -> None:
+    """A warning when a two-stage bundle was written by another seqrec than this one: its
+    ranker's trees split on feature values this code computes, and a change in their last bits
+    (a reordered sum) moves its figures a little, so they are reproduced by the writing code."""
+    written_by = manifest.get("code")
+    if manifest.get("ranker") is None or written_by is None:
+        return
+    running = code_version()
+    if written_by != running:
+        warnings.warn(
+            f"{path} was written by {written_by} and is read by {running}: its ranker's "
+            "figures can differ a little from those it was written with; evaluate and serve "
+            "it with the seqrec that wrote it to reproduce them",
+            stacklevel=3,
+        )
 
 
 def tuned_tower(featurizer: ItemFeaturizer) -> Path | None:

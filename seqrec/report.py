@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -80,6 +81,36 @@ _BASE_FACTS = ("cpu", "cores", "python")
 def machine(**versions: str) -> str:
     """The machine line of a report: processor, usable cores, Python, the versions given."""
     return machine_line(machine_facts(False, **versions))
+
+
+def code_version() -> str:
+    """This seqrec: its package version and, when it runs from a git checkout of the project,
+    the commit (``+changes`` when tracked files differ from it). A bundle records it as the
+    code that wrote it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        name = f"seqrec {version('seqrec')}"
+    except PackageNotFoundError:
+        name = "seqrec (not installed)"
+    package = Path(__file__).resolve().parent
+    top = _git(package, "rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != package.parent:  # not the project's own checkout
+        return name
+    commit = _git(package, "rev-parse", "HEAD")
+    changed = _git(package, "status", "--porcelain", "--untracked-files=no")
+    return f"{name} at {commit[:12]}{'+changes' if changed else ''}" if commit else name
+
+
+def _git(where: Path, *args: str) -> str:
+    """What ``git -C where args`` prints; empty when git is missing or fails."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def utc_now() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from seqrec.evaluate import top_k
 from seqrec.experiment import load_data, run_eval, run_train
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.scorer import RankerScorer
+from seqrec.report import code_version
 from seqrec.scoring import ModelScorer
 from seqrec.serve import ServeConfig, create_app
 from seqrec.serve.recommender import RankQuery, Recommender
@@ -251,3 +253,17 @@ def test_micro_batched_ranker_queries_rank_as_one_at_a_time(bundle):
         assert ranking.source == "ranker"
         np.testing.assert_array_equal(ranking.items, alone.items)
     assert together[-1].source == "popularity"
+
+
+def test_a_ranker_bundle_read_by_other_code_than_wrote_it_warns(trained, tmp_path):
+    manifest = json.loads((trained[2] / "bundle.json").read_text())
+    assert manifest["code"] == code_version()  # the seqrec that wrote it
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained[2], copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same code: no warning
+        load_bundle(copy)
+    manifest["code"] = "seqrec 0.0.9 at 0123456789ab"
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match=r"written by seqrec 0\.0\.9 at 0123456789ab"):
+        load_bundle(copy)

@@ -1,5 +1,7 @@
 """Bench reports on disk (markdown, JSON, chart) and the helpers every report shares."""
 
+import re
+
 import pytest
 
 from seqrec import report
@@ -7,7 +9,7 @@ from seqrec.bench import run_bench
 from seqrec.bench_report import render_markdown, report_document, rewrite_report, write_report
 from seqrec.data.dataset import DataError
 from seqrec.experiment import prepare
-from seqrec.report import NOTES_MARKER, markdown_table
+from seqrec.report import NOTES_MARKER, code_version, markdown_table
 
 
 def test_a_markdown_table_has_a_header_a_rule_and_one_line_per_row():
@@ -100,3 +102,8 @@ def test_rewriting_a_file_that_is_not_a_bench_report_names_the_problem(tmp_path)
     with pytest.raises(DataError, match="not a seqrec bench report: it lacks name, dataset"):
         rewrite_report(other)
     assert other.read_text() == '{"rows": []}'  # nothing the user gave is changed
+
+
+def test_code_version_names_the_package_and_the_checkouts_commit():
+    """The seqrec version, then the commit when it runs from the project's git checkout."""
+    assert re.fullmatch(r"seqrec \S+( at [0-9a-f]{12}(\+changes)?)?", code_version())
