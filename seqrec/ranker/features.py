@@ -325,16 +325,15 @@ def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:
             continue
         seq = histories_to_tensor(queries.histories[first:stop], model.max_len)  # [b, L]
         raw = torch.as_tensor(model.raw(seq.to(model.device))).float()  # [b, N]
+        ascending = _sorted_rows(raw).cpu().numpy()  # [b, N]
         picked = layout.order[lo:hi]
-        local = torch.from_numpy(layout.rows[lo:hi] - first).to(raw.device)
-        within = torch.from_numpy(layout.within[lo:hi]).to(raw.device)
-        values = raw[local, torch.from_numpy(pairs.items[picked]).to(raw.device)]  # [p]
-        grid = torch.full((stop - first, layout.width), torch.inf, device=raw.device)
-        grid[local, within] = values  # [b, width]
-        ascending = _sorted_rows(raw)  # [b, N]
-        not_above = torch.searchsorted(ascending, grid, right=True)[local, within]  # [p]
-        score[picked] = values.cpu().numpy()
-        rank[picked] = (raw.shape[1] - not_above + 1).cpu().numpy()
+        values = raw.cpu().numpy()[layout.rows[lo:hi] - first, pairs.items[picked]]  # [p]
+        not_above = np.empty(len(picked), dtype=np.int64)  # items scored <= the candidate
+        for row in range(stop - first):  # the query's pairs: a slice of the sorted ones
+            mine = slice(layout.starts[first + row] - lo, layout.starts[first + row + 1] - lo)
+            not_above[mine] = np.searchsorted(ascending[row], values[mine], side="right")
+        score[picked] = values
+        rank[picked] = raw.shape[1] - not_above + 1
     return {"seq_score": score, "seq_rank": rank}
 
 
