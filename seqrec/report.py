@@ -8,6 +8,7 @@ document, markdown and chart) is `seqrec.bench_report`.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import platform
@@ -83,10 +84,11 @@ def machine(**versions: str) -> str:
     return machine_line(machine_facts(False, **versions))
 
 
+@functools.cache
 def code_version() -> str:
     """This seqrec: its package version and, when it runs from a git checkout of the project,
-    the commit (``+changes`` when tracked files differ from it). A bundle records it as the
-    code that wrote it."""
+    the commit (``+changes`` when tracked files differ from it), read once per process (the
+    code it runs). A bundle records it as the code that wrote it."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -89,9 +89,10 @@ def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> 
     by = np.lexsort((items[best], source[best], ranks[best], p_rows))  # per query, best first
     position = np.arange(len(by)) - np.searchsorted(p_rows[by], p_rows[by], "left")
     kept = best[np.sort(by[position < max_candidates])]  # back in (query, item) order
-    at = np.searchsorted(key[kept], key)  # [C] each entry's pair among the kept
+    pair_key = key[kept]  # [P] ascending
+    at = np.searchsorted(pair_key, key)  # [C] each entry's pair among the kept
     present = at < len(kept)
-    present[present] = key[kept][at[present]] == key[present]
+    present[present] = pair_key[at[present]] == key[present]
     scores = np.full((len(names), len(kept)), np.nan, dtype=np.float32)  # [S, P]
     pair_ranks = np.zeros((len(names), len(kept)), dtype=np.int64)  # [S, P]
     scores[source[present], at[present]] = all_scores[present]

@@ -36,21 +36,18 @@ def last_slots(queries: Queries, last_n: int) -> np.ndarray:
 
 @dataclass
 class Layout:
-    """Pairs grouped by query, each at a slot of a [queries, width] grid."""
+    """Pairs grouped by query: each query's pairs are a slice of ``order``."""
 
     order: np.ndarray  # [P] pair indices sorted by query row
     starts: np.ndarray  # [B + 1] where each query's pairs begin in ``order``
     rows: np.ndarray  # [P] query row of each sorted pair
-    within: np.ndarray  # [P] its position among its query's pairs
-    width: int  # the most pairs of one query
 
     @classmethod
     def of(cls, rows: np.ndarray, n_queries: int) -> Layout:
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         starts = np.searchsorted(sorted_rows, np.arange(n_queries + 1))
-        within = np.arange(len(sorted_rows)) - starts[sorted_rows]
-        return cls(order, starts, sorted_rows, within, int(within.max(initial=0)) + 1)
+        return cls(order, starts, sorted_rows)
 
 
 def csr_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, ...]:

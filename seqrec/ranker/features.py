@@ -325,7 +325,7 @@ def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:
             continue
         seq = histories_to_tensor(queries.histories[first:stop], model.max_len)  # [b, L]
         raw = torch.as_tensor(model.raw(seq.to(model.device))).float()  # [b, N]
-        ascending = _sorted_rows(raw).cpu().numpy()  # [b, N]
+        ascending = _sorted_rows(raw)  # [b, N]
         picked = layout.order[lo:hi]
         values = raw.cpu().numpy()[layout.rows[lo:hi] - first, pairs.items[picked]]  # [p]
         not_above = np.empty(len(picked), dtype=np.int64)  # items scored <= the candidate
@@ -337,11 +337,12 @@ def _sequence(pairs: _Pairs, queries: Queries, model: ModelScorer) -> Columns:
     return {"seq_score": score, "seq_rank": rank}
 
 
-def _sorted_rows(scores: torch.Tensor) -> torch.Tensor:
-    """Each row of ``scores`` [b, N] in ascending order (numpy's vectorised sort on the CPU)."""
+def _sorted_rows(scores: torch.Tensor) -> np.ndarray:
+    """Each row of ``scores`` [b, N] in ascending order, as numpy (sorted on the model's device;
+    numpy's vectorised sort on the CPU)."""
     if scores.device.type != "cpu":
-        return torch.sort(scores, dim=1).values
-    return torch.from_numpy(np.sort(scores.numpy(), axis=1))
+        return torch.sort(scores, dim=1).values.cpu().numpy()
+    return np.sort(scores.numpy(), axis=1)
 
 
 def _activity(pairs: _Pairs) -> Columns:
