@@ -4,9 +4,8 @@ The ranker reads image vectors three times per query: the `new_image` source sco
 item of the cutoff (a [new items, D] scan), the `content_image` source re-scores its pool, and
 the image cosine features read each candidate's row. With EfficientNet-Lite0's D = 1280 that
 is several MB per query. This script projects the catalogue's unit image vectors onto their top
-``k`` principal directions (uncentred SVD: the directions that keep dot products best; the rows
-are not put back to unit length, so that their dot products stay the best approximation of the
-cosines), and reports for each ``k`` of ``--dims`` and the full width:
+``k`` principal directions as a ranker with ``image_dim = k`` does (`seqrec.ranker.projection`),
+and reports for each ``k`` of ``--dims`` and the full width:
 
 1. the share of the vectors' energy kept and the error of the cosine of random item pairs;
 2. the share of the full-width image sources' candidates (`content_image`, `new_image`) that
@@ -16,7 +15,8 @@ cosines), and reports for each ``k`` of ``--dims`` and the full width:
    with its own neighbour graph, rounds alternating between widths.
 
 Timing and cosine error only: the bundle's ranker was trained on full-width cosines, so its
-ranking with projected vectors is not measured here (that needs a ranker trained on them).
+ranking with projected vectors is not measured here (a ranker trained on them is:
+``seqrec bench --set ranker.image_dim=k``).
 
     python benchmarks/ranker_image_dim.py --bundle runs/hmr
 """
@@ -36,6 +36,7 @@ from threadpoolctl import threadpool_limits
 from seqrec.bundle import load_bundle
 from seqrec.ranker.candidates import latest_queries, n_of
 from seqrec.ranker.context import PeriodCache, RankerContext
+from seqrec.ranker.projection import fit_image_basis, project_rows
 from seqrec.ranker.scorer import RankerScorer
 from seqrec.ranker.sources import ContentNeighbours, content_graph, enabled_sources
 from seqrec.report import markdown_table, run_facts, run_lines, write_keeping_notes
@@ -43,12 +44,6 @@ from seqrec.serve.recommender import Recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = 20_000  # random item pairs for the cosine error
-
-
-def projected(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """[N, k] float32 rows of ``vectors`` [N, D] projected on ``basis`` [k, D] (orthonormal
-    rows): their dot products approximate those of ``vectors``."""
-    return np.ascontiguousarray(vectors.astype(np.float64) @ basis.T, dtype=np.float32)
 
 
 def cosine_error(full: np.ndarray, narrow: np.ndarray, seed: int) -> tuple[float, float]:
@@ -129,9 +124,11 @@ def main() -> None:
     served = Recommender(load_bundle(args.bundle))
     if served.ranker is None or "image" not in served.ranker.context.vectors:
         raise SystemExit(f"{args.bundle} has no ranker reading image vectors")
+    if served.ranker.ranker.image_basis is not None:
+        raise SystemExit(f"{args.bundle}'s ranker reads projected image vectors already")
     scorer = served.ranker
-    full = np.asarray(scorer.context.vectors["image"], dtype=np.float32)
-    _, singular, basis = np.linalg.svd(full.astype(np.float64), full_matrices=False)
+    full = np.asarray(scorer.context.vectors["image"], dtype=np.float32)  # [N, D] unit rows
+    singular = np.linalg.svd(full.astype(np.float64), compute_uv=False)
     energy = np.cumsum(singular**2) / np.sum(singular**2)
     neighbours = image_neighbours(scorer)
     widths = [d for d in args.dims if d < full.shape[1]]
@@ -140,7 +137,7 @@ def main() -> None:
     }
     errors = {full.shape[1]: (0.0, 0.0)}
     for width in widths:
-        narrow = projected(full, basis[:width])
+        narrow = project_rows(full, fit_image_basis(full, width))
         errors[width] = cosine_error(full, narrow, args.seed)
         scorers[width] = RankerScorer(scorer.ranker, with_image(scorer.context, narrow, neighbours))
     histories = [

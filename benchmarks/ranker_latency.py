@@ -189,7 +189,8 @@ def main() -> None:
     else:
         item_features = fit_item_features(dataset, config).features
         ranker, origin = load_or_fit(args, dataset, split, item_features)
-        scorer = RankerScorer(ranker, ranker_context(dataset, item_features, task.fit))
+        context = ranker_context(dataset, item_features, task.fit, image_basis=ranker.image_basis)
+        scorer = RankerScorer(ranker, context)
     singles, distinct = test_queries(task, args.history, args.queries)
     one_off = one_off_lines(scorer, singles[0])
     single = step_times(scorer, singles)

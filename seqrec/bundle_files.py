@@ -27,7 +27,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from seqrec.bundle_ranker import RANKER_FILES
+from seqrec.bundle_ranker import RANKER_FILES, RANKER_OPTIONAL
 from seqrec.data.dataset import DataError
 from seqrec.features.image_tuned import TOWER_FILE
 
@@ -40,7 +40,14 @@ REQUIRED_FILES = (
     "item_matrix.safetensors",
     "metrics.json",
 )
-BUNDLE_FILES = (*REQUIRED_FILES, "featurizer.pkl", TOWER_FILE, *RANKER_FILES, "bundle.json")
+BUNDLE_FILES = (
+    *REQUIRED_FILES,
+    "featurizer.pkl",
+    TOWER_FILE,
+    *RANKER_FILES,
+    *RANKER_OPTIONAL,
+    "bundle.json",
+)
 STAGING, RETIRED = ".seqrec-new-", ".seqrec-old-"  # suffixes of the folders beside a bundle
 COMPLETE_IT = "retrain with the same --out to complete it"
 

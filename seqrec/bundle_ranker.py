@@ -1,6 +1,7 @@
 """The files a two-stage bundle adds (`seqrec.bundle`): the ranker and what its context reads.
 
-- ``ranker.txt`` and ``ranker.json``: the fitted `seqrec.ranker.model.Ranker`;
+- ``ranker.txt`` and ``ranker.json``: the fitted `seqrec.ranker.model.Ranker` (and
+  ``ranker_image_basis.safetensors``, its image projection, when ``ranker.image_dim`` is set);
 - ``ranker_items.parquet``: the item columns its context reads (text, product group, price),
   row = item index, their roles under ``ranker`` in bundle.json;
 - ``events.parquet``: ``item_id``, ``timestamp``, ``user_id``: the log its features read when
@@ -24,12 +25,13 @@ from seqrec.data.dataset import DataError, Dataset, ItemSchema, LoadReport
 from seqrec.features.item_features import ItemFeatures
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.fit import ranker_context
-from seqrec.ranker.model import META_FILE, MODEL_FILE, Ranker
+from seqrec.ranker.model import BASIS_FILE, META_FILE, MODEL_FILE, Ranker
 from seqrec.ranker.scorer import RankerScorer
 from seqrec.scoring import ModelScorer
 
 RANKER_ITEMS, RANKER_LOG = "ranker_items.parquet", "events.parquet"
 RANKER_FILES = (MODEL_FILE, META_FILE, RANKER_ITEMS, RANKER_LOG)
+RANKER_OPTIONAL = (BASIS_FILE,)  # written when the ranker projects its image vectors
 
 
 def ranker_reads_model(config: RankerConfig) -> bool:
@@ -50,7 +52,8 @@ def ranker_scorer(
     features read, and ``model`` as its sequence model when it reads one
     (`ranker_reads_model`): how training, ``seqrec eval`` and the service all build it."""
     reads = ranker_reads_model(ranker.config)
-    return RankerScorer(ranker, ranker_context(dataset, features, log, model if reads else None))
+    context = ranker_context(dataset, features, log, model if reads else None, ranker.image_basis)
+    return RankerScorer(ranker, context)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from seqrec.preflight import check_out_dir, check_trainable
 from seqrec.ranker.fit import fit_ranker
 from seqrec.ranker.model import Ranker
 from seqrec.ranker.nested import past_model
+from seqrec.ranker.projection import check_image_dim
 from seqrec.ranker.scorer import RankerScorer
 from seqrec.scoring import ModelScorer
 from seqrec.train import TrainResult, fit
@@ -97,6 +98,9 @@ def prepare(
     split = split_dataset(dataset, config.split)
     check_trainable(split, config)
     built = fit_item_features(dataset, config.features, cache_dir=cache_dir, progress=progress)
+    image = built.features.image
+    if config.ranker.enabled and config.ranker.image_dim and image is not None:
+        check_image_dim(config.ranker.image_dim, image.shape[1])
     return Prepared(dataset, split, built.features, built.featurizer)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,12 +21,15 @@ from seqrec.data.dataset import DataError
 from seqrec.data.split import split_dataset
 from seqrec.evaluate import top_k
 from seqrec.experiment import load_data, run_eval, run_train
+from seqrec.ranker.model import BASIS_FILE
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.scorer import RankerScorer
 from seqrec.report import code_version
 from seqrec.scoring import ModelScorer
 from seqrec.serve import ServeConfig, create_app
+from seqrec.serve.live_catalogue import LiveCatalogue, NewItem
 from seqrec.serve.recommender import RankQuery, Recommender
+from seqrec.serve.store import Store
 
 
 @pytest.mark.parametrize(
@@ -39,6 +43,7 @@ from seqrec.serve.recommender import RankQuery, Recommender
         ({"ranker.cooccurrence_within": "day"}, r"ranker\.cooccurrence_within = 'day'"),
         ({"ranker.cached_periods": 0}, r"ranker\.cached_periods = 0 must be >= 1"),
         ({"ranker.sources.new_tfidf": -2}, r"ranker\.sources\.new_tfidf = -2 must be >= 0"),
+        ({"ranker.image_dim": -1}, r"ranker\.image_dim = -1 must be >= 0"),
     ],
 )
 def test_bad_ranker_values_are_refused_naming_the_key(overrides, message):
@@ -149,6 +154,75 @@ def test_a_manifest_listing_only_some_ranker_files_is_refused(trained, tmp_path)
     (copy / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="does not list events.parquet"):
         load_bundle(copy)
+
+
+# --- image vectors projected (ranker.image_dim) ---------------------------------------------------
+
+IMAGE_DIM = 4
+
+
+@pytest.fixture(scope="module")
+def projected(demo_shop, tiny_config, tmp_path_factory):
+    """(outcome, bundle path, feature cache) of ``seqrec train`` with images (a tiny random
+    encoder) and the ranker reading them on a basis of ``IMAGE_DIM`` directions."""
+    config = apply_overrides(
+        tiny_config,
+        {
+            "ranker.enabled": True,
+            "ranker.image_dim": IMAGE_DIM,
+            "ranker.sources.new_image": 10,
+            "features.use_image": True,
+            "features.image.backbone": "tiny_cnn",
+            "features.image.runtime": "torch",
+            "features.image.size": 32,
+            "features.image.num_workers": 0,
+        },
+    )
+    base = tmp_path_factory.mktemp("projected")
+    out, cache = base / "bundle", base / "cache"
+    return run_train(config, demo_shop, out, cache_dir=cache), out, cache
+
+
+def test_a_projecting_ranker_is_bundled_evaluated_and_served_alike(projected, demo_shop):
+    outcome, out, cache = projected
+    assert BASIS_FILE in json.loads((out / "bundle.json").read_text())["files"]
+    assert outcome.ranker is not None and outcome.ranker.image_basis is not None
+    bundle = load_bundle(out)
+    scorer = bundle.scorer()
+    assert isinstance(scorer, RankerScorer)
+    image = scorer.context.vectors["image"]  # the catalogue's vectors on the saved basis
+    assert image.shape == (bundle.n_items, IMAGE_DIM)
+    np.testing.assert_array_equal(bundle.ranker.ranker.image_basis, outcome.ranker.image_basis)
+    assert run_eval(out, demo_shop, cache_dir=cache).result.metrics == outcome.test.metrics
+    rec = Recommender(bundle, runtime="eager")
+    history = np.array([4, 9, 33, 60])
+    ranked = rec.rank([RankQuery(history, 12, np.zeros(0, dtype=np.int64))])[0]
+    assert ranked.source == "ranker"
+    assert ranked.items.tolist() == top_k(scorer.score([history]), 12)[0].tolist()
+
+
+def test_an_item_a_live_shop_adds_is_projected_on_the_rankers_basis(projected, demo_shop, tmp_path):
+    bundle = load_bundle(projected[1])
+    catalogue = LiveCatalogue(bundle, Store(f"sqlite:///{tmp_path / 'shop.db'}"), ServeConfig())
+    picture = sorted(path for path in Path(demo_shop).rglob("*") if path.suffix == ".png")[3]
+    fields = {"item_id": "new-item", "title": "a new striped dress"}
+    catalogue.add(NewItem("new-item", fields, str(picture)), picture.read_bytes(), ".png")
+    grown = catalogue.bundle
+    vectors = grown.scorer().context.vectors["image"]  # [N + 1, IMAGE_DIM]
+    assert vectors.shape == (bundle.n_items + 1, IMAGE_DIM)
+    encoded = grown.features.image[-1].numpy()  # [D] the new item's image vector
+    assert np.abs(encoded).sum() > 0
+    expected = (encoded / np.linalg.norm(encoded)) @ bundle.ranker.ranker.image_basis.T
+    np.testing.assert_allclose(vectors[-1], expected, atol=1e-6)
+    np.testing.assert_array_equal(vectors[:-1], bundle.scorer().context.vectors["image"])
+
+
+def test_an_image_width_not_below_the_encoders_is_refused_at_training(
+    projected, demo_shop, tmp_path
+):
+    config = apply_overrides(load_bundle(projected[1]).config, {"ranker.image_dim": 10_000})
+    with pytest.raises(DataError, match=r"ranker\.image_dim = 10000 is not below"):
+        run_train(config, demo_shop, tmp_path / "b", cache_dir=projected[2])
 
 
 # --- the service --------------------------------------------------------------------------------

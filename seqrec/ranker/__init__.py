@@ -5,7 +5,8 @@ Data flow, one module per step:
     queries.py     who asks, with which history, at which moment (the cutoff)
     events.py      the purchase log as time-aware counts: what was bought before a cutoff
     context.py     what sources and features read: events, item groups, categories, prices,
-                   content vectors per modality, the sequence model
+                   content vectors per modality, the sequence model; beside it
+                   projection.py (image vectors narrowed, when ``image_dim`` is set)
     sources.py     candidate sources (repeats, variants, co-purchase, content per modality,
                    the sequence model), each usable alone as a ranker; beside it
                    shop_wide.py (trending, new arrivals: one list per cutoff for everyone)

@@ -40,7 +40,7 @@ from seqrec.ranker.candidates import candidate_recall, dense_scores, generate, m
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
 from seqrec.ranker.events import Events
-from seqrec.ranker.fit import ranker_context, target_labels
+from seqrec.ranker.fit import image_basis, ranker_context, target_labels
 from seqrec.ranker.nested import past_model
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.sources import enabled_sources
@@ -245,12 +245,12 @@ class RankerBench:
         config, split = self.config, self.prepared.split
         reads = ranker_reads_model(config.ranker)
         results, summary = {}, RankerSummary(max_candidates=config.ranker.max_candidates)
+        prepared = self.prepared
+        basis = image_basis(prepared.features, config.ranker)  # as the ranker rows' fit
         for stage, model in (("valid", self.chosen), ("test", self.trained.model)):
             task = held_out(config, split, stage)
             scorer = ModelScorer(model, config.model.max_len) if reads else None
-            context = ranker_context(
-                self.prepared.dataset, self.prepared.features, task.fit, scorer
-            )
+            context = ranker_context(prepared.dataset, prepared.features, task.fit, scorer, basis)
             if stage == "test":
                 summary.sources, summary.candidate_recall = source_recall_table(
                     config.ranker, context, task

@@ -77,6 +77,10 @@ class RankerConfig:
     cached_periods: int = at_least(1, 8)
     # candidates of a query scored by the ranker; the rest of the catalogue ranks below them
     max_candidates: int = at_least(1, 300)
+    # image vectors read by the ranker's sources and features, projected onto this many of their
+    # principal directions (fitted at training, saved with the ranker; 0 = as encoded): fewer
+    # bytes per query (seqrec/ranker/projection.py)
+    image_dim: int = at_least(0, 0)
     # feature families left out (ablations): their features and the sources built on them
     without: list[str] | None = choice(None, *ABLATIONS)
     lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)

@@ -7,7 +7,8 @@ price, and its content vectors per modality, rows L2-normalised:
 
 - ``tfidf``: TF-IDF term weights of the item texts (sparse; `seqrec.features.text.tfidf_terms`)
 - ``text``: the text embedding the model reads (`ItemFeatures.text`)
-- ``image``: the image embedding (`ItemFeatures.image`; zero rows where no image)
+- ``image``: the image embedding (`ItemFeatures.image`; zero rows where no image), projected on
+  the ranker's basis when it has one (`seqrec.ranker.projection`; rows then near unit length)
 - ``fused``: the sequence model's item vectors (text, image, categories fused), when a model is
   given
 """
@@ -29,6 +30,7 @@ from seqrec.data.dataset import Dataset
 from seqrec.features.item_features import ItemFeatures
 from seqrec.features.text import tfidf_terms
 from seqrec.ranker.events import Events, day_length
+from seqrec.ranker.projection import project_rows
 from seqrec.scoring import ModelScorer
 
 Vectors: TypeAlias = np.ndarray | sp.csr_matrix  # [N, D] rows L2-normalised (zero rows: no content)
@@ -111,8 +113,10 @@ def build_context(
     features: ItemFeatures,
     interactions: pd.DataFrame,
     model: ModelScorer | None = None,
+    image_basis: np.ndarray | None = None,
 ) -> RankerContext:
-    """The context of ``dataset``'s catalogue with ``interactions`` as the readable log."""
+    """The context of ``dataset``'s catalogue with ``interactions`` as the readable log; image
+    vectors on ``image_basis`` [k, D] when given (`seqrec.ranker.projection`)."""
     items, schema = dataset.items, dataset.schema
     vectors: dict[str, Vectors] = {}
     if schema.text_columns:
@@ -120,7 +124,8 @@ def build_context(
     if features.text is not None:
         vectors["text"] = normalise_rows(features.text.numpy())
     if features.image is not None:
-        vectors["image"] = normalise_rows(features.image.numpy())
+        unit = np.asarray(normalise_rows(features.image.numpy()))  # [N, D]
+        vectors["image"] = unit if image_basis is None else project_rows(unit, image_basis)
     if model is not None:
         vectors["fused"] = model_vectors(model)
     return RankerContext(

@@ -29,6 +29,7 @@ from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext, build_context, with_model
 from seqrec.ranker.examples import training_queries
 from seqrec.ranker.model import LabelledPairs, Ranker, train_lambdarank
+from seqrec.ranker.projection import fit_image_basis
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.scoring import ModelScorer
 
@@ -43,10 +44,20 @@ def ranker_context(
     features: ItemFeatures,
     interactions: pd.DataFrame,
     model: ModelScorer | None = None,
+    image_basis: np.ndarray | None = None,
 ) -> RankerContext:
     """The context sources and features read: ``dataset``'s catalogue with ``interactions`` as
-    the log (`seqrec.ranker.context.build_context`)."""
-    return build_context(dataset, features, interactions, model)
+    the log, image vectors on ``image_basis`` (a fitted ranker's `Ranker.image_basis`) when
+    given (`seqrec.ranker.context.build_context`)."""
+    return build_context(dataset, features, interactions, model, image_basis)
+
+
+def image_basis(features: ItemFeatures, config: RankerConfig) -> np.ndarray | None:
+    """The image projection a ranker of ``config`` is fitted with (`RankerConfig.image_dim`),
+    over the whole catalogue's image vectors; None when it reads them as encoded or not at all."""
+    if features.image is None or "image" in (config.without or []):
+        return None
+    return fit_image_basis(features.image.numpy(), config.image_dim)
 
 
 def label_pairs(
@@ -139,7 +150,8 @@ def fit_ranker(
     say = _reporter(progress)
     clock = time.perf_counter()
     say(f"ranker: context over {len(split.train):,} training events")
-    context = ranker_context(dataset, features, split.train, model)
+    basis = image_basis(features, config)  # None: image vectors as encoded
+    context = ranker_context(dataset, features, split.train, model, basis)
     fit_context = context if model is None else with_model(context, past_model)
     seconds = {"context": time.perf_counter() - clock}
     fit_set, stop_set, source = training_sets(split, config, model is not None)
@@ -152,6 +164,7 @@ def fit_ranker(
     say(f"ranker: boosting (at most {config.lightgbm.n_estimators} rounds)")
     clock = time.perf_counter()
     ranker = train_lambdarank(pairs["train"], pairs["valid"], config)
+    ranker.image_basis = basis
     seconds["boosting"] = time.perf_counter() - clock
     for part, built in pairs.items():
         seconds[f"{part}_candidates"] = built.info.pop("seconds_candidates")

@@ -18,6 +18,8 @@ from typing import Any
 
 import lightgbm
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from seqrec.constraints import build_section
 from seqrec.data.dataset import DataError
@@ -25,6 +27,7 @@ from seqrec.ranker.config import RankerConfig
 
 MODEL_FILE = "ranker.txt"
 META_FILE = "ranker.json"
+BASIS_FILE = "ranker_image_basis.safetensors"  # the image projection (ranker.image_dim > 0)
 EVAL_AT = 12  # the ndcg cutoff early stopping watches (H&M's MAP@12 protocol)
 
 
@@ -59,6 +62,9 @@ class Ranker:
     feature_names: list[str]
     best_iteration: int
     info: dict[str, Any] = field(default_factory=dict)
+    # [image_dim, D] float32: the image vectors' projection its features were computed with
+    # (`seqrec.ranker.projection`); None when it reads them as encoded
+    image_basis: np.ndarray | None = None
 
     def predict(self, features: np.ndarray, threads: int = 0) -> np.ndarray:
         """[P] float64 ranking scores of the feature rows [P, F] (higher = better).
@@ -83,7 +89,10 @@ class Ranker:
             "info": self.info,
         }
         meta_path.write_text(json.dumps(_plain(meta), indent=2))
-        return [model_path, meta_path]
+        if self.image_basis is None:
+            return [model_path, meta_path]
+        save_file({"basis": np.ascontiguousarray(self.image_basis)}, directory / BASIS_FILE)
+        return [model_path, meta_path, directory / BASIS_FILE]
 
     @classmethod
     def load(cls, directory: str | Path) -> Ranker:
@@ -110,7 +119,26 @@ class Ranker:
                 f"ranker file {model_path} has features {booster.feature_name()}, but "
                 f"{meta_path} names {names}: the two files are from different rankers"
             )
-        return cls(config, booster, names, best_iteration, info)
+        dim = config.image_dim
+        basis = _load_basis(directory / BASIS_FILE, dim) if dim else None
+        return cls(config, booster, names, best_iteration, info, basis)
+
+
+def _load_basis(path: Path, dim: int) -> np.ndarray:
+    """The image projection a ranker with ``image_dim`` was saved with; DataError naming the
+    file when it is missing or unreadable."""
+    if not path.is_file():
+        raise DataError(f"ranker file {path} not found (the ranker sets ranker.image_dim)")
+    try:
+        basis = load_file(path)["basis"]
+    except (OSError, KeyError, SafetensorError) as error:
+        raise DataError(f"cannot read ranker file {path}: {error}") from None
+    if basis.ndim != 2 or basis.shape[0] != dim:
+        raise DataError(
+            f"ranker file {path} holds a {basis.shape} projection, not {dim} rows as the "
+            "ranker's image_dim says: the files are from different rankers"
+        )
+    return basis
 
 
 def lightgbm_params(config: RankerConfig) -> dict[str, Any]:

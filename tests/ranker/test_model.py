@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from seqrec.data.dataset import DataError
 from seqrec.ranker.config import LightGBMConfig, RankerConfig
-from seqrec.ranker.model import LabelledPairs, Ranker, train_lambdarank
+from seqrec.ranker.model import BASIS_FILE, LabelledPairs, Ranker, train_lambdarank
 
 NAMES = ["noise_a", "signal", "noise_b"]
 
@@ -98,4 +99,41 @@ def test_bad_config_in_the_json_is_refused(ranker, tmp_path):
     meta["config"]["max_candidates"] = -3
     (tmp_path / "ranker.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="ranker.json"):
+        Ranker.load(tmp_path)
+
+
+@pytest.fixture()
+def projecting(ranker) -> Ranker:
+    """``ranker`` as if fitted with ``image_dim = 3``, with its image projection."""
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 3)))[0].T  # [3, 8]
+    config = dataclasses.replace(ranker.config, image_dim=3)
+    return dataclasses.replace(ranker, config=config, image_basis=basis.astype(np.float32))
+
+
+def test_the_image_projection_is_saved_and_loaded_with_the_ranker(projecting, tmp_path):
+    paths = projecting.save(tmp_path)
+    assert BASIS_FILE in [path.name for path in paths]
+    loaded = Ranker.load(tmp_path)
+    assert loaded.config.image_dim == 3
+    np.testing.assert_array_equal(loaded.image_basis, projecting.image_basis)
+    assert Ranker.load(_saved(projecting, tmp_path / "plain", image_dim=0)).image_basis is None
+
+
+def _saved(ranker: Ranker, directory, image_dim: int):
+    config = dataclasses.replace(ranker.config, image_dim=image_dim)
+    dataclasses.replace(ranker, config=config, image_basis=None).save(directory)
+    return directory
+
+
+def test_a_missing_or_mismatched_image_projection_is_named(projecting, tmp_path):
+    projecting.save(tmp_path)
+    (tmp_path / BASIS_FILE).unlink()
+    with pytest.raises(DataError, match=f"{tmp_path / BASIS_FILE} not found"):
+        Ranker.load(tmp_path)
+    wider = dataclasses.replace(projecting, image_basis=np.zeros((5, 8), np.float32))
+    wider.save(tmp_path)
+    with pytest.raises(DataError, match="not 3 rows"):
+        Ranker.load(tmp_path)
+    (tmp_path / BASIS_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match=f"cannot read ranker file {tmp_path / BASIS_FILE}"):
         Ranker.load(tmp_path)
