@@ -41,6 +41,9 @@ def test_the_feature_that_decides_the_label_is_learned(ranker):
     assert max(importance, key=importance.get) == "signal"
     assert 1 <= ranker.best_iteration <= 30
     assert ranker.info["valid_ndcg@12"] == pytest.approx(1.0)
+    curve = ranker.info["valid_ndcg@12_by_round"]  # one figure per round boosted
+    assert len(curve) >= ranker.best_iteration
+    assert curve[ranker.best_iteration - 1] == ranker.info["valid_ndcg@12"] == max(curve)
 
 
 def test_without_validation_queries_every_round_is_kept():
