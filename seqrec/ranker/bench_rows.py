@@ -40,7 +40,7 @@ from seqrec.ranker.candidates import candidate_recall, dense_scores, generate, m
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
 from seqrec.ranker.events import Events
-from seqrec.ranker.fit import image_basis, ranker_context, target_labels
+from seqrec.ranker.fit import ranker_context, target_labels
 from seqrec.ranker.nested import past_model
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.sources import enabled_sources
@@ -240,13 +240,16 @@ class RankerBench:
         return row, ranker.info.get("feature_importance", {})
 
     def candidates_row(self) -> tuple[BenchRow, RankerSummary]:
-        """The merged candidates alone, with the sources' recall table."""
+        """The merged candidates alone, with the sources' recall table (after the main row,
+        whose image projection its candidates are read with)."""
         begin = time.perf_counter()
         config, split = self.config, self.prepared.split
         reads = ranker_reads_model(config.ranker)
         results, summary = {}, RankerSummary(max_candidates=config.ranker.max_candidates)
         prepared = self.prepared
-        basis = image_basis(prepared.features, config.ranker)  # as the ranker rows' fit
+        main = self.fitted[MAIN_ROW].ranker
+        assert main is not None
+        basis = main.image_basis  # None when the ranker reads the image vectors as encoded
         for stage, model in (("valid", self.chosen), ("test", self.trained.model)):
             task = held_out(config, split, stage)
             scorer = ModelScorer(model, config.model.max_len) if reads else None
