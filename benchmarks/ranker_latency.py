@@ -95,7 +95,8 @@ def percentiles(values: list[float]) -> list[str]:
 
 def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[float]]:
     """Milliseconds per batch of each step: every source, the merged candidates, features,
-    LightGBM, the dense [B, N] scores, and the whole calls."""
+    the trees walked by LightGBM and (when compiled) by the compiled code, the dense [B, N]
+    scores, and the whole calls (which walk the compiled trees when there are)."""
     ranker, context = scorer.ranker, scorer.context
     steps: dict[str, list[float]] = {}
     for batch in batches:
@@ -109,7 +110,11 @@ def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[f
             steps, "features", features.feature_matrix, batch, found, context, ranker.config
         )
         matrix = scorer.in_ranker_order(names, matrix)
-        values = clock(steps, "LightGBM predict", ranker.predict, matrix, 1)
+        values = clock(steps, "trees: LightGBM predict", lightgbm_walk, ranker, matrix)
+        if ranker.trees is not None:
+            compiled = clock(steps, "trees: compiled", ranker.trees, matrix)
+            if not np.array_equal(compiled, values):
+                raise SystemExit("the compiled trees scored a query otherwise than LightGBM")
         clock(
             steps,
             "dense scores [B, N]",
@@ -122,6 +127,10 @@ def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[f
         clock(steps, "candidates_and_scores", scorer.candidates_and_scores, batch)
         clock(steps, "score_queries", scorer.score_queries, batch)
     return steps
+
+
+def lightgbm_walk(ranker: Ranker, matrix: np.ndarray) -> np.ndarray:
+    return ranker.booster.predict(matrix, num_iteration=ranker.best_iteration, num_threads=1)
 
 
 def served_scorer(bundle_path: Path, dataset) -> tuple[RankerScorer, str]:
@@ -137,7 +146,10 @@ def served_scorer(bundle_path: Path, dataset) -> tuple[RankerScorer, str]:
     served = Recommender(bundle)
     if served.ranker is None:
         raise SystemExit(f"{bundle_path} has no ranker")
-    origin = f"served from bundle `{bundle_path}` (`Recommender`, model scores by {served.runtime})"
+    origin = (
+        f"served from bundle `{bundle_path}` (`Recommender`, model scores by {served.runtime}, "
+        f"trees walked by {served.trees})"
+    )
     return served.ranker, origin
 
 
@@ -191,6 +203,8 @@ def main() -> None:
         ranker, origin = load_or_fit(args, dataset, split, item_features)
         context = ranker_context(dataset, item_features, task.fit, image_basis=ranker.image_basis)
         scorer = RankerScorer(ranker, context)
+        reason = ranker.compile()
+        origin += f"; trees walked by {'LightGBM: ' + reason if reason else 'compiled code'}"
     singles, distinct = test_queries(task, args.history, args.queries)
     one_off = one_off_lines(scorer, singles[0])
     single = step_times(scorer, singles)

@@ -65,6 +65,7 @@ class LoadConfig:
     thread: int = 1  # 1: rank in a worker thread, 0: in the event loop
     runtime: str = "auto"  # auto | onnx | torchscript | eager (seqrec.serve.scoring)
     retrieval: str = "auto"  # auto | exact | index (seqrec.serve.retrieval)
+    compile_trees: int = 1  # 1: a ranker's trees compiled (seqrec.ranker.compiled), 0: LightGBM
     seed: int = 0
     phases: list[str] = field(default_factory=lambda: ["single", "saturate", "open"])
 
@@ -187,6 +188,7 @@ def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Po
         "thread": bool(config.thread),
         "runtime": config.runtime,
         "retrieval": config.retrieval,
+        "compile_trees": bool(config.compile_trees),
     }
     return start_process(
         config.bundle, port, log_path, serve_config, workers=config.workers,
@@ -300,7 +302,8 @@ def markdown(
         f"{'a worker thread' if config.thread else 'the event loop'}, "
         f"scores by {health['runtime']} (asked: {config.runtime}), ranking "
         f"{RANKED_OVER[health['retrieval']]} (retrieval {health['retrieval']}, asked: "
-        f"{config.retrieval})",
+        f"{config.retrieval})"
+        + (f", trees walked by {health['trees']}" if health.get("trees") else ""),
         f"- requests: histories of {config.history} ids, k = {config.k}",
         f"- machine speed (`spin`, 10M Python additions, before the phases): "
         f"{speed['spin_alone_s']} s alone, "

@@ -21,6 +21,8 @@ from seqrec.data.dataset import DataError
 from seqrec.data.split import split_dataset
 from seqrec.evaluate import top_k
 from seqrec.experiment import load_data, run_eval, run_train
+from seqrec.ranker import candidates
+from seqrec.ranker.compiled import compiler
 from seqrec.ranker.model import BASIS_FILE
 from seqrec.ranker.queries import Queries, queries_from_task
 from seqrec.ranker.scorer import RankerScorer
@@ -341,3 +343,23 @@ def test_a_ranker_bundle_read_by_other_code_than_wrote_it_warns(trained, tmp_pat
     (copy / "bundle.json").write_text(json.dumps(manifest))
     with pytest.warns(UserWarning, match=r"written by seqrec 0\.0\.9 at 0123456789ab"):
         load_bundle(copy)
+
+
+@pytest.mark.skipif(compiler() is None, reason="no C compiler on PATH")
+def test_the_service_walks_compiled_trees_with_lightgbms_scores(trained, client):
+    assert client.get("/health").json()["trees"] == "compiled"
+    compiled = Recommender(load_bundle(trained[2]), runtime="eager")
+    plain = Recommender(load_bundle(trained[2]), runtime="eager", compile_trees=False)
+    assert (compiled.trees, plain.trees) == ("compiled", "lightgbm")
+    assert plain.ranker is not None and plain.ranker.ranker.trees is None
+    assert compiled.ranker is not None
+    rng = np.random.default_rng(4)
+    histories = [rng.integers(0, compiled.n_items, n) for n in (1, 3, 8, 20, 40)]
+    found, scores = compiled.ranker.candidates_and_scores(
+        candidates.latest_queries(histories, compiled.ranker.context.events)
+    )
+    assert len(found) > 50
+    _, expected = plain.ranker.candidates_and_scores(
+        candidates.latest_queries(histories, plain.ranker.context.events)
+    )
+    np.testing.assert_array_equal(scores, expected)  # bit for bit

@@ -15,7 +15,8 @@ Data flow, one module per step:
     candidates.py  the union of the sources' candidates per query, each source's score and rank
     features.py    one feature row per (query, candidate), from data strictly before the cutoff
     examples.py    training queries from past baskets (each earlier basket a target)
-    model.py       LightGBM LambdaRank: fit with early stopping on validation, predict
+    model.py       LightGBM LambdaRank: fit with early stopping on validation, predict;
+                   beside it compiled.py (the trees compiled to native code for serving)
     scorer.py      the fitted ranker as a full-catalogue scorer (`seqrec.evaluate`, bundles, serve)
 
 Settings: ``[ranker]`` of the experiment TOML (`seqrec.ranker.config.RankerConfig`).

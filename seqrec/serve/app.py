@@ -285,6 +285,7 @@ def add_service_routes(app: FastAPI, catalogue: LiveCatalogue) -> None:
             "max_len": rec.max_len,
             "runtime": rec.runtime,
             "retrieval": "exact" if rec.candidates is None else "index",
+            "trees": rec.trees,
             "requests_scored": batcher.queries,
             "batches": batcher.batches,
             "ranking_cpu_s": batcher.rank_cpu_s,

@@ -319,10 +319,10 @@ class LiveCatalogue:
             config.retrieval, config.retrieval_candidates, config.retrieval_nprobe
         )
         if runtime == QUICK_RUNTIME:
-            rec = Recommender(bundle, runtime, base, retrieval)
+            rec = Recommender(bundle, runtime, base, retrieval, config.compile_trees)
         else:
             with self.exporting:  # torch's ONNX export is not thread-safe
-                rec = Recommender(bundle, runtime, base, retrieval)
+                rec = Recommender(bundle, runtime, base, retrieval, config.compile_trees)
         self.mark_sold_out(rec)
         if self.first_batcher is None:
             batcher = self.first_batcher = MicroBatcher(

@@ -18,6 +18,7 @@ takes histories without times.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,14 @@ from seqrec.bundle import Bundle
 from seqrec.evaluate import top_k
 from seqrec.ranker.events import DAY_UNITS
 from seqrec.ranker.queries import Queries
+from seqrec.ranker.scorer import RankerScorer
 from seqrec.ranker.sources import prepare as prepare_sources
 from seqrec.scoring import ModelScorer
 from seqrec.serve.retrieval import CandidateRanking, Retrieval, uses_index
 from seqrec.serve.schemas import RecommendRequest, Timestamp
 from seqrec.serve.scoring import ServedHidden, ServedScores, fast_scores
+
+logger = logging.getLogger(__name__)
 
 DISPLAY_COLUMNS = ("item_id", "title", "price", "image_path")
 
@@ -130,6 +134,19 @@ def served_model(
     return scorer.with_raw_scores(fast), name
 
 
+def ranker_trees(ranker: RankerScorer | None, compile_trees: bool) -> str | None:
+    """What walks ``ranker``'s trees: "compiled" (compiled now, or by an earlier recommender of
+    the same bundle) or "lightgbm" (not asked, or no compiler: logged); None without a ranker."""
+    if ranker is None:
+        return None
+    if not compile_trees:
+        return "compiled" if ranker.ranker.trees is not None else "lightgbm"
+    reason = ranker.ranker.compile()
+    if reason:
+        logger.warning("the ranker's trees are walked by LightGBM: %s", reason)
+    return "lightgbm" if reason else "compiled"
+
+
 def candidate_ranking(
     rec: Recommender, runtime: str, retrieval: Retrieval, base: Recommender | None
 ) -> CandidateRanking | None:
@@ -153,10 +170,13 @@ class Recommender:
         runtime: str = "auto",
         base: Recommender | None = None,
         retrieval: Retrieval = Retrieval(),
+        compile_trees: bool = True,
     ):
         """``base``: a recommender of the same bundle over the first items of this one's
         catalogue (before items were added), whose display records are reused. ``retrieval``:
         whether and how a large catalogue is ranked through an index (`seqrec.serve.retrieval`).
+        ``compile_trees``: a two-stage bundle's trees compiled to native code when a C compiler
+        is found (`seqrec.ranker.compiled`), else walked by LightGBM; the same scores.
         """
         self.bundle = bundle
         self.max_len = bundle.config.model.max_len
@@ -166,6 +186,7 @@ class Recommender:
         self.scorer, self.runtime = served_model(bundle, self.input_items, runtime)
         self.time_unit = str(bundle.manifest.get("time_unit", "order"))
         self.ranker = None if bundle.ranker is None else bundle.ranker_scorer(self.scorer)
+        self.trees = ranker_trees(self.ranker, compile_trees)
         self.candidates = candidate_ranking(self, runtime, retrieval, base)
         if self.ranker is not None:  # content graphs built now, not by the first request
             prepare_sources(self.ranker.ranker.config, self.ranker.context)

@@ -38,6 +38,9 @@ class ServeConfig:
     warmup: bool = True  # score one history at start-up so the first request is not slow
     thread: bool = True  # rank in a worker thread (else in the event loop, blocking it)
     runtime: str = choice("auto", *RUNTIMES)  # what computes the scores (seqrec.serve.scoring)
+    # a two-stage bundle's trees compiled to native code when a C compiler is found (the same
+    # scores as LightGBM's, seqrec.ranker.compiled); false: LightGBM walks them
+    compile_trees: bool = True
     # a sequence model's catalogue ranked over every item ("exact") or over the candidates of
     # an index ("index"; "auto": from INDEX_MIN_ITEMS items), seqrec.serve.retrieval
     retrieval: str = choice("auto", *RETRIEVALS)
@@ -163,6 +166,10 @@ class Health(BaseModel):
     )
     retrieval: Literal["exact", "index"] = Field(
         description="Every item scored, or the candidates of an index (seqrec.serve.retrieval)."
+    )
+    trees: Literal["compiled", "lightgbm"] | None = Field(
+        description="What walks a two-stage bundle's trees (seqrec.ranker.compiled); null "
+        "without a ranker."
     )
     requests_scored: int
     batches: int

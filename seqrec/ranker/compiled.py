@@ -1,0 +1,113 @@
+"""The ranker's trees compiled to native code (tl2cgen), for the few hundred rows of a query.
+
+LightGBM's ``predict`` walks each tree through its node arrays; tl2cgen writes the trees out
+as C (one ``if`` per split, the thresholds inlined) and a C compiler builds them into a shared
+library, which walks the same trees faster (`benchmarks/results/ranker_latency.md`). Both sum
+the leaf values in tree order in double precision, so the scores are the same, bit for bit:
+`compile_trees` checks that on probe rows (each split's threshold, the values beside it,
+missing values) and returns None, with the reason logged, when they differ or when there is
+no C compiler (``gcc``, ``clang`` or ``cc`` on ``PATH``): the caller keeps LightGBM's walk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+COMPILERS = ("gcc", "clang", "cc")
+PROBE_ROWS = 4096
+LOW_WORD = 0xFFFFFFFF  # the compiled code's "missing" mark, in a float64's low half
+
+
+class CompiledTrees:
+    """A booster's trees as a loaded shared library: ``trees(rows)`` -> [P] float64 raw
+    scores of the feature rows [P, F], as ``booster.predict`` gives them.
+
+    The compiled code marks a missing value in a float64's low 32 bits (all set), so it would
+    read a present value with that bit pattern, about one in 2**32, as missing: rows holding
+    one are scored by ``booster`` instead."""
+
+    def __init__(self, predictor: Any, booster: lightgbm.Booster):
+        self.predictor, self.booster = predictor, booster
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        import tl2cgen
+
+        rows = np.ascontiguousarray(rows, dtype=np.float64)  # [P, F]
+        if rows.shape[0] == 0:
+            return np.zeros(0, dtype=np.float64)
+        scores = self.predictor.predict(tl2cgen.DMatrix(rows, dtype="float64"))
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)  # [P]
+        low_bits = rows.view(np.uint64) & np.uint64(LOW_WORD)
+        marked = np.flatnonzero(((low_bits == LOW_WORD) & ~np.isnan(rows)).any(axis=1))
+        if len(marked):
+            scores[marked] = self.booster.predict(rows[marked], num_threads=1)
+        return scores
+
+
+def compiler() -> str | None:
+    """The C compiler tl2cgen is given: the first of `COMPILERS` on ``PATH``, else None."""
+    return next((name for name in COMPILERS if shutil.which(name)), None)
+
+
+def compile_trees(booster: lightgbm.Booster, n_trees: int) -> tuple[CompiledTrees | None, str]:
+    """``booster``'s first ``n_trees`` trees compiled, with "" as the reason; or None and why
+    not (no compiler, tl2cgen missing or failing, scores that differ from LightGBM's)."""
+    tool = compiler()
+    if tool is None:
+        return None, f"no C compiler on PATH (looked for {', '.join(COMPILERS)})"
+    try:
+        import tl2cgen
+        import treelite
+    except ImportError as error:
+        return None, f"tl2cgen is not installed ({error})"
+    kept = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=n_trees))
+    output = io.StringIO()  # tl2cgen prints its own progress and version notes
+    try:
+        with contextlib.redirect_stdout(output), tempfile.TemporaryDirectory() as folder:
+            library = Path(folder) / "trees.so"
+            model = treelite.frontend.from_lightgbm(kept)
+            tl2cgen.export_lib(model, toolchain=tool, libpath=library, nthread=1)
+            trees = CompiledTrees(tl2cgen.Predictor(library, nthread=1), kept)
+    except Exception as error:  # noqa: BLE001 - any failure leaves LightGBM's walk in place
+        logger.debug("tl2cgen output: %s", output.getvalue())
+        return None, f"tl2cgen could not compile the trees ({type(error).__name__}: {error})"
+    logger.debug("tl2cgen output: %s", output.getvalue())
+    probes = probe_rows(kept)
+    expected = kept.predict(probes, num_threads=1)
+    differ = int(np.sum(trees(probes) != expected))
+    if differ:
+        return None, f"the compiled trees score {differ} of {len(probes)} probe rows otherwise"
+    return trees, ""
+
+
+def probe_rows(booster: lightgbm.Booster, n_rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
+    """[n_rows, F] float64 rows that reach every side of the trees' splits: each column draws
+    from its split thresholds, the floats just beside them, 0 and NaN (missing)."""
+    thresholds: list[set[float]] = [set() for _ in range(booster.num_feature())]
+    stack = [tree["tree_structure"] for tree in booster.dump_model()["tree_info"]]
+    while stack:
+        node = stack.pop()
+        if "split_feature" in node:
+            if isinstance(node["threshold"], (int, float)):
+                thresholds[node["split_feature"]].add(float(node["threshold"]))
+            stack += [node["left_child"], node["right_child"]]
+    rng = np.random.default_rng(seed)
+    rows = np.empty((n_rows, len(thresholds)))  # [P, F]
+    for column, values in enumerate(thresholds):
+        at = np.array(sorted(values), dtype=np.float64)
+        pool = np.concatenate(
+            [at, np.nextafter(at, -np.inf), np.nextafter(at, np.inf), [0.0, np.nan]]
+        )
+        rows[:, column] = rng.choice(pool, size=n_rows)
+    return rows
