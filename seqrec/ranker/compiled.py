@@ -3,10 +3,11 @@
 LightGBM's ``predict`` walks each tree through its node arrays; tl2cgen writes the trees out
 as C (one ``if`` per split, the thresholds inlined) and a C compiler builds them into a shared
 library, which walks the same trees faster (`benchmarks/results/ranker_latency.md`). Both sum
-the leaf values in tree order in double precision, so the scores are the same, bit for bit:
-`compile_trees` checks that on probe rows (each split's threshold, the values beside it,
-missing values) and returns None, with the reason logged, when they differ or when there is
-no C compiler (``gcc``, ``clang`` or ``cc`` on ``PATH``): the caller keeps LightGBM's walk.
+the leaf values in tree order in double precision, so the scores are the same, bit for bit
+(`CompiledTrees` makes the two read the same values): `compile_trees` checks that on probe
+rows (each split's threshold, the values beside it, missing values) and returns None, with
+the reason, when they differ or when there is no C compiler (``gcc``, ``clang`` or ``cc`` on
+``PATH``): the caller keeps LightGBM's walk.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ logger = logging.getLogger(__name__)
 COMPILERS = ("gcc", "clang", "cc")
 PROBE_ROWS = 4096
 LOW_WORD = 0xFFFFFFFF  # the compiled code's "missing" mark, in a float64's low half
+ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: values this near 0 are read as 0
 
 
 class CompiledTrees:
     """A booster's trees as a loaded shared library: ``trees(rows)`` -> [P] float64 raw
     scores of the feature rows [P, F], as ``booster.predict`` gives them.
 
-    The compiled code marks a missing value in a float64's low 32 bits (all set), so it would
-    read a present value with that bit pattern, about one in 2**32, as missing: rows holding
-    one are scored by ``booster`` instead."""
+    Two readings of a value differ from LightGBM's, and are made the same: LightGBM reads a
+    value within `ZERO` of zero as zero, so the rows are given to the compiled code so; and the
+    compiled code marks a missing value in a float64's low 32 bits (all set), so it would read
+    a present value with that bit pattern, about one in 2**32, as missing: rows holding one are
+    scored by ``booster`` instead."""
 
     def __init__(self, predictor: Any, booster: lightgbm.Booster):
         self.predictor, self.booster = predictor, booster
@@ -43,13 +47,14 @@ class CompiledTrees:
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         import tl2cgen
 
-        rows = np.ascontiguousarray(rows, dtype=np.float64)  # [P, F]
         if rows.shape[0] == 0:
             return np.zeros(0, dtype=np.float64)
-        scores = self.predictor.predict(tl2cgen.DMatrix(rows, dtype="float64"))
+        rows = np.asarray(rows, dtype=np.float64)
+        cleaned = np.where(np.abs(rows) <= ZERO, 0.0, rows)  # [P, F], a C-ordered copy
+        scores = self.predictor.predict(tl2cgen.DMatrix(cleaned, dtype="float64"))
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)  # [P]
-        low_bits = rows.view(np.uint64) & np.uint64(LOW_WORD)
-        marked = np.flatnonzero(((low_bits == LOW_WORD) & ~np.isnan(rows)).any(axis=1))
+        low_bits = cleaned.view(np.uint64) & np.uint64(LOW_WORD)
+        marked = np.flatnonzero(((low_bits == LOW_WORD) & ~np.isnan(cleaned)).any(axis=1))
         if len(marked):
             scores[marked] = self.booster.predict(rows[marked], num_threads=1)
         return scores

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqrec.ranker import compiled
-from seqrec.ranker.compiled import LOW_WORD, CompiledTrees, compile_trees, probe_rows
+from seqrec.ranker.compiled import LOW_WORD, ZERO, CompiledTrees, compile_trees, probe_rows
 from seqrec.ranker.config import LightGBMConfig, RankerConfig
 from seqrec.ranker.model import LabelledPairs, Ranker, train_lambdarank
 
@@ -14,11 +14,13 @@ needs_compiler = pytest.mark.skipif(compiled.compiler() is None, reason="no C co
 
 
 def _pairs(seed: int, n_queries: int = 80, size: int = 10) -> LabelledPairs:
-    """Four features, some missing (NaN), a label the first two decide."""
+    """Four features, some missing (NaN), a label the first two decide; the second is 0 for
+    half the rows, negative for the others (LightGBM splits it at -1e-35, `ZERO`)."""
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(n_queries * size, 4))  # [P, F]
+    features[:, 1] = np.where(rng.random(len(features)) < 0.5, 0.0, -np.abs(features[:, 1]))
     features[rng.random(features.shape) < 0.1] = np.nan
-    score = np.nan_to_num(features[:, 0]) + 0.5 * np.nan_to_num(features[:, 1])
+    score = np.nan_to_num(features[:, 0]) + 0.5 * (np.nan_to_num(features[:, 1]) == 0)
     labels = np.zeros(len(features), dtype=np.int32)
     for query in range(n_queries):
         rows = slice(query * size, (query + 1) * size)
@@ -73,6 +75,24 @@ def test_a_value_the_compiled_code_would_read_as_missing_is_scored_by_lightgbm(r
     bits = rows.view(np.uint64)
     bits[3, 0] |= np.uint64(LOW_WORD)  # a present value whose low 32 bits are all set
     assert not np.isnan(rows[3, 0])
+    expected = ranker.booster.predict(rows, num_iteration=ranker.best_iteration)
+    assert np.array_equal(trees(rows), expected)
+
+
+@needs_compiler
+def test_values_lightgbm_reads_as_zero_are_read_so(ranker):
+    splits = [tree["tree_structure"] for tree in ranker.booster.dump_model()["tree_info"]]
+    near_zero = []
+    while splits:
+        node = splits.pop()
+        if "split_feature" in node:
+            near_zero += [node["threshold"]] if node["threshold"] == -ZERO else []
+            splits += [node["left_child"], node["right_child"]]
+    assert near_zero  # a split between 0 and the values below it
+    trees, reason = compile_trees(ranker.booster, ranker.best_iteration)
+    assert trees is not None, reason
+    rows = np.tile(_rows(8, 4), (6, 1))  # [24, 4]
+    rows[:, 1] = np.repeat([ZERO, -ZERO, 1e-36, -1e-40, 5e-324, 0.0], 4)
     expected = ranker.booster.predict(rows, num_iteration=ranker.best_iteration)
     assert np.array_equal(trees(rows), expected)
 
