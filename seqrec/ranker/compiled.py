@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,15 @@ class CompiledTrees:
     """A booster's trees as a loaded shared library: ``trees(rows)`` -> [P] float64 raw
     scores of the feature rows [P, F], as ``booster.predict`` gives them.
 
-    Two readings of a value differ from LightGBM's, and are made the same: LightGBM reads a
-    value within `ZERO` of zero as zero, so the rows are given to the compiled code so; and the
-    compiled code marks a missing value in a float64's low 32 bits (all set), so it would read
-    a present value with that bit pattern, about one in 2**32, as missing: rows holding one are
-    scored by ``booster`` instead."""
+    Two readings of a value would differ from LightGBM's and are made the same. LightGBM reads
+    a value within `ZERO` of zero as zero, so such values are set to zero before the compiled
+    code reads them. The compiled code marks a missing value by setting a float64's low 32
+    bits, so it would read a present value with that bit pattern (about one in 2**32) as
+    missing: rows holding one are scored by ``booster`` instead."""
 
     def __init__(self, predictor: Any, booster: lightgbm.Booster):
         self.predictor, self.booster = predictor, booster
+        self.lock = threading.Lock()  # one call at a time (a live shop warms up a new catalogue)
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         import tl2cgen
@@ -52,8 +54,10 @@ class CompiledTrees:
         if rows.shape[0] == 0:
             return np.zeros(0, dtype=np.float64)
         rows = np.asarray(rows, dtype=np.float64)
-        cleaned = np.where(np.abs(rows) <= ZERO, 0.0, rows)  # [P, F], a C-ordered copy
-        scores = self.predictor.predict(tl2cgen.DMatrix(cleaned, dtype="float64"))
+        cleaned = np.where(np.abs(rows) <= ZERO, 0.0, rows)  # [P, F] a copy
+        cleaned = np.ascontiguousarray(cleaned)  # C order, as tl2cgen reads it
+        with self.lock:
+            scores = self.predictor.predict(tl2cgen.DMatrix(cleaned, dtype="float64"))
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)  # [P]
         low_bits = cleaned.view(np.uint64) & np.uint64(LOW_WORD)
         marked = np.flatnonzero(((low_bits == LOW_WORD) & ~np.isnan(cleaned)).any(axis=1))

@@ -1,6 +1,7 @@
 """The ranker's trees compiled to native code: LightGBM's scores, bit for bit, or not used."""
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -48,12 +49,27 @@ def test_compiled_trees_score_as_lightgbm_bit_for_bit(ranker):
     assert copy.compile() == ""
     assert copy.trees is not None
     assert np.array_equal(copy.predict(_rows(5)), plain)
+    assert np.array_equal(copy.predict(np.asfortranarray(_rows(5))), plain)  # any memory order
+    single = _rows(5).astype(np.float32)
+    assert np.array_equal(copy.predict(single), ranker.predict(single, threads=1))
     probes = probe_rows(ranker.booster)  # on each side of every split, and missing values
     expected = ranker.booster.predict(probes, num_iteration=ranker.best_iteration)
     assert np.array_equal(copy.predict(probes), expected)
     assert copy.predict(np.zeros((0, 4))).shape == (0,)
     trees = copy.trees
     assert copy.compile() == "" and copy.trees is trees  # compiled once
+
+
+@needs_compiler
+def test_calls_from_several_threads_score_as_alone(ranker):
+    trees, reason = compile_trees(ranker.booster, ranker.best_iteration)
+    assert trees is not None, reason
+    batches = [_rows(seed, 200) for seed in range(8)]
+    alone = [trees(rows) for rows in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(trees, batches * 5))
+    for at, scores in enumerate(together):
+        assert np.array_equal(scores, alone[at % len(batches)])
 
 
 @needs_compiler
