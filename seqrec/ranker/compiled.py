@@ -59,8 +59,9 @@ class CompiledTrees:
         with self.lock:
             scores = self.predictor.predict(tl2cgen.DMatrix(cleaned, dtype="float64"))
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)  # [P]
+        # a NaN marked too (numpy's and the CPU's have a zero low word) only goes to booster
         low_bits = cleaned.view(np.uint64) & np.uint64(LOW_WORD)
-        marked = np.flatnonzero(((low_bits == LOW_WORD) & ~np.isnan(cleaned)).any(axis=1))
+        marked = np.flatnonzero((low_bits == LOW_WORD).any(axis=1))
         if len(marked):
             scores[marked] = self.booster.predict(rows[marked], num_threads=1)
         return scores
@@ -92,9 +93,9 @@ def compile_trees(booster: lightgbm.Booster, n_trees: int) -> tuple[CompiledTree
             tl2cgen.export_lib(model, tool, library, files, nthread=os.cpu_count())
             trees = CompiledTrees(tl2cgen.Predictor(library, nthread=1), kept)
     except Exception as error:  # noqa: BLE001 - any failure leaves LightGBM's walk in place
-        logger.debug("tl2cgen output: %s", output.getvalue())
         return None, f"tl2cgen could not compile the trees ({type(error).__name__}: {error})"
-    logger.debug("tl2cgen output: %s", output.getvalue())
+    finally:
+        logger.debug("tl2cgen output: %s", output.getvalue())
     probes = probe_rows(kept)
     expected = kept.predict(probes, num_threads=1)
     differ = int(np.sum(trees(probes) != expected))
