@@ -39,6 +39,7 @@ from seqrec.features.build import FeatureConfig, fit_item_features
 from seqrec.features.text import TextConfig
 from seqrec.ranker import candidates, features
 from seqrec.ranker.candidates import n_of
+from seqrec.ranker.compiled import CompiledTrees, compile_trees
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.fit import fit_ranker, ranker_context
 from seqrec.ranker.model import Ranker
@@ -75,9 +76,9 @@ def test_queries(task, history: int, count: int) -> tuple[list[Queries], int]:
         raise SystemExit(f"no test shopper has {history} purchases; use a smaller --history")
     out = []
     for at in range(count):
-        one = every.subset(np.array([long[at % len(long)]]))
-        one.histories, one.times = [one.histories[0][-history:]], [one.times[0][-history:]]
-        out.append(one)
+        row, last = long[at % len(long)], slice(-history, None)
+        histories, times = [every.histories[row][last]], [every.times[row][last]]
+        out.append(Queries(histories, times, every.cutoffs[[row]]))
     return out, len(long)
 
 
@@ -93,10 +94,13 @@ def percentiles(values: list[float]) -> list[str]:
     return [f"{np.percentile(values, p):.2f}" for p in (50, 90, 99)]
 
 
-def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[float]]:
+def step_times(
+    scorer: RankerScorer, batches: list[Queries], unrolled: CompiledTrees | None
+) -> dict[str, list[float]]:
     """Milliseconds per batch of each step: every source, the merged candidates, features,
-    the trees walked by LightGBM and (when compiled) by the compiled code, the dense [B, N]
-    scores, and the whole calls (which walk the compiled trees when there are)."""
+    the trees walked by LightGBM and (when compiled) by the compiled code, also as compiled
+    with -O3 (``unrolled``, against the service's `seqrec.ranker.compiled.OPTIONS`), the dense
+    [B, N] scores, and the whole calls (which walk the compiled trees when there are)."""
     ranker, context = scorer.ranker, scorer.context
     steps: dict[str, list[float]] = {}
     for batch in batches:
@@ -111,10 +115,10 @@ def step_times(scorer: RankerScorer, batches: list[Queries]) -> dict[str, list[f
         )
         matrix = scorer.in_ranker_order(names, matrix)
         values = clock(steps, "trees: LightGBM predict", lightgbm_walk, ranker, matrix)
-        if ranker.trees is not None:
-            compiled = clock(steps, "trees: compiled", ranker.trees, matrix)
-            if not np.array_equal(compiled, values):
-                raise SystemExit("the compiled trees scored a query otherwise than LightGBM")
+        walks = {"trees: compiled": ranker.trees, "trees: compiled with -O3": unrolled}
+        for name, walk in walks.items():
+            if walk is not None and not np.array_equal(clock(steps, name, walk, matrix), values):
+                raise SystemExit(f"{name} scored a query otherwise than LightGBM")
         clock(
             steps,
             "dense scores [B, N]",
@@ -207,10 +211,13 @@ def main() -> None:
         origin += f"; trees walked by {'LightGBM: ' + reason if reason else 'compiled code'}"
     singles, distinct = test_queries(task, args.history, args.queries)
     one_off = one_off_lines(scorer, singles[0])
-    single = step_times(scorer, singles)
+    unrolled = None
+    if scorer.ranker.trees is not None:
+        unrolled, _ = compile_trees(scorer.ranker.booster, scorer.ranker.best_iteration, ("-O3",))
+    single = step_times(scorer, singles, unrolled)
     pool = singles * (1 + args.batch * args.batches // max(len(singles), 1))
     batches = [joined(pool[at * args.batch : (at + 1) * args.batch]) for at in range(args.batches)]
-    batched = step_times(scorer, batches)
+    batched = step_times(scorer, batches, unrolled)
 
     rows = [
         [name, f"{np.median(single[name]):.2f}", f"{np.median(batched[name]):.2f}"]

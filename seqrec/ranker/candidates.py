@@ -68,6 +68,13 @@ def _ranks_within(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """[R] int64 where each run of equal values begins in ``sorted_values``."""
+    if not len(sorted_values):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(([0], np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1))
+
+
 def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> CandidateSet:
     """The union of the sources' candidates (`CandidateSet`). A query with more than
     ``max_candidates`` distinct items keeps those with the best (smallest) rank over the
@@ -84,7 +91,7 @@ def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> 
     key = rows * width + items  # [C] one value per (query, item)
     order = np.lexsort((source, ranks, key))  # each pair's best entry first
     sorted_key = key[order]
-    best = order[np.r_[True, sorted_key[1:] != sorted_key[:-1]]] if len(key) else order  # [P]
+    best = order[run_starts(sorted_key)]  # [P]
     p_rows = rows[best]
     by = np.lexsort((items[best], source[best], ranks[best], p_rows))  # per query, best first
     position = np.arange(len(by)) - np.searchsorted(p_rows[by], p_rows[by], "left")

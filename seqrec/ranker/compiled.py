@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 COMPILERS = ("gcc", "clang", "cc")
 PROBE_ROWS = 4096
 TREES_PER_FILE = 25  # C source files of this many trees each, compiled in parallel
+# optimised for size: a query's walk meets the trees' code once, among the rest of its work,
+# so fewer instruction bytes beat unrolled ones (benchmarks/results/ranker_latency.md)
+OPTIONS = ("-Os",)
 LOW_WORD = 0xFFFFFFFF  # the compiled code's "missing" mark, in a float64's low half
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: values this near 0 are read as 0
 
@@ -72,9 +75,12 @@ def compiler() -> str | None:
     return next((name for name in COMPILERS if shutil.which(name)), None)
 
 
-def compile_trees(booster: lightgbm.Booster, n_trees: int) -> tuple[CompiledTrees | None, str]:
-    """``booster``'s first ``n_trees`` trees compiled, with "" as the reason; or None and why
-    not (no compiler, tl2cgen missing or failing, scores that differ from LightGBM's)."""
+def compile_trees(
+    booster: lightgbm.Booster, n_trees: int, options: tuple[str, ...] = OPTIONS
+) -> tuple[CompiledTrees | None, str]:
+    """``booster``'s first ``n_trees`` trees compiled (with the compiler ``options``), with ""
+    as the reason; or None and why not (no compiler, tl2cgen missing or failing, scores that
+    differ from LightGBM's)."""
     tool = compiler()
     if tool is None:
         return None, f"no C compiler on PATH (looked for {', '.join(COMPILERS)})"
@@ -90,7 +96,9 @@ def compile_trees(booster: lightgbm.Booster, n_trees: int) -> tuple[CompiledTree
             library = Path(folder) / "trees.so"
             model = treelite.frontend.from_lightgbm(kept)
             files = {"parallel_comp": -(-n_trees // TREES_PER_FILE)}  # compiled side by side
-            tl2cgen.export_lib(model, tool, library, files, nthread=os.cpu_count())
+            tl2cgen.export_lib(
+                model, tool, library, files, nthread=os.cpu_count(), options=list(options)
+            )
             trees = CompiledTrees(tl2cgen.Predictor(library, nthread=1), kept)
     except Exception as error:  # noqa: BLE001 - any failure leaves LightGBM's walk in place
         return None, f"tl2cgen could not compile the trees ({type(error).__name__}: {error})"

@@ -72,14 +72,17 @@ class Events:
         cutoffs = np.asarray(cutoffs, dtype=np.int64)
         if self.day is None:
             return np.full(cutoffs.shape, self.span - 1, dtype=np.int64)
-        return np.clip(cutoffs - days * self.day - self.t_min, 0, self.span - 1)
+        offsets = cutoffs - days * self.day - self.t_min
+        return np.minimum(np.maximum(offsets, 0), self.span - 1)  # np.clip, without its checks
 
     def _position(self, items: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """[C] index of the first event of ``items`` at or after ``offsets`` (from t_min): a
-        binary search in the item's own events (its end when there is none)."""
+        """[C] (or [K, C] for offsets [K, C]) index of the first event of ``items`` at or after
+        ``offsets`` (from t_min): a binary search in the item's own events (its end when there
+        is none)."""
         items = np.asarray(items, np.int64)
         times = np.asarray(offsets, np.int64) + self.t_min
-        return _first_at_or_after(self.item_indptr, self.time_of, items, times)
+        found = _first_at_or_after(self.item_indptr, self.time_of, items, np.atleast_2d(times))
+        return found.reshape(times.shape)
 
     def count(self, items: np.ndarray, cutoffs: np.ndarray, days: int | None = None) -> np.ndarray:
         """[C] float32 sales of ``items[c]`` before ``cutoffs[c]``; with ``days``, only within the
@@ -92,13 +95,13 @@ class Events:
         """`count` for each of ``windows`` (days, None = all before the cutoff), the cutoff's
         position in each item's events searched once."""
         items = np.asarray(items, np.int64)
-        stop = self._position(items, self._cut(cutoffs))
+        windowed = [days for days in windows if days is not None and self.timed]
+        back = np.array([0, *windowed], dtype=np.int64)[:, None] * (self.day or 0)  # [K, 1]
+        bounds = self._cut(np.asarray(cutoffs, dtype=np.int64) - back)  # [K, C]
+        stop, *starts = self._position(items, bounds)  # [C] each, all searched in one pass
         out = []
         for days in windows:
-            if days is None or not self.timed:
-                start = self.item_indptr[items]
-            else:
-                start = self._position(items, self._cut(cutoffs, days))
+            start = starts.pop(0) if days is not None and self.timed else self.item_indptr[items]
             out.append((stop - start).astype(np.float32))
         return out
 
@@ -145,16 +148,41 @@ class Events:
 
 @numba.njit(nogil=True)
 def _first_at_or_after(indptr, times, items, bounds):
-    """[C] for each c: the first index in ``indptr[items[c]] .. indptr[items[c] + 1]`` whose
-    time is >= ``bounds[c]`` (``times`` ascending within each item)."""
-    out = np.empty(items.shape[0], dtype=np.int64)
+    """[K, C] for each k, c: the first index in ``indptr[items[c]] .. indptr[items[c] + 1]``
+    whose time is >= ``bounds[k, c]`` (``times`` ascending within each item). Each search
+    gallops out from the previous answer of the item (the first from its end): an item's
+    window starts lie near each other and near its latest sales."""
+    out = np.empty(bounds.shape, dtype=np.int64)
     for at in range(items.shape[0]):
-        low, high = indptr[items[at]], indptr[items[at] + 1]
-        while low < high:
-            middle = (low + high) // 2
-            if times[middle] < bounds[at]:
-                low = middle + 1
-            else:
-                high = middle
-        out[at] = low
+        first, end = indptr[items[at]], indptr[items[at] + 1]
+        hint = end
+        for bound in range(bounds.shape[0]):
+            hint = _search_from(times, first, end, hint, bounds[bound, at])
+            out[bound, at] = hint
     return out
+
+
+@numba.njit(nogil=True)
+def _search_from(times, first, end, hint, target):  # noqa: PLR0913, PLR0917
+    """The first index in ``first .. end`` whose time is >= ``target``: steps of doubling
+    size away from ``hint`` bracket it, a binary search finds it."""
+    step = 1
+    if hint == end or times[hint] >= target:  # at or before hint
+        low, high = max(hint - step, first), hint
+        while low > first and times[low] >= target:
+            high = low
+            step *= 2
+            low = max(hint - step, first)
+    else:  # after hint
+        low, high = hint + 1, min(hint + step, end)
+        while high < end and times[high] < target:
+            low = high + 1
+            step *= 2
+            high = min(hint + step, end)
+    while low < high:
+        middle = (low + high) // 2
+        if times[middle] < target:
+            low = middle + 1
+        else:
+            high = middle
+    return low

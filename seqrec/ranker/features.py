@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from seqrec.data.sequences import histories_to_tensor
-from seqrec.ranker.candidates import CandidateSet
+from seqrec.ranker.candidates import CandidateSet, run_starts
 from seqrec.ranker.config import SOURCES, RankerConfig
 from seqrec.ranker.context import RankerContext, Vectors, has_vector
 from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
@@ -167,14 +167,16 @@ def _gather(values: np.ndarray, pos: np.ndarray, found: np.ndarray, fill: float)
 def _source_columns(candidates: CandidateSet) -> Columns:
     names = [s for s in SOURCES if s in candidates.scores]
     names += sorted(set(candidates.scores) - set(SOURCES))
+    ranks = np.zeros((len(names), len(candidates)), dtype=np.float32)  # [S, P]
+    for at, name in enumerate(names):
+        ranks[at] = candidates.ranks[name]
+    proposed = ranks > 0
+    ranks[~proposed] = np.nan
     columns: Columns = {}
-    proposed = np.zeros(len(candidates), np.float32)
-    for name in names:
-        rank = np.asarray(candidates.ranks[name], dtype=np.float32)
+    for at, name in enumerate(names):
         columns[f"src_{name}_score"] = np.asarray(candidates.scores[name], dtype=np.float32)
-        columns[f"src_{name}_rank"] = np.where(rank > 0, rank, np.nan)
-        proposed += rank > 0
-    columns["src_count"] = proposed
+        columns[f"src_{name}_rank"] = ranks[at]
+    columns["src_count"] = proposed.sum(axis=0, dtype=np.float32)
     return columns
 
 
@@ -185,7 +187,9 @@ def _bought(pairs: _Pairs, h_codes: np.ndarray, codes: np.ndarray, prefix: str) 
     kept = np.flatnonzero(h_codes >= 0)  # [E'] entries with a code
     keys = pairs.h_rows[kept] * n_codes + h_codes[kept]
     order = np.argsort(keys, kind="stable")  # history order kept within a key
-    distinct, first, counts = np.unique(keys[order], return_index=True, return_counts=True)
+    sorted_keys = keys[order]
+    first = run_starts(sorted_keys)  # [K] where each distinct key's entries begin
+    distinct, counts = sorted_keys[first], np.diff(np.append(first, len(sorted_keys)))
     latest = kept[order[first + counts - 1]]  # [K] entry index of each key's latest purchase
     pos, found = _find(distinct, pairs.rows * n_codes + codes)
     found &= codes >= 0

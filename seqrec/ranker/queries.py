@@ -33,7 +33,12 @@ class Queries:
             raise ValueError("histories, times and cutoffs must have one entry per query")
 
     def subset(self, rows: np.ndarray | slice) -> Queries:
-        picked = np.arange(len(self))[rows]
+        """The queries of ``rows``: this one itself when they are all of its rows in order (what
+        was computed once for it is kept)."""
+        every = np.arange(len(self))
+        picked = every[rows]
+        if np.array_equal(picked, every):
+            return self
         return Queries(
             [self.histories[r] for r in picked],
             [self.times[r] for r in picked],

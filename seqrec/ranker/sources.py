@@ -32,7 +32,14 @@ from seqrec.baselines import user_item_matrix
 from seqrec.data.sequences import histories_to_tensor
 from seqrec.models.affinity import neighbour_graph
 from seqrec.neighbours import cooccurrence_top
-from seqrec.ranker.candidates import Candidates, Source, concat, no_candidates, top_per_row
+from seqrec.ranker.candidates import (
+    Candidates,
+    Source,
+    concat,
+    no_candidates,
+    run_starts,
+    top_per_row,
+)
 from seqrec.ranker.config import RankerConfig
 from seqrec.ranker.context import RankerContext
 from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
@@ -104,8 +111,8 @@ class Repeats:
         key = rows * context.n_items + items  # [E] one per (query, item)
         order = np.lexsort((-from_end, times, key))  # by pair, its latest entry last
         sorted_key = key[order]
-        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])  # [P]
-        ends = np.r_[starts[1:], len(order)]
+        starts = run_starts(sorted_key)  # [P]
+        ends = np.concatenate((starts[1:], [len(order)]))
         latest = order[ends - 1]  # [P] each pair's latest entry
         count = ends - starts  # [P]
         p_rows, p_items = rows[latest], items[latest]
@@ -152,7 +159,7 @@ class Variants:
         rows, times, groups = rows[known], times[known], groups[known]
         age = np.maximum(queries.cutoffs[rows] - times, 0) / (context.events.day or 1)
         weight = 0.5 ** (age / self.half_life_days)  # [E]
-        n_groups = int(context.groups.max(initial=-1)) + 1
+        n_groups = len(group_members(context)[0]) - 1
         pair, inverse = np.unique(rows * n_groups + groups, return_inverse=True)
         g_rows, g_groups = pair // max(n_groups, 1), pair % max(n_groups, 1)  # [P]
         g_score = np.bincount(inverse, weights=weight, minlength=len(pair))  # [P]

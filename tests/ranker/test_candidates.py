@@ -14,6 +14,7 @@ from seqrec.ranker.candidates import (
     generate,
     latest_queries,
     merge,
+    run_starts,
     top_per_row,
 )
 from seqrec.ranker.config import RankerConfig, SourceSizes
@@ -149,3 +150,24 @@ def test_top_per_row_is_each_rows_sorted_prefix(entries, n, with_ties):
     np.testing.assert_array_equal(got.rows, rows[kept])
     np.testing.assert_array_equal(got.items, items[kept])
     np.testing.assert_array_equal(got.scores, scores[kept].astype(np.float32))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-3, 3), max_size=30))
+def test_run_starts_are_where_each_distinct_value_first_occurs(values):
+    ordered = np.sort(np.array(values, dtype=np.int64))
+    _, first = np.unique(ordered, return_index=True)
+    np.testing.assert_array_equal(run_starts(ordered), first)
+
+
+def test_a_subset_of_every_query_in_order_is_the_same_queries():
+    """What was computed once for a Queries (its memo) serves the sources that take every
+    row of it; another subset is a new Queries."""
+    queries = Queries([np.array([1, 2]), np.array([3])], [np.array([0, 1]), np.array([2])], [5, 6])
+    assert queries.subset(np.arange(2)) is queries
+    assert queries.subset(slice(None)) is queries
+    for rows in (np.array([1, 0]), np.array([1]), np.array([0, 0])):
+        part = queries.subset(rows)
+        assert part is not queries
+        assert [h.tolist() for h in part.histories] == [queries.histories[r].tolist() for r in rows]
+        np.testing.assert_array_equal(part.cutoffs, queries.cutoffs[rows])

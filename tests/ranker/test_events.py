@@ -34,15 +34,21 @@ def visible(frame: pd.DataFrame, cutoff: int, day, days=None) -> pd.DataFrame:
     return frame[keep]
 
 
+WINDOWS = st.sampled_from([None, 1, 2, 7])
+
+
 @settings(max_examples=150, deadline=None)
-@given(logs(), st.sampled_from([None, 1, 2, 7]))
-def test_counts_and_times_match_brute_force(log, days):
+@given(logs(), WINDOWS, st.lists(WINDOWS, max_size=4))
+def test_counts_and_times_match_brute_force(log, days, others):
     frame, day, cutoffs = log
     events = Events(frame, N_ITEMS, day)
     items = np.arange(N_ITEMS).repeat(len(cutoffs))
     pair_cutoffs = np.tile(cutoffs, N_ITEMS)
-    every, counts = events.counts(items, pair_cutoffs, (None, days))  # two windows at once
+    # several windows at once, in any order: each search starts from the one before it
+    every, counts, *more = events.counts(items, pair_cutoffs, (None, days, *others))
     np.testing.assert_array_equal(counts, events.count(items, pair_cutoffs, days))
+    for other, other_counts in zip(others, more, strict=True):
+        np.testing.assert_array_equal(other_counts, events.count(items, pair_cutoffs, other))
     last = events.last_time(items, pair_cutoffs)
     first = events.first_time(items, pair_cutoffs)
     for c, (item, cutoff) in enumerate(zip(items, pair_cutoffs, strict=True)):
