@@ -83,6 +83,18 @@ def test_only_the_first_trees_are_compiled(ranker):
 
 
 @needs_compiler
+def test_the_compiler_options_are_the_callers(ranker):
+    """Any options give LightGBM's scores; options the compiler refuses leave LightGBM's walk
+    in place, with the reason."""
+    unrolled, reason = compile_trees(ranker.booster, ranker.booster.num_trees(), ("-O3",))
+    assert unrolled is not None, reason
+    assert np.array_equal(unrolled(_rows(8)), ranker.booster.predict(_rows(8)))
+    refused, reason = compile_trees(ranker.booster, 5, ("-fno-such-option-seqrec",))
+    assert refused is None
+    assert "could not compile" in reason
+
+
+@needs_compiler
 def test_a_value_the_compiled_code_would_read_as_missing_is_scored_by_lightgbm(ranker):
     trees, reason = compile_trees(ranker.booster, ranker.best_iteration)
     assert trees is not None, reason
