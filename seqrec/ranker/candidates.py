@@ -55,17 +55,7 @@ class CandidateSet:
 def source_ranks(found: Candidates) -> np.ndarray:
     """[C] int64 1-based rank of each candidate within its query: by score descending, ties in
     the order the source returned them (its own tie-breaks)."""
-    return _ranks_within(found.rows, found.scores)
-
-
-def _ranks_within(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """[C] int64 1-based rank of each entry within its group by score descending, ties in
-    entry order."""
-    order = np.lexsort((np.arange(len(groups)), -scores, groups))
-    sorted_groups = groups[order]
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(len(order)) - np.searchsorted(sorted_groups, sorted_groups) + 1
-    return ranks
+    return _source_ranks(found.rows, found.scores)
 
 
 def run_starts(sorted_values: np.ndarray) -> np.ndarray:
@@ -86,28 +76,98 @@ def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> 
     source = np.repeat(np.arange(len(names)), [len(found[s].rows) for s in names])  # [C]
     if len(rows) and (rows.min() < 0 or rows.max() >= n_queries):
         raise ValueError(f"candidate rows outside the {n_queries} queries")
-    ranks = _ranks_within(source * n_queries + rows, all_scores)  # [C] each source's own
     width = int(items.max(initial=0)) + 1
-    key = rows * width + items  # [C] one value per (query, item)
-    order = np.lexsort((source, ranks, key))  # each pair's best entry first
-    sorted_key = key[order]
-    best = order[run_starts(sorted_key)]  # [P]
-    p_rows = rows[best]
-    by = np.lexsort((items[best], source[best], ranks[best], p_rows))  # per query, best first
-    position = np.arange(len(by)) - np.searchsorted(p_rows[by], p_rows[by], "left")
-    kept = best[np.sort(by[position < max_candidates])]  # back in (query, item) order
-    pair_key = key[kept]  # [P] ascending
-    at = np.searchsorted(pair_key, key)  # [C] each entry's pair among the kept
-    present = at < len(kept)
-    present[present] = pair_key[at[present]] == key[present]
-    scores = np.full((len(names), len(kept)), np.nan, dtype=np.float32)  # [S, P]
-    pair_ranks = np.zeros((len(names), len(kept)), dtype=np.int64)  # [S, P]
-    scores[source[present], at[present]] = all_scores[present]
-    pair_ranks[source[present], at[present]] = ranks[present]
+    kept, scores, ranks = _merged(
+        source, rows, items, all_scores, len(names), n_queries, width, max_candidates
+    )  # [P] each pair's best entry, [S, P] each source's score and rank (NaN / 0: absent)
     out = CandidateSet(rows[kept], items[kept])
     out.scores = {name: scores[s] for s, name in enumerate(names)}
-    out.ranks = {name: pair_ranks[s] for s, name in enumerate(names)}
+    out.ranks = {name: ranks[s] for s, name in enumerate(names)}
     return out
+
+
+@numba.njit(nogil=True)
+def _merged(source, rows, items, scores, n_sources, n_queries, width, max_candidates):  # noqa: PLR0913, PLR0917
+    """`merge`'s pairs in (query, item) order, as the entry index of each pair's best entry
+    [P], with the sources' scores and ranks [S, P]."""
+    ranks = _source_ranks(source * n_queries + rows, scores)  # [C]
+    keys = rows * width + items  # [C] one per (query, item)
+    by_key = np.argsort(keys, kind="mergesort")
+    best = np.empty(len(keys), dtype=np.int64)  # each pair's entry of the best rank, then source
+    n_pairs = 0
+    for at in range(len(by_key)):
+        entry = by_key[at]
+        if n_pairs == 0 or keys[best[n_pairs - 1]] != keys[entry]:
+            best[n_pairs] = entry
+            n_pairs += 1
+        else:
+            held = best[n_pairs - 1]
+            if ranks[entry] < ranks[held] or (
+                ranks[entry] == ranks[held] and source[entry] < source[held]
+            ):
+                best[n_pairs - 1] = entry
+    best = best[:n_pairs]
+    keep = _capped(best, rows, items, source, ranks, n_sources, width, max_candidates)
+    kept = best[keep]
+    out_scores = np.full((n_sources, len(kept)), np.nan, dtype=np.float32)
+    out_ranks = np.zeros((n_sources, len(kept)), dtype=np.int64)
+    pair, column = -1, -1
+    for at in range(len(by_key)):  # every entry of a kept pair fills its source's cells
+        entry = by_key[at]
+        if at == 0 or keys[by_key[at - 1]] != keys[entry]:
+            pair += 1
+            column += keep[pair]
+        if keep[pair]:
+            out_scores[source[entry], column] = scores[entry]
+            out_ranks[source[entry], column] = ranks[entry]
+    return kept, out_scores, out_ranks
+
+
+@numba.njit(nogil=True)
+def _source_ranks(groups, scores):
+    """[C] int64 1-based rank of each entry within its group by score descending (NaN last),
+    ties in entry order."""
+    order = np.argsort(groups, kind="mergesort")
+    ranks = np.empty(len(groups), dtype=np.int64)
+    start = 0
+    while start < len(order):
+        stop = _run_end(groups, order, start)
+        for at in range(start + 1, stop):  # insertion sort of the group, stable
+            entry, place = order[at], at
+            while place > start and _descending(scores[entry], scores[order[place - 1]]) > 0:
+                order[place] = order[place - 1]
+                place -= 1
+            order[place] = entry
+        for at in range(start, stop):
+            ranks[order[at]] = at - start + 1
+        start = stop
+    return ranks
+
+
+@numba.njit(nogil=True)
+def _run_end(keys, order, start):
+    """One past the run of ``order[start:]`` whose ``keys`` equal the first one's."""
+    stop = start
+    while stop < len(order) and keys[order[stop]] == keys[order[start]]:
+        stop += 1
+    return stop
+
+
+@numba.njit(nogil=True)
+def _capped(best, rows, items, source, ranks, n_sources, width, max_candidates):  # noqa: PLR0913, PLR0917
+    """[P] bool: the pairs (``best``, grouped by query) a query keeps, its ``max_candidates``
+    best by rank, then source, then item."""
+    keep = np.ones(len(best), dtype=np.bool_)
+    start = 0
+    while start < len(best):
+        stop = _run_end(rows, best, start)
+        if stop - start > max_candidates:
+            run = best[start:stop]
+            order = (ranks[run] * n_sources + source[run]) * width + items[run]
+            keep[start:stop] = False
+            keep[start + np.argsort(order, kind="mergesort")[:max_candidates]] = True
+        start = stop
+    return keep
 
 
 def generate(
@@ -225,9 +285,7 @@ def _best_of_rows(rows, items, scores, ties, by_row, n):
         return keep
     kept, start = 0, 0
     while start < len(by_row):
-        stop = start
-        while stop < len(by_row) and rows[by_row[stop]] == rows[by_row[start]]:
-            stop += 1
+        stop = _run_end(rows, by_row, start)
         size = 0  # the row's best so far: keep[kept : kept + size], best first
         for at in range(start, stop):
             index = by_row[at]

@@ -171,3 +171,57 @@ def test_a_subset_of_every_query_in_order_is_the_same_queries():
         assert part is not queries
         assert [h.tolist() for h in part.histories] == [queries.histories[r].tolist() for r in rows]
         np.testing.assert_array_equal(part.cutoffs, queries.cutoffs[rows])
+
+
+def _reference_merge(found: dict[str, Candidates], cap: int) -> dict:
+    """`merge` spelled out: each source ranks its items per query by score descending (NaN
+    last, ties in its order); a pair keeps its best (rank, source); a query its ``cap`` best
+    pairs by rank, source, item."""
+    cells: dict[tuple[int, int], dict[str, tuple[float, int]]] = {}
+    for name, got in found.items():
+        for row in sorted(set(got.rows.tolist())):
+            at = [i for i in range(len(got.rows)) if got.rows[i] == row]
+            at.sort(key=lambda i: (1, 0.0) if np.isnan(got.scores[i]) else (0, -got.scores[i]))
+            for rank, i in enumerate(at, start=1):
+                cells.setdefault((row, int(got.items[i])), {})[name] = (got.scores[i], rank)
+    names = list(found)
+
+    def order(pair):  # best (rank, source) of the pair, then its item
+        return (*min((rank, names.index(n)) for n, (_, rank) in cells[pair].items()), pair[1])
+
+    kept = []
+    for row in sorted({row for row, _ in cells}):
+        pairs = sorted((pair for pair in cells if pair[0] == row), key=order)
+        kept += sorted(pairs[:cap])
+    return {
+        "pairs": kept,
+        "scores": {n: [cells[p].get(n, (np.nan, 0))[0] for p in kept] for n in names},
+        "ranks": {n: [cells[p].get(n, (np.nan, 0))[1] for p in kept] for n in names},
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.tuples(st.integers(0, 2), st.integers(0, 6)),  # (row, item): once per source
+            st.sampled_from([0.0, -0.0, 1.0, 2.5, np.nan]),  # ties, signed zeros, NaN
+            max_size=10,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(0, 8),
+)
+def test_merge_matches_its_spelled_out_rule(sources, cap):
+    found = {
+        f"s{at}": candidates(
+            [row for row, _ in entries], [item for _, item in entries], list(entries.values())
+        )
+        for at, entries in enumerate(sources)
+    }
+    merged, expected = merge(3, found, cap), _reference_merge(found, cap)
+    assert list(zip(merged.rows.tolist(), merged.items.tolist(), strict=True)) == expected["pairs"]
+    for name in found:
+        np.testing.assert_array_equal(merged.scores[name], np.float32(expected["scores"][name]))
+        assert merged.ranks[name].tolist() == expected["ranks"][name]
