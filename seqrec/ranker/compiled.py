@@ -31,7 +31,8 @@ COMPILERS = ("gcc", "clang", "cc")
 PROBE_ROWS = 4096
 TREES_PER_FILE = 25  # C source files of this many trees each, compiled in parallel
 # optimised for size: a query's walk meets the trees' code once, among the rest of its work,
-# so fewer instruction bytes beat unrolled ones (benchmarks/results/ranker_latency.md)
+# where fewer instruction bytes can beat unrolled ones (benchmarks/results/ranker_latency.md
+# times both on the same rows)
 OPTIONS = ("-Os",)
 LOW_WORD = 0xFFFFFFFF  # the compiled code's "missing" mark, in a float64's low half
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold: values this near 0 are read as 0
