@@ -116,14 +116,7 @@ def compile_trees(
 def probe_rows(booster: lightgbm.Booster, n_rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
     """[n_rows, F] float64 rows that reach every side of the trees' splits: each column draws
     from its split thresholds, the floats just beside them, 0 and NaN (missing)."""
-    thresholds: list[set[float]] = [set() for _ in range(booster.num_feature())]
-    stack = [tree["tree_structure"] for tree in booster.dump_model()["tree_info"]]
-    while stack:
-        node = stack.pop()
-        if "split_feature" in node:
-            if isinstance(node["threshold"], (int, float)):
-                thresholds[node["split_feature"]].add(float(node["threshold"]))
-            stack += [node["left_child"], node["right_child"]]
+    thresholds = split_thresholds(booster)
     rng = np.random.default_rng(seed)
     rows = np.empty((n_rows, len(thresholds)))  # [P, F]
     for column, values in enumerate(thresholds):
@@ -133,3 +126,16 @@ def probe_rows(booster: lightgbm.Booster, n_rows: int = PROBE_ROWS, seed: int = 
         )
         rows[:, column] = rng.choice(pool, size=n_rows)
     return rows
+
+
+def split_thresholds(booster: lightgbm.Booster) -> list[set[float]]:
+    """Each feature's numeric split thresholds over all of ``booster``'s trees."""
+    thresholds: list[set[float]] = [set() for _ in range(booster.num_feature())]
+    stack = [tree["tree_structure"] for tree in booster.dump_model()["tree_info"]]
+    while stack:
+        node = stack.pop()
+        if "split_feature" in node:
+            if isinstance(node["threshold"], (int, float)):
+                thresholds[node["split_feature"]].add(float(node["threshold"]))
+            stack += [node["left_child"], node["right_child"]]
+    return thresholds

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from seqrec.ranker import compiled
-from seqrec.ranker.compiled import LOW_WORD, ZERO, CompiledTrees, compile_trees, probe_rows
+from seqrec.ranker.compiled import (
+    LOW_WORD,
+    ZERO,
+    CompiledTrees,
+    compile_trees,
+    probe_rows,
+    split_thresholds,
+)
 from seqrec.ranker.config import LightGBMConfig, RankerConfig
 from seqrec.ranker.model import LabelledPairs, Ranker, train_lambdarank
 
@@ -109,14 +116,7 @@ def test_a_value_the_compiled_code_would_read_as_missing_is_scored_by_lightgbm(r
 
 @needs_compiler
 def test_values_lightgbm_reads_as_zero_are_read_so(ranker):
-    splits = [tree["tree_structure"] for tree in ranker.booster.dump_model()["tree_info"]]
-    near_zero = []
-    while splits:
-        node = splits.pop()
-        if "split_feature" in node:
-            near_zero += [node["threshold"]] if node["threshold"] == -ZERO else []
-            splits += [node["left_child"], node["right_child"]]
-    assert near_zero  # a split between 0 and the values below it
+    assert -ZERO in split_thresholds(ranker.booster)[1]  # between 0 and the values below it
     trees, reason = compile_trees(ranker.booster, ranker.best_iteration)
     assert trees is not None, reason
     rows = np.tile(_rows(8, 4), (6, 1))  # [24, 4]
