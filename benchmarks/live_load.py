@@ -70,7 +70,8 @@ class LiveConfig:
     warmup_seconds: float = 2.0  # reads before the phases, not counted
     seed: int = 0
     workers: int = 1  # server processes (`seqrec serve --workers`)
-    thread: int = 1  # 1: rank in a worker thread, 0: in the event loop (ServeConfig.thread)
+    # 1: rank in a worker thread, 0: in the event loop, -1: the server's choice (ServeConfig.thread)
+    thread: int = -1
     repeats: int = 1  # whole runs (a fresh server and database each), reported one by one
 
 
@@ -203,7 +204,7 @@ def serve_and_measure(config: LiveConfig, dated: bool) -> tuple[dict, dict, list
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         db, log = Path(folder) / "events.db", Path(folder) / "log"
-        options = {"thread": bool(config.thread)}
+        options = {} if config.thread < 0 else {"thread": bool(config.thread)}
         server = start_server(config.bundle, db, port, log, options, workers=config.workers)
         try:
             health = get_json(f"http://127.0.0.1:{port}/health")
@@ -295,6 +296,11 @@ def summary(documents: list[dict]) -> str:
     )
 
 
+def ranking_in(health: dict, config: LiveConfig) -> str:
+    """Where the server ranked: its /health says (a report of an older run: as asked)."""
+    return health.get("ranking_in", "thread" if config.thread else "event loop")
+
+
 def markdown(config: LiveConfig, document: dict) -> str:
     manifest, health, speed = document["manifest"], document["health"], document["machine_speed"]
     seeding, goal, phases = document["seeding"], document["goal"], document["phases"]
@@ -312,7 +318,8 @@ def markdown(config: LiveConfig, document: dict) -> str:
         f"scores by {health['runtime']}; server: what `seqrec serve --bundle B --token-file T "
         f"--db D --workers {config.workers}` runs ({config.workers} process(es), 1 torch thread "
         "each, ranking in "
-        f"{'a worker thread' if config.thread else 'the event loop'}) on a fresh "
+        f"{'a worker thread' if ranking_in(health, config) == 'thread' else 'the event loop'}) "
+        "on a fresh "
         "SQLite file (WAL, synchronous=FULL)",
         f"- seeded: {config.users:,} shoppers x {config.history} events (views, purchases one in "
         f"{round(1 / PURCHASE_SHARE)}), items by training popularity, dated {SEED_DAYS[0]} .. "
@@ -361,7 +368,7 @@ def main() -> None:
             "command": f"python benchmarks/live_load.py {' '.join(sys.argv[1:])}",
             "config": {**asdict(config), "bundle": str(config.bundle)},
             "manifest": {key: manifest.get(key) for key in ("dataset", "n_items", "time_unit")},
-            "health": {key: health[key] for key in ("model", "runtime")},
+            "health": {key: health[key] for key in ("model", "runtime", "ranking_in")},
             "seeding": seeding,
             "phases": phases,
             "goal": goal_verdict(config, phases),

@@ -62,7 +62,7 @@ class LoadConfig:
     threads: int = 1  # torch threads per server process
     max_batch: int = 64  # seqrec.serve.ServeConfig fields
     batch_wait_ms: float = 0.0
-    thread: int = 1  # 1: rank in a worker thread, 0: in the event loop
+    thread: int = -1  # 1: rank in a worker thread, 0: in the event loop, -1: the server's choice
     runtime: str = "auto"  # auto | onnx | torchscript | eager (seqrec.serve.scoring)
     retrieval: str = "auto"  # auto | exact | index (seqrec.serve.retrieval)
     compile_trees: int = 1  # 1: a ranker's trees compiled (seqrec.ranker.compiled), 0: LightGBM
@@ -185,7 +185,7 @@ def start_server(config: LoadConfig, port: int, log_path: Path) -> subprocess.Po
     serve_config = {
         "max_batch": config.max_batch,
         "batch_wait_ms": config.batch_wait_ms,
-        "thread": bool(config.thread),
+        "thread": None if config.thread < 0 else bool(config.thread),
         "runtime": config.runtime,
         "retrieval": config.retrieval,
         "compile_trees": bool(config.compile_trees),
@@ -299,7 +299,8 @@ def markdown(
         f"dim {manifest['dim']}, max_len {manifest['max_len']}",
         f"- server: {config.workers} worker(s), {config.threads} torch thread(s), max_batch "
         f"{config.max_batch}, batch_wait_ms {config.batch_wait_ms:g}, ranking in "
-        f"{'a worker thread' if config.thread else 'the event loop'}, "
+        f"{'a worker thread' if health['ranking_in'] == 'thread' else 'the event loop'}"
+        f"{' (asked)' if config.thread >= 0 else ''}, "
         f"scores by {health['runtime']} (asked: {config.runtime}), ranking "
         f"{RANKED_OVER[health['retrieval']]} (retrieval {health['retrieval']}, asked: "
         f"{config.retrieval})"

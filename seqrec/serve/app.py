@@ -18,9 +18,10 @@ Endpoints (schema at ``/openapi.json``, docs at ``/docs``):
 
 Rankings are those ``seqrec eval`` ranks (`seqrec.serve.recommender`), and concurrent requests
 are ranked together: `MicroBatcher` (`seqrec.serve.batching`) hands the requests queued while
-the worker thread was busy to the model as one [B, max_len] batch. (Batches of different sizes
-may round a score differently in the last bit, as evaluation's own batches of 256 do; ONNX
-Runtime, in the last few digits.)
+a batch was ranked to the model as one [B, max_len] batch, in a worker thread (one process)
+or in the event loop (each of several processes, `seqrec.serve.schemas.ranks_in_thread`).
+(Batches of different sizes may round a score differently in the last bit, as evaluation's
+own batches of 256 do; ONNX Runtime, in the last few digits.)
 
 Bad requests are 4xx with a ``detail`` message: 404 unknown item, 413 body larger than
 ``max_body_bytes`` (``max_upload_bytes`` for ``POST /items``, ``max_events_bytes`` for
@@ -292,6 +293,7 @@ def add_service_routes(app: FastAPI, catalogue: LiveCatalogue) -> None:
             "changes": catalogue.generation,
             "time_unit": rec.time_unit,
             "worker": os.getpid(),
+            "ranking_in": "thread" if batcher.in_thread else "event loop",
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

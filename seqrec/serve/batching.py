@@ -22,12 +22,14 @@ class Counts:
 
 
 class MicroBatcher:
-    """Ranks concurrent requests together in one worker thread.
+    """Ranks concurrent requests together, in one worker thread or (``thread`` false) in the
+    event loop itself.
 
-    A request is queued; while the worker ranks a batch, newly arrived requests wait, and the
-    next batch takes all of them (up to ``max_batch``), optionally after ``wait_s`` more. A lone
-    request is thus ranked at once, and under load the model sees [B, L] batches. The event loop
-    keeps parsing requests while the worker runs (torch and numpy release the GIL).
+    A request is queued; while a batch is ranked, newly arrived requests wait, and the next
+    batch takes all of them (up to ``max_batch``), optionally after ``wait_s`` more. A lone
+    request is thus ranked at once, and under load the model sees [B, L] batches. With the
+    worker thread the event loop keeps reading requests while a batch is ranked (torch and
+    numpy release the GIL); in the event loop, they wait in their sockets until it is done.
 
     ``rank`` takes a list of queries and returns one result per query, in order.
     """
@@ -55,6 +57,11 @@ class MicroBatcher:
         after = MicroBatcher(rank, self.max_batch, self.wait_s, thread=False)
         after._executor, after.counts = self._executor, self.counts
         return after
+
+    @property
+    def in_thread(self) -> bool:
+        """Whether it ranks in its worker thread (else in the event loop)."""
+        return self._executor is not None
 
     @property
     def queries(self) -> int:

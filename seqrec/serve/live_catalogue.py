@@ -48,7 +48,7 @@ from seqrec.neighbours import ordered
 from seqrec.serve.batching import MicroBatcher
 from seqrec.serve.recommender import Recommender
 from seqrec.serve.retrieval import Retrieval
-from seqrec.serve.schemas import ServeConfig
+from seqrec.serve.schemas import ServeConfig, ranks_in_thread
 from seqrec.serve.store import Store
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ class LiveCatalogue:
         self.mark_sold_out(rec)
         if self.first_batcher is None:
             batcher = self.first_batcher = MicroBatcher(
-                rec.rank, config.max_batch, config.batch_wait_ms / 1000, config.thread
+                rec.rank, config.max_batch, config.batch_wait_ms / 1000, ranks_in_thread(config)
             )
         else:  # the same ranking thread and counts, however often what is served changes
             batcher = self.first_batcher.successor(rec.rank)

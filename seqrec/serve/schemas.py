@@ -36,7 +36,10 @@ class ServeConfig:
     # extra wait to gather a batch; 0: batch what queued meanwhile
     batch_wait_ms: float = at_least(0, 0.0)
     warmup: bool = True  # score one history at start-up so the first request is not slow
-    thread: bool = True  # rank in a worker thread (else in the event loop, blocking it)
+    # rank in a worker thread beside the event loop (true) or in the event loop, blocking it
+    # (false); None: a thread when the server runs one worker process, the event loop when
+    # several share the cores (`ranks_in`; benchmarks/results/ranker_serve_load.md)
+    thread: bool | None = None
     runtime: str = choice("auto", *RUNTIMES)  # what computes the scores (seqrec.serve.scoring)
     # a two-stage bundle's trees compiled to native code when a C compiler is found (the same
     # scores as LightGBM's, seqrec.ranker.compiled); false: LightGBM walks them
@@ -155,6 +158,14 @@ class ItemPage(BaseModel):
     items: list[ItemSummary]
 
 
+def ranks_in_thread(config: ServeConfig, workers: int = 1) -> bool:
+    """Whether a server of ``workers`` processes ranks in a worker thread: as ``config.thread``
+    says, else (None) with one process only. One process gains from scoring in a thread while
+    its event loop reads the next requests on the other core; several processes already keep
+    the cores busy, and a thread beside each event loop only contends with it for the GIL."""
+    return config.thread if config.thread is not None else workers == 1
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     dataset: str
@@ -180,6 +191,10 @@ class Health(BaseModel):
         "(integer timestamps)."
     )
     worker: int = Field(description="Process id of the worker that answered (`--workers N`).")
+    ranking_in: Literal["thread", "event loop"] = Field(
+        description="Where requests are ranked: a worker thread beside the event loop, or the "
+        "event loop itself (the `thread` setting)."
+    )
 
 
 class ShopEvent(BaseModel):

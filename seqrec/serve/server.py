@@ -23,7 +23,7 @@ from seqrec.constraints import check_config
 from seqrec.data.dataset import DataError
 from seqrec.serve.app import create_app
 from seqrec.serve.auth import read_token
-from seqrec.serve.schemas import ServeConfig
+from seqrec.serve.schemas import ServeConfig, ranks_in_thread
 from seqrec.serve.store import is_url
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def run_server(
     bundle_path = Path(bundle_path).resolve()
     if not (bundle_path / "bundle.json").is_file():
         raise DataError(f"{bundle_path} is not a complete seqrec bundle (no bundle.json)")
-    config = absolute_paths(config)
+    config = replace(absolute_paths(config), thread=ranks_in_thread(config, workers))
     read_token(config)  # a token file that is missing or empty stops the start, once
     os.environ[ENV_BUNDLE] = str(bundle_path)
     os.environ[ENV_CONFIG] = json.dumps(asdict(config))

@@ -3,7 +3,6 @@ ids, bad requests, the service's options, the CLI server."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import json
@@ -23,8 +22,7 @@ from seqrec.bundle import load_bundle
 from seqrec.config import ConfigError
 from seqrec.evaluate import top_k
 from seqrec.serve import ServeConfig, create_app, run_server
-from seqrec.serve.batching import MicroBatcher
-from seqrec.serve.recommender import RankQuery, Recommender
+from seqrec.serve.recommender import Recommender
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,6 +221,7 @@ def test_health_schema_docs_and_page(client, bundle):
     assert health["status"] == "ok" and health["n_items"] == bundle.n_items
     assert health["max_len"] == bundle.config.model.max_len
     assert health["time_unit"] == bundle.manifest["time_unit"]
+    assert health["ranking_in"] == "thread"  # one process: the event loop reads on meanwhile
     schema = client.get("/openapi.json").json()
     assert {"/recommend", "/items", "/items/{item_id}", "/items/{item_id}/image", "/health"} <= set(
         schema["paths"]
@@ -260,26 +259,6 @@ def test_top_equals_top_k_with_ties_and_exclusions(bundle):
         full = top_k(values[None, :], k, [exclude])[0]
         expected = full[: n - len(np.unique(exclude))]  # excluded items are not served
         np.testing.assert_array_equal(rec.top(values, k, exclude), expected)
-
-
-def test_micro_batcher_ranks_concurrent_requests_together(bundle):
-    rec = Recommender(bundle, runtime="eager")
-    batcher = MicroBatcher(rec.rank, max_batch=64)
-    rng = np.random.default_rng(1)
-    empty = np.zeros(0, dtype=np.int64)
-    queries = [RankQuery(rng.integers(0, bundle.n_items, 6), 10, empty) for _ in range(12)]
-    queries.append(RankQuery(empty, 10, empty))  # a popularity query in the same batch
-
-    async def submit_all():
-        return await asyncio.gather(*(batcher.submit(query) for query in queries))
-
-    rankings = asyncio.run(submit_all())
-    assert batcher.queries == len(queries) and batcher.batches < len(queries)
-    scores = bundle.scorer().score([query.history for query in queries[:-1]])
-    for row, ranking in enumerate(rankings[:-1]):
-        assert ranking.source == "model"
-        np.testing.assert_allclose(ranking.scores, np.sort(scores[row])[::-1][:10], rtol=1e-5)
-    assert rankings[-1].source == "popularity"
 
 
 @contextlib.contextmanager
@@ -336,6 +315,8 @@ def test_workers_share_a_burst_of_new_connections(bundle_path, pick_free_port):
             for sock in sockets:  # each connection stays with the worker that accepted it
                 first.setdefault(health_over(sock)["worker"], sock)
             assert len(first) == 2, list(first)
+            # several processes keep the cores busy: each ranks in its own event loop
+            assert {health_over(sock)["ranking_in"] for sock in first.values()} == {"event loop"}
             server.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 60
             while any(health_over(sock)["changes"] == 0 for sock in first.values()):
