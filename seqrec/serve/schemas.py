@@ -38,7 +38,7 @@ class ServeConfig:
     warmup: bool = True  # score one history at start-up so the first request is not slow
     # rank in a worker thread beside the event loop (true) or in the event loop, blocking it
     # (false); None: a thread when the server runs one worker process, the event loop when
-    # several share the cores (`ranks_in`; benchmarks/results/ranker_serve_load.md)
+    # several share the cores (`ranks_in_thread`; benchmarks/results/ranker_serve_load.md)
     thread: bool | None = None
     runtime: str = choice("auto", *RUNTIMES)  # what computes the scores (seqrec.serve.scoring)
     # a two-stage bundle's trees compiled to native code when a C compiler is found (the same
