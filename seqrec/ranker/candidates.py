@@ -58,11 +58,13 @@ def source_ranks(found: Candidates) -> np.ndarray:
     return _source_ranks(found.rows, found.scores)
 
 
-def run_starts(sorted_values: np.ndarray) -> np.ndarray:
-    """[R] int64 where each run of equal values begins in ``sorted_values``."""
+def runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[R], [R] int64 where each run of equal values in ``sorted_values`` begins, and one past
+    where it ends."""
     if not len(sorted_values):
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate(([0], np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1))
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1))
+    return starts, np.concatenate((starts[1:], [len(sorted_values)]))
 
 
 def merge(n_queries: int, found: dict[str, Candidates], max_candidates: int) -> CandidateSet:

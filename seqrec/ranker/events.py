@@ -64,14 +64,15 @@ class Events:
     def timed(self) -> bool:
         return self.day is not None
 
-    def _cut(self, cutoffs: np.ndarray, days: int = 0) -> np.ndarray:
-        """[C] cutoffs (moved ``days`` days back) as offsets from t_min, clipped to
-        [0, span - 1]; the end of the log when timestamps are not a shared clock. A window's
-        start is moved back before clipping, so a cutoff after the log's end still opens its
-        window at ``cutoff - days``."""
+    def _cut(self, cutoffs: np.ndarray, days: int | np.ndarray = 0) -> np.ndarray:
+        """[C] cutoffs (moved ``days`` days back; [K, C] for ``days`` [K, 1]) as offsets from
+        t_min, clipped to [0, span - 1]; the end of the log when timestamps are not a shared
+        clock. A window's start is moved back before clipping, so a cutoff after the log's end
+        still opens its window at ``cutoff - days``."""
         cutoffs = np.asarray(cutoffs, dtype=np.int64)
         if self.day is None:
-            return np.full(cutoffs.shape, self.span - 1, dtype=np.int64)
+            shape = np.broadcast_shapes(cutoffs.shape, np.shape(days))
+            return np.full(shape, self.span - 1, dtype=np.int64)
         offsets = cutoffs - days * self.day - self.t_min
         return np.minimum(np.maximum(offsets, 0), self.span - 1)  # np.clip, without its checks
 
@@ -96,8 +97,8 @@ class Events:
         position in each item's events searched once."""
         items = np.asarray(items, np.int64)
         windowed = [days for days in windows if days is not None and self.timed]
-        back = np.array([0, *windowed], dtype=np.int64)[:, None] * (self.day or 0)  # [K, 1]
-        bounds = self._cut(np.asarray(cutoffs, dtype=np.int64) - back)  # [K, C]
+        back = np.array([0, *windowed], dtype=np.int64)[:, None]  # [K, 1] days
+        bounds = self._cut(cutoffs, back)  # [K, C]
         stop, *starts = self._position(items, bounds)  # [C] each, all searched in one pass
         out = []
         for days in windows:

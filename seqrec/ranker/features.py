@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 from seqrec.data.sequences import histories_to_tensor
-from seqrec.ranker.candidates import CandidateSet, run_starts
+from seqrec.ranker.candidates import CandidateSet, runs
 from seqrec.ranker.config import SOURCES, RankerConfig
 from seqrec.ranker.context import RankerContext, Vectors, has_vector
 from seqrec.ranker.cosines import Layout, last_slots, slot_cosines
@@ -188,8 +188,8 @@ def _bought(pairs: _Pairs, h_codes: np.ndarray, codes: np.ndarray, prefix: str) 
     keys = pairs.h_rows[kept] * n_codes + h_codes[kept]
     order = np.argsort(keys, kind="stable")  # history order kept within a key
     sorted_keys = keys[order]
-    first = run_starts(sorted_keys)  # [K] where each distinct key's entries begin
-    distinct, counts = sorted_keys[first], np.diff(np.append(first, len(sorted_keys)))
+    first, stop = runs(sorted_keys)  # [K] where each distinct key's entries begin and end
+    distinct, counts = sorted_keys[first], stop - first
     latest = kept[order[first + counts - 1]]  # [K] entry index of each key's latest purchase
     pos, found = _find(distinct, pairs.rows * n_codes + codes)
     found &= codes >= 0

@@ -37,7 +37,7 @@ from seqrec.ranker.candidates import (
     Source,
     concat,
     no_candidates,
-    run_starts,
+    runs,
     top_per_row,
 )
 from seqrec.ranker.config import RankerConfig
@@ -111,8 +111,7 @@ class Repeats:
         key = rows * context.n_items + items  # [E] one per (query, item)
         order = np.lexsort((-from_end, times, key))  # by pair, its latest entry last
         sorted_key = key[order]
-        starts = run_starts(sorted_key)  # [P]
-        ends = np.concatenate((starts[1:], [len(order)]))
+        starts, ends = runs(sorted_key)  # [P] each
         latest = order[ends - 1]  # [P] each pair's latest entry
         count = ends - starts  # [P]
         p_rows, p_items = rows[latest], items[latest]
@@ -159,13 +158,13 @@ class Variants:
         rows, times, groups = rows[known], times[known], groups[known]
         age = np.maximum(queries.cutoffs[rows] - times, 0) / (context.events.day or 1)
         weight = 0.5 ** (age / self.half_life_days)  # [E]
-        n_groups = len(group_members(context)[0]) - 1
+        indptr, members = group_members(context)
+        n_groups = len(indptr) - 1
         pair, inverse = np.unique(rows * n_groups + groups, return_inverse=True)
         g_rows, g_groups = pair // max(n_groups, 1), pair % max(n_groups, 1)  # [P]
         g_score = np.bincount(inverse, weights=weight, minlength=len(pair))  # [P]
         best = self._best_groups(queries, context, g_rows, g_groups, g_score, n)
         g_rows, g_groups, g_score = best
-        indptr, members = group_members(context)
         sizes = indptr[g_groups + 1] - indptr[g_groups]  # [P]
         c_rows = np.repeat(g_rows, sizes)  # [C]
         within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)

@@ -14,7 +14,7 @@ from seqrec.ranker.candidates import (
     generate,
     latest_queries,
     merge,
-    run_starts,
+    runs,
     top_per_row,
 )
 from seqrec.ranker.config import RankerConfig, SourceSizes
@@ -154,10 +154,12 @@ def test_top_per_row_is_each_rows_sorted_prefix(entries, n, with_ties):
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(-3, 3), max_size=30))
-def test_run_starts_are_where_each_distinct_value_first_occurs(values):
+def test_runs_are_where_each_distinct_value_first_occurs_and_how_often(values):
     ordered = np.sort(np.array(values, dtype=np.int64))
-    _, first = np.unique(ordered, return_index=True)
-    np.testing.assert_array_equal(run_starts(ordered), first)
+    _, first, counts = np.unique(ordered, return_index=True, return_counts=True)
+    starts, stops = runs(ordered)
+    np.testing.assert_array_equal(starts, first)
+    np.testing.assert_array_equal(stops - starts, counts)
 
 
 def test_a_subset_of_every_query_in_order_is_the_same_queries():
